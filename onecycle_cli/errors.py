@@ -1,0 +1,42 @@
+"""Exceptions that the CLI turns into a one-line message and an exit code (`onecycle_cli/cli.py`).
+
+Library code raises; only the CLI prints and exits. Each class carries the exit code of the
+contract in DESIGN.md, so a shell script can tell bad input (2) from a diverged run (3).
+"""
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class OnecycleError(Exception):
+    """Base class: an error the user can act on, shown as one line."""
+
+    exit_code = EXIT_ERROR
+
+
+class UsageError(OnecycleError):
+    """Bad flags, config, paths or data: exit 2 before (or instead of) training."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A config value is unknown, mistyped or impossible."""
+
+
+class DataError(UsageError):
+    """A dataset is missing, truncated or does not fit the model."""
+
+
+class RunDirError(UsageError):
+    """A run directory cannot be created, resumed or read."""
+
+
+class Diverged(OnecycleError):
+    """Training produced a non-finite loss; everything recorded before it is kept."""
+
+    exit_code = EXIT_DIVERGED
