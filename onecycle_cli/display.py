@@ -1,0 +1,120 @@
+"""What a person sees, on stderr: progress bars, the fastai-style epoch table, tables and text plots.
+
+stdout is kept for `--json`. When stderr is not a terminal (a log file, a CI job) there is no
+colour and no animation: the epoch rows and the final tables are printed as plain lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from typing import Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def fmt_time(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60:d}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
+
+
+def fmt_num(x: float | None, digits: int = 6) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+class Display:
+    def __init__(self, enabled: bool = True, console: Console | None = None):
+        self.enabled = enabled
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=False)
+        self._progress: Progress | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.enabled and self.console.is_terminal
+
+    def print(self, *objects, **kwargs) -> None:
+        if self.enabled:
+            (self._progress.console if self._progress else self.console).print(*objects, **kwargs)
+
+    def warn(self, message: str) -> None:
+        self.print(f"[yellow]warning:[/] {message}")
+
+    @contextlib.contextmanager
+    def progress(self, total: int, description: str, completed: int = 0) -> Iterator["ProgressTask"]:
+        """A bar with live fields (`loss`, `lr`), drawn only on a terminal, removed when done."""
+        if not self.live:
+            yield ProgressTask(None, None)
+            return
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                       console=self.console, transient=True, refresh_per_second=4)
+        with bar:
+            self._progress = bar
+            try:
+                yield ProgressTask(bar, bar.add_task(description, total=total, completed=completed, info=""))
+            finally:
+                self._progress = None
+
+    # -- the epoch table users know from fastai ---------------------------------------------
+    EPOCH_COLUMNS = ("epoch", "train_loss", "valid_loss", "accuracy", "time")
+
+    def epoch_header(self) -> None:
+        self.print("[bold]" + "  ".join(f"{c:<11}" for c in self.EPOCH_COLUMNS).rstrip())
+
+    def epoch_row(self, row: dict) -> None:
+        cells = [str(int(row["epoch"])), fmt_num(row["train_loss"]), fmt_num(row["valid_loss"]),
+                 fmt_num(row["accuracy"]), fmt_time(row["seconds"])]
+        self.print("  ".join(f"{c:<11}" for c in cells).rstrip())
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        for c in columns:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*[str(x) for x in r])
+        self.print(t)
+
+    def text_plot(self, xs: Sequence[float], series: dict[str, Sequence[float]], title: str, xlog: bool = False,
+                  marks: dict[str, float] | None = None, ylabel: str = "") -> None:
+        """A curve in characters (plotext), readable over SSH. Best effort: a text plot never costs a run."""
+        if not self.enabled:
+            return
+        try:
+            import plotext as plt
+            plt.clf()
+            plt.plotsize(min(max(self.console.width - 1, 40), 100), 18)
+            plt.theme("clear")
+            if xlog:
+                plt.xscale("log")
+            for name, ys in series.items():
+                pts = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
+                if pts:
+                    plt.plot([p[0] for p in pts], [p[1] for p in pts], label=name, marker="braille")
+            for x in (marks or {}).values():
+                plt.vline(x)
+            marked = "  ".join(f"{name} {x:.2e}" for name, x in (marks or {}).items())
+            plt.title(f"{title}  (| {marked})" if marked else title)
+            plt.xlabel("lr (log scale)" if xlog else "step")
+            if ylabel:
+                plt.ylabel(ylabel)
+            text = re.sub(r"\x1b\[[0-9;]*m", "", plt.build())  # plain characters: logs and pipes stay clean
+            (self._progress.console if self._progress else self.console).file.write(text.rstrip() + "\n")
+        except Exception as e:  # missing plotext, a terminal too small: say so and go on
+            self.print(f"(no text plot: {type(e).__name__}: {e})")
+
+
+class ProgressTask:
+    def __init__(self, bar: Progress | None, task):
+        self.bar, self.task = bar, task
+
+    def update(self, completed: int, info: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=completed, info=info)
+

@@ -1,0 +1,427 @@
+"""The 1cycle fit: `onecycle train --config mnist_sample --max-lr 5e-2 --epochs 2`.
+
+`fit` is the loop: take a batch, step, record, with the schedule stepped where it is applied.
+Per-step values stay on the device in a small buffer that is read (one host sync) every
+`train.log_every` steps, at the end of each epoch and when a signal asks the run to stop; that read
+appends to steps.csv, updates the progress bar and is where a non-finite loss is caught.
+`train` wraps the loop into a run: the directory, checkpoints, resume and the summary.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config, Resolved, to_yaml
+from .diagnostics import HIST_COLUMNS, STAT_COLUMNS, ActivationStats, grad_abs_mean
+from .display import Display
+from .dist import Dist
+from .errors import Diverged, OnecycleError, RunDirError
+from .loader import eval_batches
+from .optim import build_optimizer
+from .pipeline import Pipeline, build_pipeline
+from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, keep_rows, now_iso
+from .schedules import build_schedule, momentum_of
+from .signals import StopFlag
+
+SMOOTH_BETA = 0.98  # the smoothed loss of steps.csv, as fastai's recorder and the range test
+
+
+@dataclass
+class LoopState:
+    """Where the loop is and its running totals: everything a checkpoint holds besides the modules."""
+
+    step: int = 0             # optimiser steps taken in the whole run
+    epoch: int = 0            # the epoch under way (== epochs once finished)
+    epoch_step: int = 0       # steps taken within that epoch
+    epoch_loss: float = 0.0   # sum of this epoch's training losses so far (float64, summed step by step)
+    epoch_seconds: float = 0.0  # training time already spent in this epoch (before an interruption)
+    smooth: float = 0.0       # the smoothed loss's moving average
+    train_seconds: float = 0.0
+    images: int = 0
+    best_accuracy: float = -1.0
+    best_epoch: int = -1
+    last: dict = field(default_factory=dict)  # the latest metrics row
+
+
+class StepBuffer:
+    """Per-step records: host floats (step, epoch, lr, momentum) and device scalars (loss, |grad|)."""
+
+    def __init__(self, capacity: int, device: torch.device):
+        self.values = torch.zeros(capacity, 2, device=device)
+        self.meta: list[tuple[int, int, float, float]] = []
+
+    def add(self, step: int, epoch: int, lr: float, momentum: float, loss: torch.Tensor, gabs: torch.Tensor) -> None:
+        i = len(self.meta)
+        self.values[i, 0] = loss
+        self.values[i, 1] = gabs
+        self.meta.append((step, epoch, lr, momentum))
+
+    @property
+    def full(self) -> bool:
+        return len(self.meta) >= len(self.values)
+
+    def drain(self, dist: Dist) -> list[dict]:
+        n = len(self.meta)
+        values = dist.mean_(self.values[:n].clone()).tolist() if n else []  # the host sync
+        rows = [{"step": s, "epoch": e, "lr": lr, "momentum": m, "loss": v[0], "grad_abs": v[1]}
+                for (s, e, lr, m), v in zip(self.meta, values)]
+        self.meta = []
+        return rows
+
+
+def evaluate(pipe: Pipeline) -> tuple[float, float]:
+    """(valid loss, accuracy) on the test split, summed on the device and read once."""
+    model = pipe.model
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=pipe.device)
+    with torch.no_grad(), pipe.precision.autocast():
+        for x, y in eval_batches(pipe.ds, pipe.cfg.data, pipe.cfg.train.eval_batch_size, pipe.dist.rank,
+                                 pipe.dist.world, pipe.memory_format):
+            out = model(x).float()
+            totals[0] += F.cross_entropy(out, y, reduction="sum")
+            totals[1] += (out.argmax(1) == y).sum()
+            totals[2] += len(y)
+    model.train(was_training)
+    loss_sum, correct, n = pipe.dist.sum_(totals).tolist()
+    return loss_sum / n, correct / n
+
+
+def rng_states() -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np_state = states["numpy"]
+    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: LoopState,
+        opt: torch.optim.Optimizer, sched, scaler, checkpoint, tensorboard=None) -> str:
+    """Train from `state` to the end, or until a signal; returns 'completed' or 'interrupted'."""
+    cfg, dist = pipe.cfg, pipe.dist
+    epochs, per_epoch = cfg.train.epochs, pipe.batches.steps_per_epoch
+    net = pipe.net
+    params = [p for p in pipe.model.parameters() if p.requires_grad]
+    numel = sum(p.numel() for p in params)
+    group = opt.param_groups[0]
+    steps_log, metrics_log = run.log("steps.csv", STEP_COLUMNS), run.log("metrics.csv", METRIC_COLUMNS)
+    buffer = StepBuffer(cfg.train.log_every, pipe.device)
+    acts = None
+    if cfg.train.activation_stats:
+        acts = ActivationStats(pipe.model.stat_layers(), cfg.train.log_every, pipe.device)
+        stats_log, hist_log = run.log("activation_stats.csv", STAT_COLUMNS), run.log("activation_hist.csv", HIST_COLUMNS)
+    # summed step by step in float64 on the device: the same additions in the same order however the
+    # run is cut, so a resumed run's train_loss is bit-identical
+    epoch_loss = torch.full((), state.epoch_loss, dtype=torch.float64, device=pipe.device)
+
+    def flush() -> bool:
+        """Read the buffered steps (the host sync), record them, catch divergence; True: stop now."""
+        rows = buffer.drain(dist)
+        for r in rows:
+            state.smooth = SMOOTH_BETA * state.smooth + (1 - SMOOTH_BETA) * r["loss"]
+            r["smooth_loss"] = state.smooth / (1 - SMOOTH_BETA ** r["step"])
+        state.epoch_loss = float(epoch_loss)
+        bad = next((r for r in rows if not math.isfinite(r["loss"])), None)
+        if bad is not None:
+            steps_log.write_many(rows[:rows.index(bad) + 1])
+            raise Diverged(f"training diverged: loss became {bad['loss']} at step {bad['step']} "
+                           f"(epoch {bad['epoch']}, lr {bad['lr']:.4g}); records up to there are kept")
+        steps_log.write_many(rows)
+        if acts is not None:
+            stats, hists = acts.drain()
+            stats_log.write_many(stats)
+            hist_log.write_many(hists)
+        if tensorboard is not None:
+            tensorboard.steps(rows)
+        if rows:
+            bar.update(state.step, f"epoch {state.epoch}  loss {rows[-1]['smooth_loss']:.4f}  lr {rows[-1]['lr']:.2e}")
+        return dist.from_main(stop.requested)
+
+    display.epoch_header()
+    with display.progress(epochs * per_epoch, "train", completed=state.step) as bar:
+        while state.epoch < epochs:
+            net.train()
+            started = time.perf_counter()
+            stopping = False
+            for x, y in pipe.batches.epoch(state.epoch, start=state.epoch_step):
+                lr, momentum = group["lr"], momentum_of(group)
+                with pipe.precision.autocast():
+                    loss = F.cross_entropy(net(x), y, label_smoothing=cfg.optim.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)  # |grad| is recorded unscaled
+                    gabs = grad_abs_mean(params, numel)
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    gabs = grad_abs_mean(params, numel)
+                    opt.step()
+                sched.step()
+                loss = loss.detach().float()
+                epoch_loss += loss
+                state.step += 1
+                state.epoch_step += 1
+                buffer.add(state.step, state.epoch, lr, momentum, loss, gabs)
+                if acts is not None:
+                    acts.step_done(state.step)
+                # a single process may stop after any step; several agree at the flushes only
+                if buffer.full or state.epoch_step == per_epoch or (stop.requested and not dist.active):
+                    stopping = flush()
+                    if stopping and state.epoch_step < per_epoch:
+                        break
+            seconds = state.epoch_seconds + time.perf_counter() - started
+            if state.epoch_step < per_epoch:  # interrupted mid-epoch: keep the partial epoch's totals
+                state.epoch_seconds = seconds
+                state.epoch_loss = float(epoch_loss)
+                state.train_seconds += time.perf_counter() - started
+                checkpoint(state)
+                return "interrupted"
+            state.train_seconds += time.perf_counter() - started
+            state.images += per_epoch * pipe.batches.batch_size
+            valid_loss, accuracy = evaluate(pipe)
+            row = {"epoch": state.epoch, "step": state.step, "lr": group["lr"], "momentum": momentum_of(group),
+                   "train_loss": dist.mean_(epoch_loss / per_epoch).item(),
+                   "valid_loss": valid_loss, "accuracy": accuracy,
+                   "seconds": state.epoch_seconds + time.perf_counter() - started,
+                   "images_per_s": per_epoch * pipe.batches.batch_size / max(seconds, 1e-9)}
+            metrics_log.write(row)
+            display.epoch_row(row)
+            if tensorboard is not None:
+                tensorboard.epoch(row)
+            if accuracy > state.best_accuracy:
+                state.best_accuracy, state.best_epoch = accuracy, state.epoch
+            state.last = row
+            state.epoch += 1
+            state.epoch_step, state.epoch_loss, state.epoch_seconds = 0, 0.0, 0.0
+            epoch_loss.zero_()
+            checkpoint(state)
+            if (stopping or dist.from_main(stop.requested)) and state.epoch < epochs:
+                return "interrupted"
+    if acts is not None:
+        acts.remove()
+    return "completed"
+
+
+# ------------------------------------------------------------------------------------------------
+# a training run: directory, checkpoints, resume, summary
+
+
+def checkpoint_state(pipe: Pipeline, opt, sched, scaler, state: LoopState) -> dict:
+    return {"format": 1, "model": pipe.model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "state": asdict(state), "rng": rng_states(), "config": pipe.cfg.model_dump(mode="json"),
+            "total_steps": pipe.cfg.train.epochs * pipe.batches.steps_per_epoch}
+
+
+def load_checkpoint(run: RunDir) -> dict:
+    path = run.path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise RunDirError(f"--resume {run.path}: no checkpoint to resume from (the run stopped before its first "
+                          f"epoch ended or its first checkpoint); start it again instead")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a foreign or damaged file: say so rather than show the unpickler's traceback
+        raise RunDirError(f"--resume {run.path}: checkpoint {path.name} cannot be read ({type(e).__name__}); "
+                          f"the file is damaged or not onecycle's") from None
+
+
+RESUMABLE = {"train.device", "train.log_every", "train.eval_batch_size", "run.tensorboard", "run.root", "data.root",
+             "data.download"}
+
+
+def check_resumable(saved: dict, cfg: Config, total_steps: int, path: Path) -> None:
+    """A resumed run keeps its config: anything that would change its result is refused, by name."""
+    if saved["total_steps"] != total_steps:
+        raise RunDirError(
+            f"--resume {path}: this config gives {total_steps} steps ({cfg.train.epochs} epochs x "
+            f"{total_steps // cfg.train.epochs}) but the run was scheduled for {saved['total_steps']}; a 1cycle "
+            f"schedule cannot change length midway: keep train.epochs, train.batch_size and the data, or start a new run")
+    now = cfg.model_dump(mode="json")
+    for section, keys in saved["config"].items():
+        for key, old in keys.items():
+            if f"{section}.{key}" not in RESUMABLE and now[section][key] != old:
+                raise RunDirError(f"--resume {path}: {section}.{key} was {old!r} and would become {now[section][key]!r}; "
+                                  f"a resumed run keeps its config (start a new run to change it)")
+
+
+class Tensorboard:
+    """TensorBoard event files in <run>/tensorboard, when asked for and installed."""
+
+    def __init__(self, path: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise OnecycleError("--tensorboard needs the tensorboard package: pip install 'onecycle[tensorboard]'") from None
+        self.writer = SummaryWriter(str(path))
+
+    def steps(self, rows: list[dict]) -> None:
+        for r in rows:
+            for key in ("loss", "smooth_loss", "lr", "momentum", "grad_abs"):
+                self.writer.add_scalar(f"step/{key}", r[key], r["step"])
+        self.writer.flush()
+
+    def epoch(self, row: dict) -> None:
+        for key in ("train_loss", "valid_loss", "accuracy", "images_per_s"):
+            self.writer.add_scalar(f"epoch/{key}", row[key], row["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def summary_of(pipe: Pipeline, run: RunDir, state: LoopState, status: str, reason: str, started: float,
+               extra: dict) -> dict:
+    cfg = pipe.cfg
+    last = state.last
+    return {
+        "command": "train", "status": status, "stop_reason": reason, "run_dir": str(run.path),
+        "dataset": cfg.data.dataset, "model": cfg.model.name, "parameters": sum(p.numel() for p in pipe.model.parameters()),
+        "optimizer": cfg.optim.name, "schedule": cfg.schedule.name, "shape": cfg.schedule.shape,
+        "max_lr": cfg.schedule.max_lr, "epochs": cfg.train.epochs, "epochs_done": state.epoch, "steps": state.step,
+        "batch_size": cfg.train.batch_size, "seed": cfg.train.seed, "device": str(pipe.device),
+        "precision": pipe.precision.name, "world_size": pipe.dist.world,
+        "final": {k: last.get(k) for k in ("train_loss", "valid_loss", "accuracy")} if last else None,
+        "best": {"accuracy": state.best_accuracy, "epoch": state.best_epoch} if state.best_epoch >= 0 else None,
+        "train_seconds": round(state.train_seconds, 3), "wall_seconds": round(time.time() - started, 3),
+        "images_per_s": round(state.images / state.train_seconds, 1) if state.train_seconds and state.images else None,
+        **extra}
+
+
+def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dist(), *,
+          max_lr_source: str = "config", find_first: bool = False, resume: Path | None = None,
+          started: float | None = None) -> tuple[RunDir, dict]:
+    """One training run; returns its directory and summary. Raises Diverged (exit 3) after recording."""
+    started = started or time.time()
+    cfg = resolved.config
+    run: RunDir = NullRunDir()
+    if resume is not None:
+        run = RunDir.open(resume) if dist.main else NullRunDir()
+        saved = load_checkpoint(run) if dist.main else None
+        saved = dist.from_main(saved)
+    elif dist.main:
+        RunDir.check_root(cfg.run.root)
+    pipe = build_pipeline(cfg, dist)
+    if resume is not None:
+        check_resumable(saved, cfg, cfg.train.epochs * pipe.batches.steps_per_epoch, resume)
+    elif dist.main:
+        run = RunDir.create(cfg.run.root, "train", resolved.name)
+    extra = {"config": resolved.name, "max_lr_source": max_lr_source, "started": now_iso()}
+    state = LoopState()
+    tb = None
+    try:
+        if resume is None:
+            run.write_text("config.yaml", to_yaml(cfg))
+            run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name)
+            run.write_json("summary.json", {"command": "train", "status": "running", "config": resolved.name,
+                                            "run_dir": str(run.path), "started": extra["started"]})
+            if find_first:
+                from .lr_find import find_in_run
+                suggestion = find_in_run(pipe, run, display, stop)
+                cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"max_lr": suggestion.lr})})
+                pipe.cfg = cfg
+                extra["max_lr_source"] = f"find: {suggestion.name} (range test in this run)"
+                run.write_text("config.yaml", to_yaml(cfg))
+                display.print(f"max_lr {suggestion.lr:.3g} from the range test's {suggestion.name} suggestion")
+                if stop.requested:
+                    summary = summary_of(pipe, run, state, "interrupted", f"interrupted by {stop.name} during the "
+                                         f"range test, before training began", started, extra)
+                    run.write_json("summary.json", summary)
+                    return run, summary
+        else:
+            previous = run.read_json("summary.json")
+            extra.update({k: previous[k] for k in ("max_lr_source", "started", "config") if k in previous})
+            extra["resumed"] = previous.get("resumed", 0) + 1
+        total = cfg.train.epochs * pipe.batches.steps_per_epoch
+        opt = build_optimizer(cfg.optim, pipe.model, cfg.schedule.max_lr, fused=pipe.fused)
+        sched = build_schedule(cfg.schedule, opt, total)
+        scaler = torch.amp.GradScaler() if pipe.precision.needs_scaler else None
+        if resume is not None:
+            pipe.model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            if scaler is not None and saved["scaler"]:
+                scaler.load_state_dict(saved["scaler"])
+            state = LoopState(**saved["state"])
+            set_rng_states(saved["rng"])
+            # records written after the checkpoint belong to a future that will now be replayed
+            keep_rows(run.path / "steps.csv", lambda r: r["step"] <= state.step)
+            keep_rows(run.path / "metrics.csv", lambda r: r["epoch"] < state.epoch)
+            display.print(f"resuming {run.path} at epoch {state.epoch}, step {state.step} of {total}")
+        if cfg.run.tensorboard and dist.main:
+            tb = Tensorboard(run.path / "tensorboard")
+
+        def checkpoint(s: LoopState) -> None:
+            run.save_checkpoint(checkpoint_state(pipe, opt, sched, scaler, s))
+            run.write_json("summary.json", summary_of(pipe, run, s, "running", "", started, extra))
+
+        status = fit(pipe, run, display, stop, state, opt, sched, scaler, checkpoint, tb)
+        reason = (f"completed {cfg.train.epochs} epochs" if status == "completed" else
+                  f"interrupted by {stop.name} at step {state.step} of {total} (epoch {state.epoch}); "
+                  f"continue with: onecycle train --resume {run.path}")
+        summary = summary_of(pipe, run, state, status, reason, started, extra)
+        run.write_json("summary.json", summary)
+        return run, summary
+    except Diverged as e:
+        run.write_json("summary.json", summary_of(pipe, run, state, "diverged", str(e), started, extra))
+        raise
+    except KeyboardInterrupt:
+        run.write_json("summary.json", summary_of(pipe, run, state, "interrupted", "stopped at once by a second "
+                                                  "SIGINT; the last epoch's checkpoint is kept", started, extra))
+        raise
+    except BaseException as e:
+        run.write_json("summary.json", summary_of(pipe, run, state, "failed", f"{type(e).__name__}: {e}", started, extra))
+        raise
+    finally:
+        if tb is not None:
+            tb.close()
+        if dist.main:
+            from .plots import plot_run
+            plot_run(run.path)
+        run.close()
+
+
+def train_seeds(resolved: Resolved, seeds: list[int], display: Display, stop: StopFlag, dist: Dist = Dist(), *,
+                max_lr_source: str = "config", find_first: bool = False) -> dict:
+    """The same config once per seed, each its own run; the mean and spread of the final accuracy."""
+    summaries = []
+    for seed in seeds:
+        cfg = resolved.config
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
+        run, summary = train(resolved.model_copy(update={"config": cfg}), display, stop, dist,
+                             max_lr_source=max_lr_source, find_first=find_first)
+        summaries.append(summary)
+        if find_first:  # one range test serves every seed: the same suggestion, recorded as such
+            resolved = resolved.model_copy(update={"config": cfg.model_copy(update={
+                "schedule": cfg.schedule.model_copy(update={"max_lr": summary["max_lr"]})})})
+            max_lr_source, find_first = f"{summary['max_lr_source']} of {run.path}", False
+        if summary["status"] != "completed":
+            break
+    accuracies = [s["final"]["accuracy"] for s in summaries if s.get("final") and s["status"] == "completed"]
+    mean = float(np.mean(accuracies)) if accuracies else None
+    std = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0 if accuracies else None
+    display.table(f"{len(summaries)} seeds", ["seed", "run", "status", "accuracy"],
+                  [[s["seed"], s["run_dir"], s["status"], f"{s['final']['accuracy']:.4f}" if s.get("final") else "-"]
+                   for s in summaries])
+    if mean is not None:
+        display.print(f"accuracy {mean:.4f} ± {std:.4f} (mean ± std over {len(accuracies)} seeds)")
+    status = next((s["status"] for s in summaries if s["status"] != "completed"), "completed")
+    return {"command": "train", "status": status, "seeds": seeds[:len(summaries)], "accuracy_mean": mean,
+            "accuracy_std": std, "runs": summaries}

@@ -1,0 +1,294 @@
+"""The LR range test: `onecycle find --config mnist_sample [--sweep weight_decay=1e-3,1e-4]`.
+
+Train for `num_it` mini-batches while the LR grows from `start_lr` to `end_lr` (log-linearly by
+default), record the loss, smooth it (EMA, beta 0.98, bias-corrected) and stop once the smoothed
+loss passes `diverge` x the best seen. The model, every random state and any optimiser the caller
+holds are exactly as before when it returns: the sweep trains a copy of nothing, it trains the
+model and then puts every bit back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
+
+from .config import Config
+from .display import Display
+from .loader import TrainBatches, eval_batches
+from .optim import build_optimizer
+from .pipeline import Pipeline
+from .signals import StopFlag
+from .suggest import Suggestion, suggest
+
+CHECK_EVERY = 8  # steps between reads of the loss on the host: the only syncs of the sweep
+
+
+@dataclass
+class Curve:
+    label: str                          # "" for a plain test, "weight_decay=0.0001" in a sweep
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smooth: list[float] = field(default_factory=list)     # causal EMA: what the stop rule reads
+    lag_free: list[float] = field(default_factory=list)   # what the suggestions read (suggest.lag_free)
+    stop: str = "end"                   # end | diverged | non-finite | interrupted
+    stop_reason: str = ""
+    stop_lr: float | None = None
+    suggestions: dict[str, Suggestion] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"label": self.label, "steps": len(self.lrs), "stop": self.stop, "stop_reason": self.stop_reason,
+                "stop_lr": self.stop_lr, "suggestions": {k: s.as_dict() for k, s in self.suggestions.items()}}
+
+
+def lr_at(step: int, cfg) -> float:
+    """The LR of sweep step `step` (0-based) of `num_it`."""
+    t = step / (cfg.num_it - 1)
+    if cfg.mode == "linear":
+        return cfg.start_lr + (cfg.end_lr - cfg.start_lr) * t
+    return cfg.start_lr * (cfg.end_lr / cfg.start_lr) ** t
+
+
+def smooth_losses(losses: list[float], beta: float) -> list[float]:
+    """Exponential moving average, bias-corrected so the first values are not pulled to zero."""
+    out, avg = [], 0.0
+    for i, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def stopping_point(losses: list[float], smooth: list[float], diverge: float) -> tuple[int, str] | None:
+    """(index, kind) of the first step past which the curve only measures divergence, if any."""
+    best = math.inf
+    for i, (raw, s) in enumerate(zip(losses, smooth)):
+        if not math.isfinite(raw):
+            return i, "non-finite"
+        # stop once the smoothed loss is diverge x the best: past here the curve only measures divergence
+        if s > diverge * best:
+            return i, "diverged"
+        best = min(best, s)
+    return None
+
+
+@contextlib.contextmanager
+def preserved(model: torch.nn.Module):
+    """Put the model's weights, buffers, mode and every random state back exactly, whatever happens inside."""
+    weights = copy.deepcopy(model.state_dict())
+    mode = model.training
+    states = (torch.get_rng_state(), random.getstate(), np.random.get_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        model.load_state_dict(weights)
+        model.train(mode)
+        torch.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
+def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, label: str = "",
+               weight_decay: float | None = None, momentum: float | None = None,
+               batch_size: int | None = None) -> Curve:
+    """One sweep; `weight_decay`, `momentum` and `batch_size` override the config for a sweep over them."""
+    fc, oc = cfg.find, cfg.optim
+    if weight_decay is not None:
+        oc = oc.model_copy(update={"weight_decay": weight_decay})
+    held = momentum if momentum is not None else fc.momentum
+    batches = pipe.batches
+    if batch_size is not None and batch_size != batches.batch_size:
+        batches = TrainBatches(pipe.ds, cfg.data, batch_size, cfg.train.seed, pipe.dist.rank, pipe.dist.world,
+                               pipe.memory_format)
+    held_out = list(eval_batches(pipe.ds, cfg.data, batches.local, pipe.dist.rank, pipe.dist.world,
+                                 pipe.memory_format))[:fc.val_batches]
+    curve = Curve(label)
+    losses = torch.full((fc.num_it,), math.nan, device=pipe.device)
+    with preserved(pipe.model):
+        model = pipe.model
+        opt = build_optimizer(oc, model, fc.start_lr, momentum=held, fused=pipe.fused)
+        sched = LambdaLR(opt, lambda i: lr_at(min(i, fc.num_it - 1), fc) / fc.start_lr)
+        scaler = torch.amp.GradScaler(enabled=pipe.precision.needs_scaler) if pipe.precision.needs_scaler else None
+        data = batches.forever(seed=cfg.train.seed + 7919)  # its own stream: training's batches stay untouched
+        model.train()
+        done = 0
+        with display.progress(fc.num_it, f"range test{f' {label}' if label else ''}") as bar:
+            for i in range(fc.num_it):
+                x, y = next(data)
+                with pipe.precision.autocast():
+                    loss = F.cross_entropy(model(x), y, label_smoothing=oc.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                if scaler:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                sched.step()
+                if held_out:  # Smith's variant: the loss on fixed held-out batches after this step
+                    loss = _held_out_loss(model, held_out, pipe)
+                losses[i] = loss.detach().float()
+                done = i + 1
+                if done % CHECK_EVERY and done < fc.num_it and not stop.requested:
+                    continue
+                values = pipe.dist.mean_(losses[:done].clone()).tolist()
+                smooth = smooth_losses(values, fc.beta)
+                verdict = pipe.dist.from_main((stopping_point(values, smooth, fc.diverge), stop.requested))
+                bar.update(done, f"lr {lr_at(i, fc):.2e}  loss {smooth[-1]:.4f}")
+                if verdict[0] is not None or verdict[1]:
+                    break
+    end, kind = verdict[0] if verdict[0] is not None else (done - 1, "interrupted" if verdict[1] else "end")
+    curve.lrs = [lr_at(i, fc) for i in range(end + 1)]
+    curve.losses, curve.smooth = values[:end + 1], smooth[:end + 1]
+    curve.stop, curve.stop_lr = kind, curve.lrs[-1]
+    curve.stop_reason = {
+        "end": f"reached end_lr {fc.end_lr:g} after {fc.num_it} steps without diverging",
+        "diverged": f"smoothed loss {smooth[end]:.4g} passed {fc.diverge:g} x the best "
+                    f"{min(smooth[:end] or [math.inf]):.4g} at lr {curve.stop_lr:.3g} (step {end})",
+        "non-finite": f"loss became {values[end]} at lr {curve.stop_lr:.3g} (step {end})",
+        "interrupted": f"interrupted by {stop.name} at lr {curve.stop_lr:.3g} (step {end})",
+    }[kind]
+    curve.suggestions, curve.lag_free = suggest(curve.lrs, curve.losses, curve.smooth)
+    return curve
+
+
+def _held_out_loss(model: torch.nn.Module, held_out, pipe: Pipeline) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad(), pipe.precision.autocast():
+        total = sum(F.cross_entropy(model(x).float(), y, reduction="sum") for x, y in held_out)
+    model.train()
+    return total / sum(len(y) for _, y in held_out)
+
+
+# ------------------------------------------------------------------------------------------------
+# a find run: one curve, or one per value of --sweep, recorded and shown
+
+SWEEPABLE = {"weight_decay": float, "momentum": float, "batch_size": int}
+
+
+def parse_sweep(text: str) -> tuple[str, list]:
+    """`weight_decay=1e-3,1e-4,1e-5` -> ("weight_decay", [0.001, 0.0001, 1e-05]), or a UsageError."""
+    from .config import parse_scalar
+    from .errors import UsageError
+    key, eq, values = text.partition("=")
+    if not eq or key not in SWEEPABLE or not values.strip():
+        raise UsageError(f"--sweep {text!r}: expected KEY=V1,V2,... with KEY one of {', '.join(SWEEPABLE)}, "
+                         f"e.g. --sweep weight_decay=1e-3,1e-4,1e-5")
+    kind, out = SWEEPABLE[key], []
+    for item in values.split(","):
+        v = parse_scalar(item.strip())
+        ok = (isinstance(v, int) and not isinstance(v, bool)) if kind is int else (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+        ok = ok and (v > 0 if key == "batch_size" else 0 <= v < 1 if key == "momentum" else v >= 0)
+        if not ok:
+            expected = {"batch_size": "positive integers", "momentum": "numbers in [0, 1)",
+                        "weight_decay": "numbers >= 0"}[key]
+            raise UsageError(f"--sweep {key}: {item.strip()!r} is not valid: expected {expected}")
+        out.append(kind(v))
+    return key, out
+
+
+def run_curves(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag,
+               sweep: tuple[str, list] | None = None) -> list[Curve]:
+    """Every curve from the same initial weights: `preserved` puts them back after each."""
+    if sweep is None:
+        return [range_test(pipe, cfg, display, stop)]
+    key, values = sweep
+    curves = []
+    for value in values:
+        curves.append(range_test(pipe, cfg, display, stop, label=f"{key}={value:g}", **{key: value}))
+        if stop.requested:
+            break
+    return curves
+
+
+CURVE_COLUMNS = ["curve", "step", "lr", "loss", "smooth_loss", "lag_free_loss"]
+
+
+def record_curves(run, curves: list[Curve]) -> None:
+    log = run.log("lr_find.csv", CURVE_COLUMNS)
+    for c in curves:
+        lag_free = c.lag_free + [None] * (len(c.lrs) - len(c.lag_free))  # none past a NaN
+        log.write_many({"curve": c.label or "lr_find", "step": i, "lr": lr, "loss": loss, "smooth_loss": s,
+                        "lag_free_loss": f} for i, (lr, loss, s, f) in enumerate(zip(c.lrs, c.losses, c.smooth, lag_free)))
+
+
+def show_curves(display: Display, curves: list[Curve], chosen: str) -> None:
+    for c in curves:
+        display.print(f"{c.label + ': ' if c.label else ''}stopped: {c.stop_reason}")
+    names = list(curves[0].suggestions)
+    rows = [[c.label or "lr_find"] + [f"{c.suggestions[n].lr:.2e}" + (" *" if c.suggestions[n].note else "")
+                                      for n in names] for c in curves]
+    display.table(f"suggested max_lr ({chosen} is used by train --max-lr find)", ["curve"] + names, rows)
+    for c in curves:
+        for s in c.suggestions.values():
+            if s.note:
+                display.print(f"* {c.label + ' ' if c.label else ''}{s.name}: {s.note}")
+    main = curves[0]
+    display.text_plot(main.lrs, {c.label or "loss (lag-free smoothing)": c.lag_free for c in curves}, "range test",
+                      xlog=True, marks={chosen: main.suggestions[chosen].lr}, ylabel="loss")
+
+
+def find_in_run(pipe: Pipeline, run, display: Display, stop: StopFlag) -> Suggestion:
+    """The range test inside a training run (`train --max-lr find`): recorded there, its suggestion returned."""
+    curves = run_curves(pipe, pipe.cfg, display, stop)
+    record_curves(run, curves)
+    show_curves(display, curves, pipe.cfg.find.suggest)
+    run.write_json("lr_find.json", {"curves": [c.summary() for c in curves], "chosen": pipe.cfg.find.suggest})
+    return curves[0].suggestions[pipe.cfg.find.suggest]
+
+
+def find(resolved, display: Display, stop: StopFlag, dist=None, sweep: tuple[str, list] | None = None,
+         started: float | None = None):
+    """A range-test run: returns its directory and summary."""
+    import time
+    from .config import to_yaml
+    from .dist import Dist
+    from .pipeline import build_pipeline
+    from .rundir import NullRunDir, RunDir, argv, now_iso
+    started = started or time.time()
+    dist = dist or Dist()
+    cfg = resolved.config
+    if dist.main:
+        RunDir.check_root(cfg.run.root)
+    pipe = build_pipeline(cfg, dist)
+    run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
+    base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
+            "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
+            "seed": cfg.train.seed, "device": str(pipe.device), "started": now_iso()}
+    try:
+        run.write_text("config.yaml", to_yaml(cfg))
+        run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name)
+        run.write_json("summary.json", {**base, "status": "running"})
+        curves = run_curves(pipe, cfg, display, stop, sweep)
+        record_curves(run, curves)
+        chosen = curves[0].suggestions[cfg.find.suggest]
+        summary = {**base, "status": "interrupted" if stop.requested else "completed",
+                   "stop_reason": curves[-1].stop_reason if stop.requested else curves[0].stop_reason,
+                   "suggestion": chosen.as_dict(), "max_lr": chosen.lr,
+                   "suggestions": {k: s.as_dict() for k, s in curves[0].suggestions.items()},
+                   "sweep": {"key": sweep[0], "values": sweep[1]} if sweep else None,
+                   "curves": [c.summary() for c in curves], "wall_seconds": round(time.time() - started, 3)}
+        run.write_json("summary.json", summary)
+        show_curves(display, curves, cfg.find.suggest)
+        return run, summary
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        run.write_json("summary.json", {**base, "status": status, "stop_reason": f"{type(e).__name__}: {e}",
+                                        "wall_seconds": round(time.time() - started, 3)})
+        raise
+    finally:
+        if dist.main:
+            from .plots import plot_run
+            plot_run(run.path)
+        run.close()

@@ -1,0 +1,137 @@
+"""From a config to tensors and a model on the device: what `find` and `train` both stand on.
+
+`build_pipeline` resolves the device and precision, loads the dataset onto the device, checks
+that the model fits the images, and builds the model from the seed. The CUDA-only choices
+(bf16 autocast, channels_last, cudnn.benchmark, fused optimisers) are each one line here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config
+from .data import Dataset, load_dataset
+from .dist import Dist
+from .errors import DataError, UsageError
+from .loader import TrainBatches
+from .models import build_model
+
+
+def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"train.device = {name!r} but torch {torch.__version__} sees no CUDA device: "
+                             f"use --device cpu, or install a CUDA build of torch")
+        index = int(name.split(":")[1]) if ":" in name else dist.local_rank
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"train.device = {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UsageError("train.device = 'mps' but no Apple GPU is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+@dataclass
+class Precision:
+    dtype: torch.dtype | None  # autocast dtype, None: full fp32
+    device_type: str
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.dtype == torch.float16  # bf16 has fp32's range and needs no loss scaling
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    if name == "auto":
+        name = "bf16" if device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise UsageError("train.precision = 'fp16' needs a CUDA device; use bf16 or fp32 on the CPU")
+    return Precision({"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name], device.type)
+
+
+def check_fit(model: nn.Module, ds: Dataset, cfg: Config) -> None:
+    """One forward pass of a blank image: the model must take these images and give one logit per class."""
+    c, h, w = ds.shape
+    if cfg.model.name == "simple_cnn":
+        if cfg.model.channels[0] != c:
+            raise DataError(f"model.channels[0] = {cfg.model.channels[0]} but {ds.name} images have {c} channel(s): "
+                            f"set model.channels to start with {c}")
+        if cfg.model.channels[-1] != len(ds.classes):
+            raise DataError(f"model.channels[-1] = {cfg.model.channels[-1]} but {ds.name} has {len(ds.classes)} "
+                            f"classes: set model.channels to end with {len(ds.classes)}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, c, h, w))
+    except RuntimeError as e:
+        raise DataError(f"{ds.name} images of {c}x{h}x{w} do not fit model {cfg.model.name!r}: "
+                        f"{str(e).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (1, len(ds.classes)):
+        raise DataError(f"model {cfg.model.name!r} gives {tuple(out.shape[1:])} outputs for {c}x{h}x{w} images, "
+                        f"expected {len(ds.classes)} (one per class)")
+
+
+@dataclass
+class Pipeline:
+    cfg: Config
+    dist: Dist
+    device: torch.device
+    precision: Precision
+    memory_format: torch.memory_format
+    ds: Dataset
+    model: nn.Module       # the module itself: its state_dict is what checkpoints hold
+    batches: TrainBatches
+    net: nn.Module | None = None  # what forward passes go through: the model, compiled and/or DDP-wrapped
+
+    def __post_init__(self) -> None:
+        self.net = self.net or self.model
+
+    @property
+    def fused(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def build_pipeline(cfg: Config, dist: Dist = Dist()) -> Pipeline:
+    device = resolve_device(cfg.train.device, dist)
+    precision = resolve_precision(cfg.train.precision, device)
+    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ds = load_dataset(cfg.data)
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model, ds.shape[0], len(ds.classes))
+    check_fit(model, ds, cfg)
+    model = model.to(device, memory_format=memory_format)
+    ds = ds.to(device)
+    batches = TrainBatches(ds, cfg.data, cfg.train.batch_size, cfg.train.seed, dist.rank, dist.world, memory_format)
+    return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches)

@@ -1,0 +1,209 @@
+"""PNG plots, derived only from a run's files: `onecycle plot RUN_DIR` redraws any run.
+
+  lr_find.png      every range-test curve (smoothed loss against log lr), each suggestion marked
+  schedule.png     LR and momentum against step, as fastai's plot_sched
+  curves.png       training and validation loss, accuracy, and the mean |gradient| per step
+  activations.png  per-layer mean, std and near-zero share, and each layer's histogram over time
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from .rundir import atomic_write_bytes, read_csv
+
+MARKERS = {"valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on a GPU box
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _finite(xs: Sequence[float]) -> list[float]:
+    return [x for x in xs if x is not None and math.isfinite(x)]
+
+
+def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
+    rows = read_csv(run / "lr_find.csv")
+    if not rows:
+        return None
+    import json
+    if curves is None:
+        for name in ("summary.json", "lr_find.json"):
+            try:
+                curves = json.loads((run / name).read_text()).get("curves")
+            except (OSError, ValueError):
+                curves = None
+            if curves:
+                break
+    by_curve: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_curve[str(row["curve"])].append(row)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    tops, bottoms = [], []
+    for (label, pts), color in zip(by_curve.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
+        lrs, smooth = [p["lr"] for p in pts], [p.get("lag_free_loss", math.nan) for p in pts]
+        ax.plot(lrs, [p["loss"] for p in pts], ".", color=color, alpha=0.25, markersize=3)
+        ax.plot(lrs, [p["smooth_loss"] for p in pts], "--", color=color, alpha=0.6, linewidth=1,
+                label=f"{label + ' ' if len(by_curve) > 1 else ''}EMA 0.98 (stop rule; steep, slide)")
+        ax.plot(lrs, smooth, color=color,
+                label=f"{label + ' ' if len(by_curve) > 1 else ''}lag-free smoothing (valley, minimum)")
+        finite = _finite(smooth[: max(1, int(len(smooth) * 0.9))]) + _finite([p["smooth_loss"] for p in pts])
+        if finite:
+            tops.append(max(finite))
+            bottoms.append(min(finite))
+        info = next((c for c in curves or [] if (c.get("label") or "lr_find") == label), None)
+        for name, s in (info or {}).get("suggestions", {}).items():
+            if s.get("lr") and math.isfinite(s["lr"]) and s.get("loss") is not None and math.isfinite(s["loss"]):
+                ax.plot([s["lr"]], [s["loss"]], MARKERS.get(name, "x"), color=color, markersize=8,
+                        markeredgecolor="black", label=f"{label + ' ' if len(by_curve) > 1 else ''}{name} {s['lr']:.2e}")
+    ax.set_xscale("log")
+    if tops:
+        span = max(tops) - min(bottoms)
+        ax.set_ylim(min(bottoms) - 0.05 * span - 1e-6, max(tops) + 0.1 * span + 1e-6)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    stop = next((c.get("stop_reason") for c in curves or [] if c.get("stop_reason")), "")
+    ax.set_title("LR range test" + (f"\n{stop}" if stop else ""), fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8)
+    return _save(fig, run / "lr_find.png")
+
+
+def schedule_figure(steps: Sequence[int], lrs: Sequence[float], moms: Sequence[float], path: Path,
+                    title: str = "schedule", phases: Sequence[tuple[str, int]] = ()) -> Path:
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(steps, lrs)
+    a.set_title("max_lr schedule: lr against step", fontsize=10)
+    a.set_xlabel("step")
+    a.set_ylabel("lr")
+    b.plot(steps, moms, color="tab:orange")
+    b.set_title("momentum (or beta1) against step", fontsize=10)
+    b.set_xlabel("step")
+    b.set_ylabel("momentum")
+    for name, step in phases[1:]:
+        for ax in (a, b):
+            ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
+        a.annotate(name, (step, a.get_ylim()[1]), fontsize=7, rotation=90, va="top", ha="right", color="grey")
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def schedule_png(run: Path) -> Path | None:
+    rows = read_csv(run / "steps.csv")
+    if not rows:
+        return None
+    return schedule_figure([r["step"] for r in rows], [r["lr"] for r in rows], [r["momentum"] for r in rows],
+                           run / "schedule.png", title=run.name)
+
+
+def curves_png(run: Path) -> Path | None:
+    steps, metrics = read_csv(run / "steps.csv"), read_csv(run / "metrics.csv")
+    if not steps and not metrics:
+        return None
+    plt = _pyplot()
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.8))
+    if steps:
+        a.plot([r["step"] for r in steps], [r["loss"] for r in steps], alpha=0.25, linewidth=0.7, label="train (step)")
+        a.plot([r["step"] for r in steps], [r["smooth_loss"] for r in steps], label="train (smoothed)")
+        c.plot([r["step"] for r in steps], [r["grad_abs"] for r in steps], linewidth=0.8)
+        if _finite([r["grad_abs"] for r in steps]) and min(_finite([r["grad_abs"] for r in steps])) > 0:
+            c.set_yscale("log")
+    if metrics:
+        a.plot([r["step"] for r in metrics], [r["valid_loss"] for r in metrics], "o-", label="valid")
+        b.plot([r["epoch"] for r in metrics], [r["accuracy"] for r in metrics], "o-", color="tab:green")
+        best = max(metrics, key=lambda r: r["accuracy"] if math.isfinite(r["accuracy"]) else -1)
+        b.set_title(f"accuracy (best {best['accuracy']:.4f}, epoch {int(best['epoch'])})", fontsize=10)
+    else:
+        b.set_title("accuracy (no epoch finished)", fontsize=10)
+    a.set_title("loss", fontsize=10)
+    a.set_xlabel("step")
+    a.legend(fontsize=8)
+    b.set_xlabel("epoch")
+    c.set_title("mean |gradient| over all parameters", fontsize=10)
+    c.set_xlabel("step")
+    fig.suptitle(run.name, fontsize=11)
+    return _save(fig, run / "curves.png")
+
+
+def activations_png(run: Path) -> Path | None:
+    import csv
+    import numpy as np
+    stats_path, hist_path = run / "activation_stats.csv", run / "activation_hist.csv"
+    if not stats_path.exists():
+        return None
+    series: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with open(stats_path, newline="") as f:
+        for r in csv.DictReader(f):
+            if None in r.values():
+                continue
+            for k in ("step", "mean", "std", "near_zero"):
+                series[r["layer"]][k].append(float(r[k]))
+    hists: dict[str, list[list[float]]] = defaultdict(list)
+    if hist_path.exists():
+        with open(hist_path, newline="") as f:
+            for r in csv.DictReader(f):
+                if None in r.values():
+                    continue
+                hists[r["layer"]].append([float(v) for k, v in r.items() if k.startswith("h")])
+    layers = list(series)
+    if not layers:
+        return None
+    plt = _pyplot()
+    cols = min(len(layers), 6)
+    rows_of_hists = math.ceil(len(layers) / cols)
+    fig = plt.figure(figsize=(15, 3.6 + 1.9 * rows_of_hists))
+    grid = fig.add_gridspec(1 + rows_of_hists, cols * 2, height_ratios=[2] + [1] * rows_of_hists)
+    top = [fig.add_subplot(grid[0, i * (2 * cols // 3):(i + 1) * (2 * cols // 3)]) for i in range(3)]
+    for name in layers:
+        s = series[name]
+        top[0].plot(s["step"], s["mean"], linewidth=0.8, label=name)
+        top[1].plot(s["step"], s["std"], linewidth=0.8)
+        top[2].plot(s["step"], s["near_zero"], linewidth=0.8)
+    for ax, title in zip(top, ("mean", "std", "share near zero")):
+        ax.set_title(f"activation {title}", fontsize=10)
+        ax.set_xlabel("step")
+    if len(layers) <= 12:
+        top[0].legend(fontsize=6)
+    for i, name in enumerate(layers):
+        ax = fig.add_subplot(grid[1 + i // cols, (i % cols) * 2:(i % cols) * 2 + 2])
+        h = np.array(hists.get(name) or [[0.0]])
+        ax.imshow(np.log1p(h).T, origin="lower", aspect="auto", cmap="viridis")
+        ax.set_title(f"{name}: histogram over steps", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, run / "activations.png")
+
+
+PLOTTERS = (lr_find_png, schedule_png, curves_png, activations_png)
+
+
+def plot_run(run: Path) -> tuple[list[Path], list[str]]:
+    """Every plot the run's files allow; a failing plot is reported, never fatal to the run."""
+    written, errors = [], []
+    for plotter in PLOTTERS:
+        try:
+            path = plotter(run)
+        except Exception as e:  # a plot is a view of the records: losing it must not lose the run
+            errors.append(f"{plotter.__name__}: {type(e).__name__}: {e}")
+            continue
+        if path is not None:
+            written.append(path)
+    return written, errors

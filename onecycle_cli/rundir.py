@@ -1,0 +1,300 @@
+"""A run is a directory: `runs/<timestamp>-<command>-<config>[-<n>]/`.
+
+Every file in it is either written whole (a temporary file in the same directory, fsync, rename)
+or appended a line at a time and flushed, so whatever kills a run leaves each file readable: the
+previous checkpoint, a CSV missing only its unfinished line, the last summary written.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import fcntl
+import io
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from .errors import RunDirError
+
+STEP_COLUMNS = ["step", "epoch", "lr", "momentum", "loss", "smooth_loss", "grad_abs"]
+METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_s"]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)  # strict JSON has no NaN or inf
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(_json_safe(obj), indent=1, allow_nan=False)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save through a temporary file: a kill mid-write leaves the previous checkpoint intact."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class CsvLog:
+    """A CSV appended one flushed line per row; the header is written when the file is new."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
+        fresh = not path.exists() or path.stat().st_size == 0
+        self.file = open(path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        if fresh:
+            self.writer.writerow(columns)
+            self.file.flush()
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow([_cell(row.get(c)) for c in self.columns])
+        self.file.flush()
+
+    def write_many(self, rows: Iterable[dict]) -> None:
+        self.writer.writerows([_cell(r.get(c)) for c in self.columns] for r in rows)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else str(value))
+    return "" if value is None else value
+
+
+def _value(text: str | None):
+    if text in ("", None):
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        return text  # a label (the curve of lr_find.csv, the layer of activation_stats.csv)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a run's CSV, numbers as floats; an unfinished last line (a killed writer) is skipped."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [{k: _value(v) for k, v in raw.items()} for raw in reader if None not in raw and None not in raw.values()]
+    return rows
+
+
+def keep_rows(path: Path, keep) -> None:
+    """Rewrite a CSV with only the rows `keep(row)` accepts (resume drops what came after the checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        rows = [r for r in reader if None not in r and None not in r.values()
+                and keep({k: _value(v) for k, v in r.items()})]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, out.getvalue())
+
+
+def _versions() -> dict[str, str | None]:
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+    return {"onecycle": version("onecycle"), "torch": torch.__version__, "torchvision": version("torchvision"),
+            "cuda": torch.version.cuda, "python": platform.python_version()}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now_iso() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class RunDir:
+    """One run's directory. Only rank 0 has one; other ranks get `NullRunDir`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock_file = None
+        self._logs: dict[str, CsvLog] = {}
+
+    # -- creating and opening ---------------------------------------------------------------
+    @staticmethod
+    def check_root(root: str | Path) -> None:
+        """Fail before any work starts when run directories could not be made under `root`."""
+        root = Path(root).expanduser()
+        if root.exists():
+            if not root.is_dir():
+                raise RunDirError(f"runs root {root} is not a directory")
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise RunDirError(f"runs root {root} is not writable (set run.root, --runs-dir or ONECYCLE_RUNS)")
+        elif not root.parent.is_dir():
+            raise RunDirError(f"runs root {root} cannot be created: its parent {root.parent} does not exist "
+                              f"(set run.root, --runs-dir or ONECYCLE_RUNS to an existing place)")
+        elif not os.access(root.parent, os.W_OK | os.X_OK):
+            raise RunDirError(f"runs root {root} cannot be created: {root.parent} is not writable")
+
+    @classmethod
+    def create(cls, root: str | Path, command: str, config_name: str) -> "RunDir":
+        cls.check_root(root)
+        root = Path(root).expanduser()
+        try:
+            root.mkdir(exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"runs root {root} cannot be created: {e.strerror}") from None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = f"{stamp}-{command}-{_slug(config_name)}"
+        for n in range(1, 10_000):
+            path = root / (base if n == 1 else f"{base}-{n}")
+            try:
+                path.mkdir()  # atomic: two runs started in the same second never share a directory
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise RunDirError(f"runs root {root} is not writable: {e.strerror}") from None
+            run = cls(path)
+            run.lock()
+            return run
+        raise RunDirError(f"too many runs named {base} in {root}")
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run, locked against a second process resuming it at the same time."""
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise RunDirError(f"--resume {path}: no such run directory")
+        if not (path / "config.yaml").is_file():
+            raise RunDirError(f"--resume {path}: not a onecycle run directory (no config.yaml)")
+        run = cls(path)
+        run.lock()
+        return run
+
+    def lock(self) -> None:
+        self._lock_file = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            raise RunDirError(f"run {self.path} is in use by {holder}: wait for it to finish") from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        self._lock_file.flush()
+
+    def close(self) -> None:
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- writing ------------------------------------------------------------------------------
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_text(self.path / name, to_json(obj) + "\n")
+
+    def log(self, name: str, columns: list[str]) -> CsvLog:
+        if name not in self._logs:
+            self._logs[name] = CsvLog(self.path / name, columns)
+        return self._logs[name]
+
+    def save_checkpoint(self, state: dict) -> None:
+        (self.path / "checkpoints").mkdir(exist_ok=True)
+        atomic_save(state, self.path / "checkpoints" / "last.pt")
+
+    def write_meta(self, argv: list[str], device: torch.device, seed: int, world: int = 1, **extra) -> None:
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+        self.write_json("meta.json", {
+            "argv": argv, "versions": _versions(), "git_commit": _git_commit(), "device": str(device),
+            "device_name": name, "world_size": world, "seed": seed, "host": socket.gethostname(),
+            "pid": os.getpid(), "started": now_iso(), "cwd": os.getcwd(), **extra})
+
+    def read_json(self, name: str) -> dict:
+        try:
+            return json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class NullRunDir(RunDir):
+    """What ranks other than 0 write to: nothing."""
+
+    def __init__(self):
+        super().__init__(Path(os.devnull))
+
+    def write_text(self, name, text): pass
+    def write_json(self, name, obj): pass
+    def save_checkpoint(self, state): pass
+    def write_meta(self, *args, **kwargs): pass
+    def read_json(self, name): return {}
+    def lock(self): pass
+
+    def log(self, name, columns):
+        return _NullLog()
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class _NullLog:
+    def write(self, row): pass
+    def write_many(self, rows): pass
+    def close(self): pass
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "config"
+
+
+def argv() -> list[str]:
+    return [Path(sys.argv[0]).name] + sys.argv[1:]
