@@ -1,0 +1,121 @@
+"""Shared fixtures: the real CLI in-process, an isolated working directory, and tiny datasets
+written in their real on-disk formats (CIFAR-10 pickles, MNIST idx files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from onecycle_cli.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test runs in its own directory, with no ONECYCLE_* variables from the caller."""
+    for name in list(os.environ):
+        if name.startswith("ONECYCLE"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def cli():
+    """Run `onecycle ARGS...` in-process through the real Typer app; stdout and stderr apart."""
+    runner = CliRunner()
+
+    def run(*args: str, env: dict | None = None) -> Result:
+        r = runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+        return Result(r.exit_code, r.stdout, r.stderr)
+    return run
+
+
+def run_process(*args: str, env: dict | None = None, timeout: float = 120, cwd=None) -> Result:
+    """`python -m onecycle_cli ARGS...` as a real subprocess (for signals, tracebacks, exit codes)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    full_env.update(env or {})
+    p = subprocess.run([sys.executable, "-m", "onecycle_cli", *map(str, args)], capture_output=True, text=True,
+                       env=full_env, timeout=timeout, cwd=cwd)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def assert_usage_error(r: Result, *fragments: str) -> None:
+    """Exit 2, exactly one line on stderr naming what is wrong, no traceback."""
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.code == 2, f"exit {r.code}, stderr: {r.stderr}"
+    assert len(lines) == 1, f"expected one line, got: {r.stderr}"
+    assert "Traceback" not in r.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+
+
+# ------------------------------------------------------------------------------------------------
+# tiny datasets in their real formats
+
+
+def write_cifar(root: Path, per_batch: int = 16, test: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """cifar-10-batches-py with 5 training batches and a test batch; returns the training images/labels."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    xs, ys = [], []
+    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
+        x = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        y = [int(v) for v in rng.integers(0, 10, n)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"data": x, b"labels": y, b"filenames": []}, f)
+        if name != "test_batch":
+            xs.append(x)
+            ys.extend(y)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [b"airplane"] * 10, b"num_cases_per_batch": per_batch}, f)
+    return np.concatenate(xs), np.array(ys)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, folder: str = "MNIST", train: int = 64, test: int = 32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    out = {}
+    for split, n in (("train", train), ("t10k", test)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, n, dtype=np.uint8)
+        write_idx(raw / f"{split}-images-idx3-ubyte", x)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", y)
+        out[split] = (x, y)
+    return out
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    return SHARED_DATA
