@@ -16,11 +16,19 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from .errors import EXIT_USAGE, OnecycleError, UsageError
+
+try:  # typer 0.2x carries its own copy of click; older typer uses click itself
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import UsageError as ClickUsageError
+    try:
+        from click.exceptions import NoArgsIsHelpError
+    except ImportError:  # click < 8.2 prints the help and exits by itself
+        NoArgsIsHelpError = ClickUsageError
 
 
 class OnecycleGroup(TyperGroup):
@@ -30,16 +38,17 @@ class OnecycleGroup(TyperGroup):
         try:
             rv = super().main(args, prog_name or "onecycle", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
-        except click.exceptions.Exit as e:
+        except typer.Exit as e:
             code = e.exit_code
-        except click.exceptions.NoArgsIsHelpError as e:
-            click.echo(e.ctx.get_help() if e.ctx else str(e))
+        except NoArgsIsHelpError as e:
+            if e.ctx is not None and not str(e).strip():
+                print(e.ctx.get_help())
             code = 0
-        except click.UsageError as e:
+        except ClickUsageError as e:
             where = e.ctx.command_path if e.ctx else "onecycle"
-            _error(f"{where}: {e.format_message()} (see {where} --help)")
+            _error(f"{e.format_message()} (see {where} --help)", where)
             code = EXIT_USAGE
-        except click.exceptions.Abort:
+        except typer.Abort:
             code = 130
         except OnecycleError as e:
             _error(str(e))
@@ -56,8 +65,8 @@ class OnecycleGroup(TyperGroup):
         sys.exit(code)
 
 
-def _error(message: str) -> None:
-    sys.stderr.write("onecycle: error: " + " ".join(message.split()) + "\n")
+def _error(message: str, where: str = "onecycle") -> None:
+    sys.stderr.write(f"{where}: error: " + " ".join(message.split()) + "\n")
     sys.stderr.flush()
 
 

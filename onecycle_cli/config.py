@@ -405,7 +405,7 @@ def _explain(error: ValidationError, sources: dict[str, str]) -> str:
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()))
-        expected = f"a value {op} {bound}"
+        expected = f"a value {op} {bound:g}" if isinstance(bound, (int, float)) else f"a value {op} {bound}"
         if isinstance(value, float) and math.isnan(value):
             expected = "a finite number"
     elif kind in ("too_short", "too_long"):

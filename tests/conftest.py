@@ -56,6 +56,7 @@ def cli():
 def run_process(*args: str, env: dict | None = None, timeout: float = 120, cwd=None) -> Result:
     """`python -m onecycle_cli ARGS...` as a real subprocess (for signals, tracebacks, exit codes)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     full_env.update(env or {})
     p = subprocess.run([sys.executable, "-m", "onecycle_cli", *map(str, args)], capture_output=True, text=True,
                        env=full_env, timeout=timeout, cwd=cwd)
