@@ -107,7 +107,7 @@ def _named(**flags) -> dict[str, tuple[str, object]]:
 def _emit(summary: dict, as_json: bool) -> None:
     if as_json:
         from .rundir import to_json
-        sys.stdout.write(to_json(summary).replace("\n", "") + "\n")
+        sys.stdout.write(to_json(summary, indent=None) + "\n")
 
 
 def _display():

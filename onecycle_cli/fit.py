@@ -25,8 +25,10 @@ from .display import Display
 from .dist import Dist
 from .errors import Diverged, OnecycleError, RunDirError
 from .loader import eval_batches
+from .lr_find import find_in_run
 from .optim import build_optimizer
 from .pipeline import Pipeline, build_pipeline
+from .plots import plot_run
 from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, keep_rows, now_iso
 from .schedules import build_schedule, momentum_of
 from .signals import StopFlag
@@ -333,7 +335,6 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
             run.write_json("summary.json", {"command": "train", "status": "running", "config": resolved.name,
                                             "run_dir": str(run.path), "started": extra["started"]})
             if find_first:
-                from .lr_find import find_in_run
                 suggestion = find_in_run(pipe, run, display, stop)
                 cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"max_lr": suggestion.lr})})
                 pipe.cfg = cfg
@@ -393,7 +394,6 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
         if tb is not None:
             tb.close()
         if dist.main:
-            from .plots import plot_run
             plot_run(run.path)
         run.close()
 

@@ -13,18 +13,24 @@ import contextlib
 import copy
 import math
 import random
+import time
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
-from .config import Config
+from .config import Config, FindConfig, Resolved, parse_scalar, to_yaml
 from .display import Display
+from .dist import Dist
+from .errors import UsageError
 from .loader import TrainBatches, eval_batches
 from .optim import build_optimizer
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Precision, build_pipeline
+from .plots import plot_run
+from .rundir import NullRunDir, RunDir, argv, now_iso
 from .signals import StopFlag
 from .suggest import Suggestion, suggest
 
@@ -97,57 +103,48 @@ def preserved(model: torch.nn.Module):
             torch.cuda.set_rng_state_all(states[3])
 
 
-def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, label: str = "",
-               weight_decay: float | None = None, momentum: float | None = None,
-               batch_size: int | None = None) -> Curve:
-    """One sweep; `weight_decay`, `momentum` and `batch_size` override the config for a sweep over them."""
-    fc, oc = cfg.find, cfg.optim
-    if weight_decay is not None:
-        oc = oc.model_copy(update={"weight_decay": weight_decay})
-    held = momentum if momentum is not None else fc.momentum
-    batches = pipe.batches
-    if batch_size is not None and batch_size != batches.batch_size:
-        batches = TrainBatches(pipe.ds, cfg.data, batch_size, cfg.train.seed, pipe.dist.rank, pipe.dist.world,
-                               pipe.memory_format)
-    held_out = list(eval_batches(pipe.ds, cfg.data, batches.local, pipe.dist.rank, pipe.dist.world,
-                                 pipe.memory_format))[:fc.val_batches]
+def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, loss_fn: Callable,
+          fc: FindConfig, display: Display, stop: StopFlag, *, dist: Dist = Dist(), label: str = "",
+          precision: Precision | None = None, score: Callable[[], torch.Tensor] | None = None) -> Curve:
+    """The sweep itself: one optimiser step per batch at `lr_at(i)` until the stop rule, num_it or a signal.
+
+    `loss_fn(model(x), y)` is the training loss; `score()`, when given, replaces what is recorded
+    after each step (Smith's held-out variant). The model and every random state come back as they were.
+    """
+    device = next(model.parameters()).device
+    autocast = precision.autocast if precision is not None else contextlib.nullcontext
+    scaler = torch.amp.GradScaler() if precision is not None and precision.needs_scaler else None
+    for group in optimizer.param_groups:
+        group["lr"] = fc.start_lr
+    sched = LambdaLR(optimizer, lambda i: lr_at(min(i, fc.num_it - 1), fc) / fc.start_lr)
+    losses = torch.full((fc.num_it,), math.nan, device=device)
     curve = Curve(label)
-    losses = torch.full((fc.num_it,), math.nan, device=pipe.device)
-    with preserved(pipe.model):
-        model = pipe.model
-        opt = build_optimizer(oc, model, fc.start_lr, momentum=held, fused=pipe.fused)
-        sched = LambdaLR(opt, lambda i: lr_at(min(i, fc.num_it - 1), fc) / fc.start_lr)
-        scaler = torch.amp.GradScaler(enabled=pipe.precision.needs_scaler) if pipe.precision.needs_scaler else None
-        data = batches.forever(seed=cfg.train.seed + 7919)  # its own stream: training's batches stay untouched
+    with preserved(model), display.progress(fc.num_it, f"range test{f' {label}' if label else ''}") as bar:
         model.train()
-        done = 0
-        with display.progress(fc.num_it, f"range test{f' {label}' if label else ''}") as bar:
-            for i in range(fc.num_it):
-                x, y = next(data)
-                with pipe.precision.autocast():
-                    loss = F.cross_entropy(model(x), y, label_smoothing=oc.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                if scaler:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                sched.step()
-                if held_out:  # Smith's variant: the loss on fixed held-out batches after this step
-                    loss = _held_out_loss(model, held_out, pipe)
-                losses[i] = loss.detach().float()
-                done = i + 1
-                if done % CHECK_EVERY and done < fc.num_it and not stop.requested:
-                    continue
-                values = pipe.dist.mean_(losses[:done].clone()).tolist()
-                smooth = smooth_losses(values, fc.beta)
-                verdict = pipe.dist.from_main((stopping_point(values, smooth, fc.diverge), stop.requested))
-                bar.update(done, f"lr {lr_at(i, fc):.2e}  loss {smooth[-1]:.4f}")
-                if verdict[0] is not None or verdict[1]:
-                    break
-    end, kind = verdict[0] if verdict[0] is not None else (done - 1, "interrupted" if verdict[1] else "end")
+        for i in range(fc.num_it):
+            x, y = next(batches)
+            with autocast():
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            sched.step()
+            losses[i] = (score() if score is not None else loss).detach().float()
+            done = i + 1
+            if done % CHECK_EVERY and done < fc.num_it and not stop.requested:
+                continue
+            values = dist.mean_(losses[:done].clone()).tolist()  # the host read: every CHECK_EVERY steps
+            smooth = smooth_losses(values, fc.beta)
+            found, interrupted = dist.from_main((stopping_point(values, smooth, fc.diverge), stop.requested))
+            bar.update(done, f"lr {lr_at(i, fc):.2e}  loss {smooth[-1]:.4f}")
+            if found is not None or interrupted:
+                break
+    end, kind = found if found is not None else (done - 1, "interrupted" if interrupted else "end")
     curve.lrs = [lr_at(i, fc) for i in range(end + 1)]
     curve.losses, curve.smooth = values[:end + 1], smooth[:end + 1]
     curve.stop, curve.stop_lr = kind, curve.lrs[-1]
@@ -160,6 +157,28 @@ def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, la
     }[kind]
     curve.suggestions, curve.lag_free = suggest(curve.lrs, curve.losses, curve.smooth)
     return curve
+
+
+def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, label: str = "",
+               weight_decay: float | None = None, momentum: float | None = None,
+               batch_size: int | None = None) -> Curve:
+    """The range test of a pipeline; `weight_decay`, `momentum` and `batch_size` override the config
+    for a sweep over them."""
+    fc, oc = cfg.find, cfg.optim
+    if weight_decay is not None:
+        oc = oc.model_copy(update={"weight_decay": weight_decay})
+    batches = pipe.batches
+    if batch_size is not None and batch_size != batches.batch_size:
+        batches = TrainBatches(pipe.ds, cfg.data, batch_size, cfg.train.seed, pipe.dist.rank, pipe.dist.world,
+                               pipe.memory_format)
+    held_out = list(eval_batches(pipe.ds, cfg.data, batches.local, pipe.dist.rank, pipe.dist.world,
+                                 pipe.memory_format))[:fc.val_batches]
+    held = momentum if momentum is not None else fc.momentum
+    opt = build_optimizer(oc, pipe.model, fc.start_lr, momentum=held, fused=pipe.fused)
+    return sweep(pipe.net, opt, batches.forever(seed=cfg.train.seed + 7919),  # its own stream of batches
+                 lambda out, y: F.cross_entropy(out, y, label_smoothing=oc.label_smoothing), fc, display, stop,
+                 dist=pipe.dist, label=label, precision=pipe.precision,
+                 score=(lambda: _held_out_loss(pipe.net, held_out, pipe)) if held_out else None)
 
 
 def _held_out_loss(model: torch.nn.Module, held_out, pipe: Pipeline) -> torch.Tensor:
@@ -178,8 +197,6 @@ SWEEPABLE = {"weight_decay": float, "momentum": float, "batch_size": int}
 
 def parse_sweep(text: str) -> tuple[str, list]:
     """`weight_decay=1e-3,1e-4,1e-5` -> ("weight_decay", [0.001, 0.0001, 1e-05]), or a UsageError."""
-    from .config import parse_scalar
-    from .errors import UsageError
     key, eq, values = text.partition("=")
     if not eq or key not in SWEEPABLE or not values.strip():
         raise UsageError(f"--sweep {text!r}: expected KEY=V1,V2,... with KEY one of {', '.join(SWEEPABLE)}, "
@@ -248,14 +265,9 @@ def find_in_run(pipe: Pipeline, run, display: Display, stop: StopFlag) -> Sugges
     return curves[0].suggestions[pipe.cfg.find.suggest]
 
 
-def find(resolved, display: Display, stop: StopFlag, dist=None, sweep: tuple[str, list] | None = None,
-         started: float | None = None):
+def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None = None,
+         sweep_over: tuple[str, list] | None = None, started: float | None = None) -> tuple[RunDir, dict]:
     """A range-test run: returns its directory and summary."""
-    import time
-    from .config import to_yaml
-    from .dist import Dist
-    from .pipeline import build_pipeline
-    from .rundir import NullRunDir, RunDir, argv, now_iso
     started = started or time.time()
     dist = dist or Dist()
     cfg = resolved.config
@@ -270,14 +282,14 @@ def find(resolved, display: Display, stop: StopFlag, dist=None, sweep: tuple[str
         run.write_text("config.yaml", to_yaml(cfg))
         run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name)
         run.write_json("summary.json", {**base, "status": "running"})
-        curves = run_curves(pipe, cfg, display, stop, sweep)
+        curves = run_curves(pipe, cfg, display, stop, sweep_over)
         record_curves(run, curves)
         chosen = curves[0].suggestions[cfg.find.suggest]
         summary = {**base, "status": "interrupted" if stop.requested else "completed",
                    "stop_reason": curves[-1].stop_reason if stop.requested else curves[0].stop_reason,
                    "suggestion": chosen.as_dict(), "max_lr": chosen.lr,
                    "suggestions": {k: s.as_dict() for k, s in curves[0].suggestions.items()},
-                   "sweep": {"key": sweep[0], "values": sweep[1]} if sweep else None,
+                   "sweep": {"key": sweep_over[0], "values": sweep_over[1]} if sweep_over else None,
                    "curves": [c.summary() for c in curves], "wall_seconds": round(time.time() - started, 3)}
         run.write_json("summary.json", summary)
         show_curves(display, curves, cfg.find.suggest)
@@ -289,6 +301,5 @@ def find(resolved, display: Display, stop: StopFlag, dist=None, sweep: tuple[str
         raise
     finally:
         if dist.main:
-            from .plots import plot_run
             plot_run(run.path)
         run.close()

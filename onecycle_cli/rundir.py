@@ -44,18 +44,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else str(value)  # strict JSON has no NaN or inf
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
-def to_json(obj: Any) -> str:
-    return json.dumps(_json_safe(obj), indent=1, allow_nan=False)
+def to_json(obj: Any, indent: int | None = 1) -> str:
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
 def atomic_save(obj: Any, path: Path) -> None:

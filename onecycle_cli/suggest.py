@@ -74,7 +74,7 @@ def valley(lrs: np.ndarray, loss: np.ndarray) -> tuple[int, str]:
     floor = int(np.argmin(loss))
     plateau = float(np.median(loss[:5]))
     fall = plateau - loss[floor]
-    if floor == 0 or fall <= 0:
+    if floor == 0 or fall <= 0.01 * abs(plateau):  # under 1% of the loss: noise, not a fall
         return floor, "the loss never fell below its start: used the lowest point"
     # the first point within 10% of the floor: past it, a higher LR buys no lower loss
     return int(np.argmax(loss[:floor + 1] <= loss[floor] + (1 - FALL) * fall)), ""

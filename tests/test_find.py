@@ -1,0 +1,180 @@
+"""The LR range test: `onecycle find --config mnist_sample`."""
+
+import copy
+import itertools
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from onecycle_cli.config import FindConfig, resolve
+from onecycle_cli.display import Display
+from onecycle_cli.lr_find import lr_at, range_test, sweep
+from onecycle_cli.pipeline import build_pipeline
+from onecycle_cli.rundir import read_csv
+from onecycle_cli.signals import StopFlag
+from onecycle_cli.suggest import suggest
+
+SMALL = ["--config", "mnist_sample", "--set", "data.train_size=640", "--set", "data.valid_size=256"]
+
+
+def find(cli, *args):
+    r = cli("find", *SMALL, "--json", *args)
+    assert r.code == 0, r.stderr
+    return r.json()
+
+
+def test_a_find_run_leaves_its_records_and_prints_only_json_on_stdout(cli, tmp_path):
+    s = find(cli, "--num-it", "40")
+    run = tmp_path / s["run_dir"]
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "meta.json", "lr_find.csv", "lr_find.png", "summary.json"}
+    assert s["status"] == "completed" and set(s["suggestions"]) == {"valley", "steep", "minimum", "slide"}
+    assert all(0 < v["lr"] < 10 for v in s["suggestions"].values())
+    assert s["max_lr"] == s["suggestions"]["valley"]["lr"]
+    rows = read_csv(run / "lr_find.csv")
+    assert len(rows) == s["curves"][0]["steps"] and rows[0]["lr"] == pytest.approx(1e-7)
+    # log-linear: a constant ratio between steps, ending at end_lr on the last step
+    ratios = {round(b["lr"] / a["lr"], 9) for a, b in zip(rows, rows[1:])}
+    assert len(ratios) == 1 and ratios.pop() == pytest.approx((10 / 1e-7) ** (1 / 39))
+    assert all(math.isfinite(r["smooth_loss"]) for r in rows)
+
+
+def test_linear_mode_and_data_cycled_past_an_epoch(cli, tmp_path):
+    # 640 images at batch 64: 10 batches an epoch, so 30 steps go round the data three times
+    s = find(cli, "--num-it", "30", "--set", "find.mode=linear", "--start-lr", "1e-4", "--end-lr", "1e-2")
+    rows = read_csv(tmp_path / s["run_dir"] / "lr_find.csv")
+    steps = {round(b["lr"] - a["lr"], 12) for a, b in zip(rows, rows[1:])}
+    assert len(rows) == 30 and len(steps) == 1 and s["stop_reason"].startswith("reached end_lr 0.01 after 30 steps")
+
+
+def test_stop_reasons_are_truthful(cli):
+    s = find(cli, "--num-it", "20", "--end-lr", "1e-3")
+    assert s["curves"][0]["stop"] == "end" and "without diverging" in s["stop_reason"]
+    # plain SGD without momentum on raw pixels blows up long before lr 1e4
+    s = find(cli, "--num-it", "60", "--end-lr", "1e4", "--set", "optim.name=sgd", "--set", "find.momentum=0",
+             "--set", "data.normalize=false")
+    curve = s["curves"][0]
+    assert curve["stop"] in ("diverged", "non-finite") and curve["steps"] < 60 and curve["stop_lr"] < 1e4
+    assert ("passed 4 x the best" if curve["stop"] == "diverged" else "loss became") in s["stop_reason"]
+
+
+def test_suggestions_fall_back_and_say_so():
+    lrs = [1e-3 * 10 ** (i / 10) for i in range(40)]
+    few, _ = suggest(lrs[:4], [1.0, 0.9, 0.8, 0.7], [1.0, 0.95, 0.9, 0.85])
+    assert all(s.note and math.isfinite(s.lr) for s in few.values())  # never empty
+    assert "untrimmed" in few["valley"].note
+    flat, _ = suggest(lrs, [1.0] * 40, [1.0] * 40)
+    assert "never fell" in flat["valley"].note
+    nan, _ = suggest(lrs, [math.nan] * 40, [math.nan] * 40)
+    assert all("no finite loss" in s.note for s in nan.values())
+    short, _ = suggest(lrs[:12], [1 - 0.05 * i for i in range(12)], [1 - 0.04 * i for i in range(12)])
+    assert "slide" in short and "used valley" in short["slide"].note
+
+
+def test_valley_is_the_floor_of_the_fall():
+    # a loss that falls from 2 to 0.5 between lr 1e-3 and 1e-1, then blows up past 1
+    lrs = np.logspace(-6, 1, 100)
+    t = np.log10(lrs)
+    loss = 0.5 + 1.5 / (1 + np.exp(3 * (t + 2))) + np.where(t > 0, (t * 4) ** 2, 0)
+    s, _ = suggest(lrs, loss, loss)
+    assert 2e-2 < s["valley"].lr < 1e-1  # past 90% of the fall, before the floor's end
+    assert 3e-3 < s["steep"].lr < 3e-2  # the steepest part of the fall, around 1e-2
+
+
+def minibatches(x, y, size, g):
+    while True:
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x) - size + 1, size):
+            yield x[order[i:i + size]], y[order[i:i + size]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_divergence_is_found_where_least_squares_theory_puts_it(seed):
+    # SGD on 0.5*mean((Xw - y)^2) diverges once lr > 2 / lambda_max(X^T X / n). The 4x-EMA stop rule
+    # notices a blow-up about ten steps after it starts, so the sweep is resolved at 1.064x per step
+    # (300 steps over 8 decades); at the default 100 steps (1.2x per step) the same lag is a factor ~6.
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2048, 8, generator=g) * torch.tensor([3.0, 1, 1, 1, 1, 1, 0.5, 0.5])
+    y = x @ torch.randn(8, generator=g) + 0.5 * torch.randn(2048, generator=g)
+    critical = 2 / torch.linalg.eigvalsh(x.T @ x / len(x)).max().item()
+    model = torch.nn.Linear(8, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-7, momentum=0)
+    fc = FindConfig(start_lr=1e-5, end_lr=1e3, num_it=300)
+    curve = sweep(model, opt, minibatches(x, y, 128, g), lambda out, t: 0.5 * ((out.squeeze(1) - t) ** 2).mean(),
+                  fc, Display(enabled=False), StopFlag())
+    assert curve.stop == "diverged"
+    assert critical < curve.stop_lr < 3 * critical, (curve.stop_lr, critical)
+
+
+def test_a_range_test_leaves_no_trace():
+    cfg = resolve("mnist_sample", ["data.train_size=640", "data.valid_size=128", "find.num_it=30"]).config
+    pipe = build_pipeline(cfg)
+    opt = torch.optim.AdamW(pipe.model.parameters(), lr=1e-3)
+    for x, y in itertools.islice(pipe.batches.epoch(0), 2):  # a trained model with optimiser state
+        torch.nn.functional.cross_entropy(pipe.model(x), y).backward()
+        opt.step()
+    before = (copy.deepcopy(pipe.model.state_dict()), copy.deepcopy(opt.state_dict()), torch.get_rng_state(),
+              random.getstate(), np.random.get_state()[1].copy())
+    curve = range_test(pipe, cfg, Display(enabled=False), StopFlag())
+    assert len(curve.lrs) > 20  # it trained (up to where the loss blew up)
+    after = pipe.model.state_dict()
+    assert all(torch.equal(before[0][k], after[k]) for k in after)  # weights and BatchNorm buffers, bit for bit
+    state = opt.state_dict()["state"]
+    assert all(torch.equal(before[1]["state"][i][k], state[i][k]) for i in state for k in state[i])
+    assert torch.equal(before[2], torch.get_rng_state()) and before[3] == random.getstate()
+    assert np.array_equal(before[4], np.random.get_state()[1])
+
+
+def test_train_after_find_starts_from_the_same_weights(cli, tmp_path):
+    args = [*SMALL, "--epochs", "1", "--set", "find.num_it=30", "--json"]
+    found = cli("train", *args, "--max-lr", "find")
+    assert found.code == 0, found.stderr
+    s = found.json()
+    assert s["max_lr_source"].startswith("find: valley") and (tmp_path / s["run_dir"] / "lr_find.png").exists()
+    plain = cli("train", *args, "--max-lr", repr(s["max_lr"])).json()
+    a = torch.load(tmp_path / s["run_dir"] / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / plain["run_dir"] / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert s["final"] == plain["final"]
+
+
+def test_max_lr_from_a_finished_find_run(cli, tmp_path):
+    f = find(cli, "--num-it", "30")
+    s = cli("train", *SMALL, "--epochs", "1", "--json", "--max-lr", f["run_dir"], "--suggest", "steep").json()
+    assert s["max_lr"] == f["suggestions"]["steep"]["lr"] and s["max_lr_source"] == f"find run {f['run_dir']}: steep"
+    t = cli("train", *SMALL, "--epochs", "1", "--json", "--max-lr", f["run_dir"]).json()
+    assert t["max_lr"] == f["suggestions"]["valley"]["lr"]
+
+
+def test_sweep_over_weight_decay_draws_every_curve_from_the_same_start(cli, tmp_path):
+    s = find(cli, "--num-it", "20", "--sweep", "weight_decay=1e-2,1e-4,0")
+    labels = [c["label"] for c in s["curves"]]
+    assert labels == ["weight_decay=0.01", "weight_decay=0.0001", "weight_decay=0"]
+    rows = read_csv(tmp_path / s["run_dir"] / "lr_find.csv")
+    firsts = {r["curve"]: r["loss"] for r in rows if r["step"] == 0}
+    assert set(firsts) == set(labels) and len(set(firsts.values())) == 1  # same weights, same first batch
+    assert all(set(c["suggestions"]) == {"valley", "steep", "minimum", "slide"} for c in s["curves"])
+    b = find(cli, "--num-it", "12", "--sweep", "batch_size=32,128")
+    assert [c["label"] for c in b["curves"]] == ["batch_size=32", "batch_size=128"]
+
+
+@pytest.mark.parametrize("bad", ["weight_decay", "lr=1,2", "weight_decay=a,b", "momentum=1.5", "batch_size=0"])
+def test_bad_sweeps_are_refused(cli, bad):
+    r = cli("find", *SMALL, "--sweep", bad)
+    assert r.code == 2 and "--sweep" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_held_out_variant_scores_fixed_batches(cli, tmp_path):
+    plain = read_csv(tmp_path / find(cli, "--num-it", "30")["run_dir"] / "lr_find.csv")
+    held = read_csv(tmp_path / find(cli, "--num-it", "30", "--val-batches", "2")["run_dir"] / "lr_find.csv")
+    # at lr < 1e-5 the weights barely move: the same held-out batches give nearly the same loss every step,
+    # while each training batch gives its own
+    jumps = lambda rows: max(abs(b["loss"] - a["loss"]) for a, b in zip(rows[:15], rows[1:15]))  # noqa: E731
+    assert jumps(held) < 1e-3 < jumps(plain)
+
+
+def test_lr_at_spans_start_to_end():
+    fc = FindConfig(start_lr=1e-6, end_lr=1.0, num_it=13)
+    assert [round(math.log10(lr_at(i, fc)), 9) for i in range(0, 13, 2)] == [-6, -5, -4, -3, -2, -1, 0]
