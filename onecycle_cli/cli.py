@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
+from . import rundir
 from .errors import EXIT_USAGE, OnecycleError, UsageError
 
 try:  # typer 0.2x carries its own copy of click; older typer uses click itself
@@ -35,6 +36,8 @@ class OnecycleGroup(TyperGroup):
     """Turns every error, click's own included, into one line on stderr and the contract's exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        rundir.INVOCATION[:] = ["onecycle", *args]  # what meta.json records, however onecycle was started
         try:
             rv = super().main(args, prog_name or "onecycle", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0

@@ -32,7 +32,7 @@ def fmt_num(x: float | None, digits: int = 6) -> str:
 class Display:
     def __init__(self, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
-        self.console = console or Console(stderr=True, highlight=False, soft_wrap=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)  # paths stay whole
         self._progress: Progress | None = None
 
     @property

@@ -316,6 +316,11 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     run: RunDir = NullRunDir()
     if resume is not None:
         run = RunDir.open(resume) if dist.main else NullRunDir()
+        previous = run.read_json("summary.json").get("status")
+        if previous in ("completed", "diverged"):
+            run.close()
+            raise RunDirError(f"--resume {resume}: the run already {previous}; there is nothing to continue "
+                              f"(start a new run{' with a lower max_lr' if previous == 'diverged' else ''})")
         saved = load_checkpoint(run) if dist.main else None
         saved = dist.from_main(saved)
     elif dist.main:

@@ -296,5 +296,8 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "config"
 
 
+INVOCATION: list[str] = []  # set by the CLI to the command as typed
+
+
 def argv() -> list[str]:
-    return [Path(sys.argv[0]).name] + sys.argv[1:]
+    return list(INVOCATION) or [Path(sys.argv[0]).name] + sys.argv[1:]

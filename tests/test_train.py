@@ -1,0 +1,187 @@
+"""The 1cycle fit: `onecycle train --config mnist_sample`."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, assert_usage_error
+from onecycle_cli.config import ScheduleConfig
+from onecycle_cli.rundir import read_csv
+from onecycle_cli.schedules import preview
+
+# 640 images at batch 64: 10 steps an epoch, a few milliseconds each
+TINY = ["--config", "mnist_sample", "--set", "data.train_size=640", "--set", "data.valid_size=256"]
+
+
+def train(cli, *args) -> dict:
+    r = cli("train", *TINY, "--json", *args)
+    assert r.code == 0, r.stderr
+    return r.json()
+
+
+def test_a_run_records_every_epoch_and_step(cli, tmp_path):
+    s = train(cli, "--epochs", "3")
+    run = tmp_path / s["run_dir"]
+    assert s["status"] == "completed" and s["epochs_done"] == 3 and s["steps"] == 30
+    metrics = read_csv(run / "metrics.csv")
+    assert [m["epoch"] for m in metrics] == [0, 1, 2] and [m["step"] for m in metrics] == [10, 20, 30]
+    assert all(0 <= m["accuracy"] <= 1 and m["images_per_s"] > 0 and m["seconds"] > 0 for m in metrics)
+    assert s["final"]["accuracy"] == metrics[-1]["accuracy"]
+    assert s["best"]["accuracy"] == max(m["accuracy"] for m in metrics)
+    steps = read_csv(run / "steps.csv")
+    assert [r["step"] for r in steps] == list(range(1, 31))
+    # the LR and momentum recorded are the schedule's, step by step (AdamW: beta1 is the momentum)
+    lrs, moms = preview(ScheduleConfig(max_lr=0.05), 30, "adamw", 0.9)
+    assert [r["lr"] for r in steps] == pytest.approx(lrs) and [r["momentum"] for r in steps] == pytest.approx(moms)
+    assert all(r["grad_abs"] > 0 and math.isfinite(r["loss"]) for r in steps)
+    # the smoothed loss is the bias-corrected EMA of the raw losses
+    assert steps[0]["smooth_loss"] == pytest.approx(steps[0]["loss"])
+    for png in ("schedule.png", "curves.png"):
+        assert (run / png).stat().st_size > 10_000
+    assert (run / "checkpoints" / "last.pt").is_file()
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["versions"]["torch"] == torch.__version__ and meta["seed"] == 0 and meta["argv"][0] == "onecycle"
+
+
+def test_json_prints_one_object_and_nothing_else_on_stdout(cli):
+    r = cli("train", *TINY, "--epochs", "1", "--json")
+    assert r.code == 0 and r.stdout.count("\n") == 1 and r.json()["command"] == "train"
+    assert "epoch" in r.stderr and "train_loss" in r.stderr  # the table went to stderr
+
+
+def test_fastai_docs_experiment_1cycle_beats_constant_lr(cli):
+    # the bundled 3-vs-7 set, fastai-v1 simple_cnn, batch 64, 2 epochs at 5e-2 (fastai: 99.3% vs 97.7%)
+    one = cli("train", "--config", "mnist_sample", "--json").json()
+    const = cli("train", "--config", "mnist_sample", "--schedule", "constant", "--json").json()
+    assert one["final"]["accuracy"] >= 0.99
+    assert const["final"]["accuracy"] < one["final"]["accuracy"]
+
+
+def test_seeds_report_mean_and_spread_and_keep_every_run(cli, tmp_path):
+    s = train(cli, "--epochs", "1", "--seeds", "3")
+    accs = [r["final"]["accuracy"] for r in s["runs"]]
+    assert s["seeds"] == [0, 1, 2] and len({r["run_dir"] for r in s["runs"]}) == 3
+    assert all((tmp_path / r["run_dir"] / "metrics.csv").exists() for r in s["runs"])
+    assert s["accuracy_mean"] == pytest.approx(sum(accs) / 3)
+    assert s["accuracy_std"] == pytest.approx(torch.tensor(accs, dtype=torch.float64).std().item())
+    assert [r["seed"] for r in train(cli, "--epochs", "1", "--seeds", "5,7")["runs"]] == [5, 7]
+    assert_usage_error(cli("train", *TINY, "--seeds", "0,0"), "--seeds")
+    assert_usage_error(cli("train", *TINY, "--seeds", "2", "--seed", "1"), "conflicting flags")
+
+
+def test_a_diverging_fit_exits_3_and_keeps_what_came_before(cli, tmp_path):
+    # plain SGD whose LR climbs from 1e-4 to 1e3 over most of three epochs: fine at first, then NaN
+    r = cli("train", *TINY, "--epochs", "3", "--max-lr", "1e3", "--set", "optim.name=sgd",
+            "--set", "schedule.div=1e7", "--set", "schedule.final_div=1e8", "--set", "schedule.pct_start=0.9", "--set", "train.log_every=1")
+    assert r.code == 3, r.stderr
+    assert "diverged" in r.stderr and "step" in r.stderr and "lr" in r.stderr and "Traceback" not in r.stderr
+    run = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "loss became nan" in summary["stop_reason"].lower()
+    steps = read_csv(run / "steps.csv")
+    assert math.isnan(steps[-1]["loss"]) and all(math.isfinite(s["loss"]) for s in steps[:-1])
+    assert len(read_csv(run / "metrics.csv")) >= 1 and summary["epochs_done"] >= 1
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert (run / "curves.png").exists()
+
+
+def test_activation_stats_per_layer_and_step(cli, tmp_path):
+    s = train(cli, "--epochs", "1", "--activation-stats")
+    run = tmp_path / s["run_dir"]
+    stats = read_csv(run / "activation_stats.csv")
+    layers = sorted({r["layer"] for r in stats})
+    assert layers == ["conv1", "conv2", "conv3"] and len(stats) == 3 * 10
+    assert all(0 <= r["near_zero"] <= 1 and r["std"] >= 0 for r in stats)
+    first = next(r for r in stats if r["layer"] == "conv1")
+    assert first["near_zero"] > 0.3  # after a ReLU, much of a fresh layer's output is zero
+    hists = read_csv(run / "activation_hist.csv")
+    # conv1 of a 28x28 batch of 64: 16 channels at 14x14, every value post-ReLU lies in [0, 10]
+    counts = [sum(r[f"h{j}"] for j in range(40)) for r in hists if r["layer"] == "conv1"]
+    assert counts and all(c == 64 * 16 * 14 * 14 for c in counts)
+    assert (run / "activations.png").stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints and exact resume, with real signals to a real process
+
+LONG = TINY + ["--epochs", "30", "--set", "train.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run that interrupted-and-resumed runs must reproduce bit for bit."""
+    from typer.testing import CliRunner
+    from onecycle_cli.cli import app
+    root = tmp_path_factory.mktemp("reference")
+    clean = {k: None for k in os.environ if k.startswith("ONECYCLE")}
+    r = CliRunner().invoke(app, ["train", *LONG, "--json", "--runs-dir", str(root)], env=clean,
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.stderr
+    return root / json.loads(r.stdout)["run_dir"].split("/")[-1]
+
+
+def start(*args: str, cwd) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.Popen([sys.executable, "-m", "onecycle_cli", "train", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_after(proc: subprocess.Popen, runs, steps: int, sig: int) -> tuple[int, str]:
+    """Send `sig` once the run has recorded `steps` steps; returns (exit code, stderr)."""
+    deadline = time.time() + 90
+    while time.time() < deadline and proc.poll() is None:
+        found = list(runs.glob("*/steps.csv")) if runs.exists() else []
+        if found and sum(1 for _ in open(found[0])) > steps:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=90)
+    return proc.returncode, err
+
+
+def weights(run) -> dict:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_then_resumed_ends_bit_identical(cli, tmp_path, reference, sig, code):
+    proc = start(*LONG, "--runs-dir", "cut", cwd=tmp_path)
+    exit_code, err = interrupt_after(proc, tmp_path / "cut", 125, sig)
+    assert exit_code == code, err
+    run = next((tmp_path / "cut").iterdir())
+    cut = json.loads((run / "summary.json").read_text())
+    assert cut["status"] == "interrupted" and "--resume" in cut["stop_reason"] and 125 <= cut["steps"] < 300
+    resumed = cli("train", "--resume", run, "--json")
+    assert resumed.code == 0, resumed.stderr
+    assert resumed.json()["status"] == "completed" and resumed.json()["steps"] == 300
+    ref_dir = reference
+    a, b = weights(ref_dir), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    keys = ("epoch", "step", "lr", "momentum", "train_loss", "valid_loss", "accuracy")
+    ref_rows, rows = read_csv(ref_dir / "metrics.csv"), read_csv(run / "metrics.csv")
+    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in ref_rows]
+    ref_steps, steps = read_csv(ref_dir / "steps.csv"), read_csv(run / "steps.csv")
+    assert [(r["step"], r["loss"], r["smooth_loss"]) for r in steps] == \
+           [(r["step"], r["loss"], r["smooth_loss"]) for r in ref_steps]
+
+
+def test_resume_refuses_a_different_schedule_length_and_a_finished_run(cli, tmp_path):
+    s = train(cli, "--epochs", "2")
+    run = tmp_path / s["run_dir"]
+    assert_usage_error(cli("train", "--resume", run), "already completed")
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "running"}))  # as kill -9 leaves it
+    assert_usage_error(cli("train", "--resume", run, "--epochs", "3"), "cannot change length", "20")
+    assert_usage_error(cli("train", "--resume", run, "--set", "schedule.max_lr=0.1"), "schedule.max_lr")
+    assert_usage_error(cli("train", "--resume", tmp_path / "nowhere"), "no such run directory")
+    assert_usage_error(cli("train", "--resume", tmp_path), "not a onecycle run")
+    assert_usage_error(cli("train", "--resume", run, "--config", "mnist"), "--resume")
