@@ -49,6 +49,12 @@ class Dist:
         torch_dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's BatchNorm statistics everywhere: each rank's last forward updated its own."""
+        if self.active:
+            for buffer in model.buffers():
+                torch_dist.broadcast(buffer, src=0)
+
     def barrier(self) -> None:
         if self.active:
             torch_dist.barrier()

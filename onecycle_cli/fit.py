@@ -82,6 +82,7 @@ class StepBuffer:
 def evaluate(pipe: Pipeline) -> tuple[float, float]:
     """(valid loss, accuracy) on the test split, summed on the device and read once."""
     model = pipe.model
+    pipe.dist.sync_buffers(model)
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=pipe.device)

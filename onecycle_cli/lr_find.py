@@ -277,7 +277,7 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
     run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
-            "seed": cfg.train.seed, "device": str(pipe.device), "started": now_iso()}
+            "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "started": now_iso()}
     try:
         run.write_text("config.yaml", to_yaml(cfg))
         run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name)

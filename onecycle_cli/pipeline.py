@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
 from .data import Dataset, load_dataset
@@ -134,4 +135,9 @@ def build_pipeline(cfg: Config, dist: Dist = Dist()) -> Pipeline:
     model = model.to(device, memory_format=memory_format)
     ds = ds.to(device)
     batches = TrainBatches(ds, cfg.data, cfg.train.batch_size, cfg.train.seed, dist.rank, dist.world, memory_format)
-    return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches)
+    net = model
+    if dist.active:  # gradients averaged across ranks; rank 0's weights and buffers broadcast at the start
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches, net)

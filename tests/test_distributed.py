@@ -1,0 +1,41 @@
+"""Several processes through torchrun, on CPU with gloo: `torchrun --nproc-per-node 2 -m onecycle_cli train`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+ARGS = ["--config", "mnist_sample", "--set", "data.train_size=1280", "--set", "data.valid_size=512", "--epochs", "2",
+        "--device", "cpu", "--json"]
+
+
+def torchrun(command: str, *args: str, cwd) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "onecycle_cli", command, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [line for line in p.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, p.stdout  # rank 0 alone prints the summary
+    return json.loads(lines[0])
+
+
+def test_two_processes_train_like_one(cli, tmp_path):
+    two = torchrun("train", *ARGS, cwd=tmp_path)
+    assert two["world_size"] == 2 and two["status"] == "completed"
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # rank 0 alone writes the run directory
+    one = cli("train", *ARGS, "--runs-dir", "single").json()
+    # the global batch is the same, and DDP averages the two halves' gradients: the same fit up to rounding
+    assert two["final"]["accuracy"] == pytest.approx(one["final"]["accuracy"], abs=0.005)
+    assert two["final"]["train_loss"] == pytest.approx(one["final"]["train_loss"], rel=1e-3)
+
+
+def test_the_range_test_under_torchrun(tmp_path):
+    s = torchrun("find", *ARGS[:-5], "--num-it", "40", "--device", "cpu", "--json", cwd=tmp_path)
+    assert s["status"] == "completed" and 10 <= s["curves"][0]["steps"] <= 40 and s["world_size"] == 2
+    assert len(list((tmp_path / "runs").iterdir())) == 1
