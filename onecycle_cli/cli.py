@@ -369,6 +369,36 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
     return 0
 
 
+@app.command("compare")
+def compare_cmd(runs: Annotated[list[str], typer.Argument(metavar="RUN RUN ...",
+                                                          help="Run directories (or run ids under the runs root).")],
+                runs_dir: RunsDir_ = None, json_: Json_ = False) -> int:
+    """Overlay runs' curves in one PNG and show the settings that differ next to their results."""
+    from .compare import compare, table
+    root = _runs_root(runs_dir)
+    out, summary = compare(runs, root)
+    display = _display()
+    columns, rows = table(summary)
+    display.table(f"{len(runs)} runs: the settings that differ, then the results", columns, rows)
+    display.print(f"wrote {out / 'compare.png'} and {out / 'report.html'}", soft_wrap=True)
+    _emit(summary, json_)
+    return 0
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run (or comparison) directory.")]
+               ) -> int:
+    """(Re)write a run's self-contained report.html and print its path."""
+    from .report import write_run_report
+    from .runs import is_run_dir
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    if not is_run_dir(run_dir):
+        raise UsageError(f"{run_dir}: not a onecycle run directory (no summary.json or config.yaml)")
+    print(write_run_report(run_dir))
+    return 0
+
+
 # -- data -----------------------------------------------------------------------------------------------
 @data_app.command("check")
 def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
