@@ -370,7 +370,7 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
 
 
 @app.command("compare")
-def compare_cmd(runs: Annotated[list[str], typer.Argument(metavar="RUN RUN ...",
+def compare_cmd(runs: Annotated[list[str], typer.Argument(metavar="RUN",
                                                           help="Run directories (or run ids under the runs root).")],
                 runs_dir: RunsDir_ = None, json_: Json_ = False) -> int:
     """Overlay runs' curves in one PNG and show the settings that differ next to their results."""
