@@ -380,7 +380,10 @@ def compare_cmd(runs: Annotated[list[str], typer.Argument(metavar="RUN",
     display = _display()
     columns, rows = table(summary)
     display.table(f"{len(runs)} runs: the settings that differ, then the results", columns, rows)
-    display.print(f"wrote {out / 'compare.png'} and {out / 'report.html'}", soft_wrap=True)
+    if summary["png_error"]:
+        display.warn(f"no compare.png: {summary['png_error']}")
+    display.print(f"wrote {out}: {', '.join(n for n in (summary['png'], 'summary.json', 'report.html') if n)}",
+                  soft_wrap=True)
     _emit(summary, json_)
     return 0
 

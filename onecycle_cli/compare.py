@@ -96,13 +96,18 @@ def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
         labels = [f"{label} ({r['id']})" for label, r in zip(labels, runs)]
     out = RunDir.create(root, "compare", f"{len(runs)}runs")
     try:
-        compare_png(paths, labels, out.path / "compare.png")
+        try:
+            compare_png(paths, labels, out.path / "compare.png")
+            png, png_error = "compare.png", None
+        except Exception as e:  # the plot is a view: the table is still worth having without it
+            png, png_error = None, f"{type(e).__name__}: {e}"
         summary = {"command": "compare", "status": "completed", "run_dir": str(out.path), "started": now_iso(),
                    "runs": [{"id": r["id"], "path": r["path"], "label": label, "command": r["command"],
                              "config": r["config"], **{k: r[k] for k in RESULTS},
                              "best_epoch": r["best_epoch"], "max_lr": r["max_lr"]}
                             for r, label in zip(runs, labels)],
-                   "differing": differing, "shared": shared, "png": "compare.png", "report": "report.html"}
+                   "differing": differing, "shared": shared, "png": png, "png_error": png_error,
+                   "report": "report.html"}
         out.write_json("summary.json", summary)
         from .report import write_compare_report
         write_compare_report(out.path)
