@@ -342,6 +342,69 @@ def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A 
     return 1 if errors else 0
 
 
+# -- runs, compare, report ------------------------------------------------------------------------------
+def _runs_root(runs_dir: str | None, config: str | None = None) -> Path:
+    """run.root as a train run would resolve it: --runs-dir < ONECYCLE_RUNS < the config's < 'runs'."""
+    from .config import resolve
+    return Path(resolve(config, None, _named(runs_dir=runs_dir)).config.run.root).expanduser()
+
+
+@app.command("runs")
+def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
+                 metavar="[DIR]", help="Where the runs are (default: run.root, --runs-dir or ONECYCLE_RUNS).")] = None,
+             runs_dir: RunsDir_ = None, config: Config_ = None,
+             json_: Annotated[bool, typer.Option("--json", help="Print the runs as one JSON list on stdout.")] = False
+             ) -> int:
+    """List past runs, newest first; crashed and unfinished ones included."""
+    from .runs import COLUMNS, list_runs, table_rows
+    if directory is not None and runs_dir is not None:
+        raise UsageError(f"conflicting arguments: DIR {directory} and --runs-dir {runs_dir}; give one")
+    root = directory if directory is not None else _runs_root(runs_dir, config)
+    rows = list_runs(root)
+    if json_:
+        from .rundir import to_json
+        sys.stdout.write(to_json(rows).replace("\n", "") + "\n")
+    display = _display()
+    if rows:
+        display.table(f"{len(rows)} run{'s' * (len(rows) != 1)} in {root}, newest first", COLUMNS, table_rows(rows))
+    else:
+        display.print(f"no runs in {root}")
+    return 0
+
+
+@app.command("compare")
+def compare_cmd(runs: Annotated[list[str], typer.Argument(metavar="RUN",
+                                                          help="Run directories (or run ids under the runs root).")],
+                runs_dir: RunsDir_ = None, json_: Json_ = False) -> int:
+    """Overlay runs' curves in one PNG and show the settings that differ next to their results."""
+    from .compare import compare, table
+    root = _runs_root(runs_dir)
+    out, summary = compare(runs, root)
+    display = _display()
+    columns, rows = table(summary)
+    display.table(f"{len(runs)} runs: the settings that differ, then the results", columns, rows)
+    if summary["png_error"]:
+        display.warn(f"no compare.png: {summary['png_error']}")
+    display.print(f"wrote {out}: {', '.join(n for n in (summary['png'], 'summary.json', 'report.html') if n)}",
+                  soft_wrap=True)
+    _emit(summary, json_)
+    return 0
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run (or comparison) directory.")]
+               ) -> int:
+    """(Re)write a run's self-contained report.html and print its path."""
+    from .report import write_run_report
+    from .runs import is_run_dir
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+    if not is_run_dir(run_dir):
+        raise UsageError(f"{run_dir}: not a onecycle run directory (no summary.json or config.yaml)")
+    print(write_run_report(run_dir))
+    return 0
+
+
 # -- data -----------------------------------------------------------------------------------------------
 @data_app.command("check")
 def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,

@@ -79,7 +79,19 @@ class Display:
             t.add_column(c)
         for r in rows:
             t.add_row(*[str(x) for x in r])
-        self.print(t)
+        if not self.enabled or self.console.is_terminal:
+            self.print(t)
+            return
+        # a log file or a pipe has no width: rich would cut cells to its default 80 columns
+        # ("comple…"), so print the table at its natural width and keep every character
+        from rich.measure import Measurement
+        natural = Measurement.get(self.console, self.console.options.update(width=100_000), t).maximum
+        saved = self.console.width
+        self.console.width = max(saved, natural)
+        try:
+            self.print(t)
+        finally:
+            self.console.width = saved
 
     def text_plot(self, xs: Sequence[float], series: dict[str, Sequence[float]], title: str, xlog: bool = False,
                   marks: dict[str, float] | None = None, ylabel: str = "") -> None:

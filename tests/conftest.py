@@ -120,3 +120,33 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip("../shared/data is not beside this checkout")
     return SHARED_DATA
+
+
+# ------------------------------------------------------------------------------------------------
+# real runs, made once: what `runs`, `compare` and `report` read
+
+TINY = ["--config", "mnist_sample", "--set", "data.train_size=512", "--set", "data.valid_size=128",
+        "--batch-size", "64"]  # 8 steps an epoch: the fewest the fastai 1cycle shape accepts (pct_start 0.25)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict:
+    """A range test, a 1cycle fit and a constant-LR fit (2 epochs each) of the bundled mnist_sample.
+
+    Shared by several tests, so treat the directories as read-only: copy one to change it.
+    """
+    root = tmp_path_factory.mktemp("tiny_runs") / "runs"
+    clean = {name: None for name in os.environ if name.startswith("ONECYCLE")}  # None: unset while invoked
+    runner = CliRunner()
+
+    def run(*args: str) -> dict:
+        r = runner.invoke(app, [*args, *TINY, "--runs-dir", str(root), "--json"], env=clean, catch_exceptions=False)
+        assert r.exit_code == 0, r.stderr
+        return json.loads(r.stdout)
+
+    find = run("find", "--num-it", "30")
+    onecycle = run("train", "--epochs", "2")
+    constant = run("train", "--epochs", "2", "--schedule", "constant")
+    return {"root": root, "find": Path(find["run_dir"]), "onecycle": Path(onecycle["run_dir"]),
+            "constant": Path(constant["run_dir"]),
+            "summaries": {"find": find, "onecycle": onecycle, "constant": constant}}

@@ -1,0 +1,167 @@
+"""Runs side by side: `onecycle compare runs/<1cycle run> runs/<constant-LR run>`.
+
+The settings shown are only those that differ (the flattened keys of each run's config.yaml), so
+the table says at once what the experiment changed; the results are read from each run's files,
+and the curves are overlaid in one PNG. The comparison is itself a directory under the runs root
+(`<timestamp>-compare-<n>runs/`) with compare.png, summary.json and report.html, so it can be
+reopened, re-plotted and shared like a run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .errors import UsageError
+from .rundir import RunDir, now_iso, read_csv
+from .runs import describe, is_run_dir, read_config, read_json
+
+RESULTS = ("status", "epochs_done", "final_accuracy", "best_accuracy", "final_valid_loss", "wall_seconds")
+
+
+def locate(arg: str | Path, root: Path) -> Path:
+    """A run given as a path, or as its id under the runs root (what `onecycle runs` prints)."""
+    path = Path(arg).expanduser()
+    if not path.is_dir() and (root / path).is_dir() and not path.is_absolute():
+        path = root / path
+    if not path.exists():
+        raise UsageError(f"{arg}: no such run directory (give a path, or a run id under {root})")
+    if not is_run_dir(path):
+        raise UsageError(f"{arg}: not a onecycle run directory (no summary.json or config.yaml)")
+    if (read_json(path / "summary.json") or {}).get("command") == "compare":
+        raise UsageError(f"{arg} is a comparison, not a run: compare the runs it names instead")
+    return path
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"schedule.max_lr": 0.05, ...}: the names `--set` takes, one per leaf."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def split_settings(configs: list[dict | None]) -> tuple[dict[str, list], dict[str, object]]:
+    """(differing {key: value per run}, shared {key: value}); an unreadable config counts as unknown."""
+    flat = [flatten(c) if c else None for c in configs]
+    known = [f for f in flat if f is not None]
+    keys = list(dict.fromkeys(k for f in known for k in f))
+    differing, shared = {}, {}
+    for key in keys:
+        values = [f.get(key) if f is not None else None for f in flat]
+        if len({repr(f.get(key)) for f in known}) > 1:
+            differing[key] = values
+        else:
+            shared[key] = known[0].get(key)
+    return differing, shared
+
+
+def label_of(run: dict, differing: dict[str, list], i: int) -> str:
+    """A short legend label: the run's values of the settings that differ (its id when none do)."""
+    values = [fmt_value(v[i]) for k, v in differing.items() if k not in ("run.root", "data.root")][:3]
+    return ", ".join(values) if values and len(", ".join(values)) <= 40 else run["id"]
+
+
+def fmt_value(value) -> str:
+    """A config value as YAML writes it (true, null, 1e-05), so it reads like config.yaml."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
+    return str(value)
+
+
+def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
+    """Write `<root>/<timestamp>-compare-<n>runs/` and return it with its summary."""
+    if len(args) < 2:
+        raise UsageError(f"compare needs at least two runs, got {len(args)}: onecycle compare RUN RUN ...")
+    paths = [locate(a, root) for a in args]
+    seen: dict[Path, str] = {}
+    for arg, path in zip(args, paths):
+        if path.resolve() in seen:
+            raise UsageError(f"{arg}: the same run as {seen[path.resolve()]}; give each run once")
+        seen[path.resolve()] = str(arg)
+    runs = [describe(p) for p in paths]
+    differing, shared = split_settings([read_config(p) for p in paths])
+    labels = [label_of(r, differing, i) for i, r in enumerate(runs)]
+    if len(set(labels)) < len(labels):  # two runs that differ only beyond the label's three keys
+        labels = [f"{label} ({r['id']})" for label, r in zip(labels, runs)]
+    out = RunDir.create(root, "compare", f"{len(runs)}runs")
+    try:
+        try:
+            compare_png(paths, labels, out.path / "compare.png")
+            png, png_error = "compare.png", None
+        except Exception as e:  # the plot is a view: the table is still worth having without it
+            png, png_error = None, f"{type(e).__name__}: {e}"
+        summary = {"command": "compare", "status": "completed", "run_dir": str(out.path), "started": now_iso(),
+                   "runs": [{"id": r["id"], "path": r["path"], "label": label, "command": r["command"],
+                             "config": r["config"], **{k: r[k] for k in RESULTS},
+                             "best_epoch": r["best_epoch"], "max_lr": r["max_lr"]}
+                            for r, label in zip(runs, labels)],
+                   "differing": differing, "shared": shared, "png": png, "png_error": png_error,
+                   "report": "report.html"}
+        out.write_json("summary.json", summary)
+        from .report import write_compare_report
+        write_compare_report(out.path)
+    finally:
+        out.close()
+    return out.path, summary
+
+
+def table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the side-by-side table: differing settings, then results."""
+    from .display import fmt_time
+    runs = summary["runs"]
+    columns = [""] + [r["id"] for r in runs]
+    rows = [[key] + [fmt_value(v) for v in values] for key, values in summary["differing"].items()]
+    if not rows:
+        rows = [["(no setting differs)"] + [""] * len(runs)]
+    num = lambda x, d=4: f"{x:.{d}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+    rows += [
+        ["status"] + [r["status"] for r in runs],
+        ["epochs done"] + [str(r["epochs_done"]) if r["epochs_done"] is not None else "-" for r in runs],
+        ["final accuracy"] + [num(r["final_accuracy"]) for r in runs],
+        ["best accuracy (epoch)"] + [f"{num(r['best_accuracy'])} ({r['best_epoch']})" if r["best_accuracy"] is not None
+                                     else "-" for r in runs],
+        ["final valid_loss"] + [num(r["final_valid_loss"]) for r in runs],
+        ["wall time"] + [fmt_time(r["wall_seconds"]) if r["wall_seconds"] is not None else "-" for r in runs],
+    ]
+    return columns, rows
+
+
+def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
+    """Valid loss and accuracy against epoch, smoothed training loss and LR against step, overlaid."""
+    from .plots import _pyplot, _save
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
+    (valid, acc), (loss, lr) = axes
+    for path, label in zip(paths, labels):
+        metrics, steps = read_csv(path / "metrics.csv"), read_csv(path / "steps.csv")
+        if metrics:
+            valid.plot([r["epoch"] for r in metrics], [r["valid_loss"] for r in metrics], "o-", label=label)
+            acc.plot([r["epoch"] for r in metrics], [r["accuracy"] for r in metrics], "o-", label=label)
+        else:  # keep the colours of the runs in step across the four panels
+            valid.plot([], [], label=label)
+            acc.plot([], [], label=label)
+        loss.plot([r["step"] for r in steps], [r["smooth_loss"] for r in steps], label=label)
+        lr.plot([r["step"] for r in steps], [r["lr"] for r in steps], label=label)
+    for ax, title, x in ((valid, "valid_loss", "epoch"), (acc, "accuracy", "epoch"),
+                         (loss, "train loss (smoothed)", "step"), (lr, "lr", "step")):
+        ax.set_title(f"{title} against {x}", fontsize=10)
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+        if x == "epoch":  # epochs are whole: no 0.2, 0.4 ... ticks between them
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    acc.legend(fontsize=8)
+    fig.suptitle(" vs ".join(labels), fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out)

@@ -1,0 +1,192 @@
+"""Past runs at a glance: `onecycle runs [DIR] [--json]`.
+
+A run's own summary.json says "running" from its first step to its last, so a run killed with -9
+(or by a lost node) keeps saying it forever. The `.lock` it holds with flock for its whole life is
+what tells the two apart: the kernel drops the lock when the process dies, whatever killed it.
+Nothing here may crash on what it finds: a listing is most needed when something went wrong.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import yaml
+
+from .errors import UsageError
+
+STAMP = re.compile(r"^(\d{8}-\d{6})-")  # RunDir.create's prefix: the start of the run, to the second
+
+
+def lock_held(path: Path) -> bool | None:
+    """Is the run's `.lock` held by a live process? None when there is no lock file to ask."""
+    try:
+        fd = os.open(path / ".lock", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # a shared lock conflicts with the run's exclusive one and with nothing else of ours
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object, {} when the file is absent, None when it is there but unreadable."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_config(path: Path) -> dict | None:
+    """A run's config.yaml as nested dicts, {} when absent, None when unreadable."""
+    try:
+        value = yaml.safe_load((path / "config.yaml").read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "summary.json").is_file() or (path / "config.yaml").is_file())
+
+
+def status_of(path: Path, summary: dict | None) -> str:
+    """The status a person should see: the summary's, except where the lock says otherwise.
+
+    running     the summary says so and a live process holds the lock
+    crashed     the summary says running but nobody holds the lock (killed, lost node, OOM)
+    incomplete  a config.yaml and no summary: the run died before its first record
+    unreadable  summary.json is there but not JSON
+    """
+    held = lock_held(path)
+    if summary is None:
+        return "unreadable"
+    status = summary.get("status")
+    if not status:
+        return "running" if held else "incomplete"
+    if status == "running" and not held:
+        return "crashed"
+    return str(status)
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def _order(path: Path) -> tuple[str, int]:
+    """A sort key for "newest first": the name's stamp survives copying between boxes, mtimes do not;
+    within one second the lock file, created as the run starts, breaks the tie."""
+    m = STAMP.match(path.name)
+    try:
+        locked = (path / ".lock").stat().st_mtime_ns
+    except OSError:
+        locked = 0
+    if m:
+        return m.group(1), locked
+    try:
+        return time.strftime("%Y%m%d-%H%M%S", time.localtime(path.stat().st_mtime)), locked
+    except OSError:
+        return "", locked
+
+
+def describe(path: Path) -> dict:
+    """One run as a row of the listing; every field may be None where the files do not say."""
+    summary = read_json(path / "summary.json")
+    meta = read_json(path / "meta.json") or {}
+    cfg = read_config(path) or {}
+    s = summary or {}
+    section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}
+    parts = path.name.split("-", 3)  # <date>-<time>-<command>-<config>, the fallback for foreign names
+    command = s.get("command") or meta.get("command") or (parts[2] if len(parts) == 4 else None)
+    best = s.get("best") if isinstance(s.get("best"), dict) else {}
+    final = s.get("final") if isinstance(s.get("final"), dict) else {}
+    if command == "find":  # a range test has no epochs; its max_lr is the suggestion
+        max_lr = _number((s.get("suggestion") or {}).get("lr")) if isinstance(s.get("suggestion"), dict) else None
+        epochs = None
+    else:
+        max_lr = _number(s.get("max_lr", section("schedule").get("max_lr")))
+        epochs = s.get("epochs", section("train").get("epochs"))
+    return {
+        "id": path.name, "path": str(path), "started": s.get("started") or meta.get("started"),
+        "command": command, "config": s.get("config") or meta.get("config") or (parts[3] if len(parts) == 4 else None),
+        "dataset": s.get("dataset") or section("data").get("dataset"),
+        "model": s.get("model") or section("model").get("name"),
+        "schedule": (s.get("schedule") or section("schedule").get("name")) if command != "find" else None,
+        "max_lr": max_lr, "epochs": epochs if isinstance(epochs, int) else None,
+        "epochs_done": s.get("epochs_done") if isinstance(s.get("epochs_done"), int) else None,
+        "status": status_of(path, summary), "stop_reason": s.get("stop_reason"),
+        "best_accuracy": _number(best.get("accuracy")), "best_epoch": best.get("epoch"),
+        "final_accuracy": _number(final.get("accuracy")), "final_valid_loss": _number(final.get("valid_loss")),
+        "wall_seconds": _number(s.get("wall_seconds")),
+        "_sort": _order(path),
+    }
+
+
+def list_runs(root: Path) -> list[dict]:
+    """Every run directory directly under `root`, newest first, the unfinished ones included."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise UsageError(f"{root}: no such directory (no runs yet? runs go to run.root, --runs-dir or ONECYCLE_RUNS)")
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory")
+    try:
+        children = list(root.iterdir())
+    except OSError as e:
+        raise UsageError(f"{root} cannot be read: {e.strerror}") from None
+    rows = []
+    for path in children:
+        try:
+            if path.name.startswith(".") or not path.is_dir():
+                continue
+            # a directory whose files are not there yet but whose lock is held is a run starting up
+            if not is_run_dir(path) and not lock_held(path):
+                continue
+            rows.append(describe(path))
+        except OSError:  # a directory we may not enter: still a run someone should know about
+            rows.append({**dict.fromkeys(FIELDS), "id": path.name, "path": str(path), "status": "unreadable",
+                         "_sort": ("", 0)})
+    rows.sort(key=lambda r: (*r["_sort"], len(r["id"]), r["id"]), reverse=True)
+    for r in rows:
+        del r["_sort"]
+    return rows
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    from .display import fmt_time
+
+    def epochs(r):
+        done, total = r.get("epochs_done"), r.get("epochs")
+        if total is None:
+            return "-"
+        return str(total) if done in (None, total) else f"{done}/{total}"
+
+    return [[r["id"], r.get("command") or "-", r.get("config") or "-",
+             "/".join(x for x in (r.get("dataset"), r.get("model")) if x) or "-",
+             f"{r['max_lr']:.3g}" if r.get("max_lr") is not None else "-", epochs(r), r["status"],
+             f"{r['best_accuracy']:.4f}" if r.get("best_accuracy") is not None else "-",
+             fmt_time(r["wall_seconds"]) if r.get("wall_seconds") is not None else "-"] for r in rows]
+
+
+FIELDS = ["id", "path", "started", "command", "config", "dataset", "model", "schedule", "max_lr", "epochs",
+          "epochs_done", "status", "stop_reason", "best_accuracy", "best_epoch", "final_accuracy", "final_valid_loss",
+          "wall_seconds"]
+COLUMNS = ["id", "command", "config", "dataset/model", "max_lr", "epochs", "status", "best accuracy", "wall"]
