@@ -115,7 +115,6 @@ def _emit(summary: dict, as_json: bool) -> None:
 
 def _display():
     from .display import Display
-    from .dist import Dist
     rank = int(os.environ.get("RANK", "0"))
     return Display(enabled=rank == 0)
 

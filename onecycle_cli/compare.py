@@ -139,8 +139,8 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
     """Valid loss and accuracy against epoch, smoothed training loss and LR against step, overlaid."""
-    from .plots import _pyplot, _save
-    plt = _pyplot()
+    from .plots import pyplot, save_png
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
     (valid, acc), (loss, lr) = axes
@@ -164,4 +164,4 @@ def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
     acc.legend(fontsize=8)
     fig.suptitle(" vs ".join(labels), fontsize=11)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_png(fig, out)

@@ -29,8 +29,9 @@ from .lr_find import find_in_run
 from .optim import build_optimizer
 from .pipeline import Pipeline, build_pipeline
 from .plots import plot_run
+from .report import write_run_report
 from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, keep_rows, now_iso
-from .schedules import build_schedule, momentum_of
+from .schedules import build_schedule, check_length, momentum_of
 from .signals import StopFlag
 
 SMOOTH_BETA = 0.98  # the smoothed loss of steps.csv, as fastai's recorder and the range test
@@ -327,6 +328,7 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     elif dist.main:
         RunDir.check_root(cfg.run.root)
     pipe = build_pipeline(cfg, dist)
+    check_length(cfg.schedule, cfg.train.epochs * pipe.batches.steps_per_epoch)
     if resume is not None:
         check_resumable(saved, cfg, cfg.train.epochs * pipe.batches.steps_per_epoch, resume)
     elif dist.main:
@@ -401,6 +403,7 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
             tb.close()
         if dist.main:
             plot_run(run.path)
+            write_run_report(run.path)
         run.close()
 
 

@@ -30,6 +30,7 @@ from .loader import TrainBatches, eval_batches
 from .optim import build_optimizer
 from .pipeline import Pipeline, Precision, build_pipeline
 from .plots import plot_run
+from .report import write_run_report
 from .rundir import NullRunDir, RunDir, argv, now_iso
 from .signals import StopFlag
 from .suggest import Suggestion, suggest
@@ -302,4 +303,5 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
     finally:
         if dist.main:
             plot_run(run.path)
+            write_run_report(run.path)
         run.close()

@@ -19,17 +19,17 @@ from .rundir import atomic_write_bytes, read_csv
 MARKERS = {"valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only: no display on a GPU box
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
@@ -54,7 +54,7 @@ def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
     by_curve: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_curve[str(row["curve"])].append(row)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     tops, bottoms = [], []
     for (label, pts), color in zip(by_curve.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
@@ -83,12 +83,12 @@ def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
     ax.set_title("LR range test" + (f"\n{stop}" if stop else ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8)
-    return _save(fig, run / "lr_find.png")
+    return save_png(fig, run / "lr_find.png")
 
 
 def schedule_figure(steps: Sequence[int], lrs: Sequence[float], moms: Sequence[float], path: Path,
                     title: str = "schedule", phases: Sequence[tuple[str, int]] = ()) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(steps, lrs)
     a.set_title("max_lr schedule: lr against step", fontsize=10)
@@ -103,7 +103,7 @@ def schedule_figure(steps: Sequence[int], lrs: Sequence[float], moms: Sequence[f
             ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
         a.annotate(name, (step, a.get_ylim()[1]), fontsize=7, rotation=90, va="top", ha="right", color="grey")
     fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def schedule_png(run: Path) -> Path | None:
@@ -118,7 +118,7 @@ def curves_png(run: Path) -> Path | None:
     steps, metrics = read_csv(run / "steps.csv"), read_csv(run / "metrics.csv")
     if not steps and not metrics:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.8))
     if steps:
         a.plot([r["step"] for r in steps], [r["loss"] for r in steps], alpha=0.25, linewidth=0.7, label="train (step)")
@@ -140,7 +140,7 @@ def curves_png(run: Path) -> Path | None:
     c.set_title("mean |gradient| over all parameters", fontsize=10)
     c.set_xlabel("step")
     fig.suptitle(run.name, fontsize=11)
-    return _save(fig, run / "curves.png")
+    return save_png(fig, run / "curves.png")
 
 
 def activations_png(run: Path) -> Path | None:
@@ -166,7 +166,7 @@ def activations_png(run: Path) -> Path | None:
     layers = list(series)
     if not layers:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(len(layers), 6)
     rows_of_hists = math.ceil(len(layers) / cols)
     fig = plt.figure(figsize=(15, 3.6 + 1.9 * rows_of_hists))
@@ -189,7 +189,7 @@ def activations_png(run: Path) -> Path | None:
         ax.set_title(f"{name}: histogram over steps", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    return _save(fig, run / "activations.png")
+    return save_png(fig, run / "activations.png")
 
 
 PLOTTERS = (lr_find_png, schedule_png, curves_png, activations_png)

@@ -11,11 +11,25 @@ import torch
 from torch.optim import lr_scheduler
 
 from .config import ScheduleConfig
+from .errors import ConfigError
 
 LRScheduler = lr_scheduler.LRScheduler if hasattr(lr_scheduler, "LRScheduler") else lr_scheduler._LRScheduler
 
 
+def check_length(cfg: ScheduleConfig, total_steps: int) -> None:
+    """Refuse a 1cycle too short for its phases (torch's OneCycleLR would divide by zero)."""
+    if cfg.name != "onecycle":
+        return
+    up = cfg.pct_start * total_steps
+    down = total_steps - (2 if cfg.three_phase else 1) * up
+    if up < 2 or down < 1:
+        raise ConfigError(f"a {total_steps}-step 1cycle with schedule.pct_start = {cfg.pct_start} leaves "
+                          f"{max(up, 0):.1f} steps to warm up: expected at least 2 (train more epochs, use a "
+                          f"smaller train.batch_size, or raise schedule.pct_start)")
+
+
 def build_schedule(cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> LRScheduler:
+    check_length(cfg, total_steps)
     if cfg.name == "onecycle":
         return lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.max_lr, total_steps=total_steps, pct_start=cfg.pct_start,
