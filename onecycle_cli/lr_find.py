@@ -49,10 +49,12 @@ class Curve:
     stop_reason: str = ""
     stop_lr: float | None = None
     suggestions: dict[str, Suggestion] = field(default_factory=dict)
+    seconds: float = 0.0                # the sweep alone: training steps, reads, restoring the model
 
     def summary(self) -> dict:
         return {"label": self.label, "steps": len(self.lrs), "stop": self.stop, "stop_reason": self.stop_reason,
-                "stop_lr": self.stop_lr, "suggestions": {k: s.as_dict() for k, s in self.suggestions.items()}}
+                "stop_lr": self.stop_lr, "seconds": round(self.seconds, 3),
+                "suggestions": {k: s.as_dict() for k, s in self.suggestions.items()}}
 
 
 def lr_at(step: int, cfg) -> float:
@@ -120,6 +122,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     sched = LambdaLR(optimizer, lambda i: lr_at(min(i, fc.num_it - 1), fc) / fc.start_lr)
     losses = torch.full((fc.num_it,), math.nan, device=device)
     curve = Curve(label)
+    started = time.perf_counter()
     with preserved(model), display.progress(fc.num_it, f"range test{f' {label}' if label else ''}") as bar:
         model.train()
         for i in range(fc.num_it):
@@ -145,6 +148,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
             bar.update(done, f"lr {lr_at(i, fc):.2e}  loss {smooth[-1]:.4f}")
             if found is not None or interrupted:
                 break
+    curve.seconds = time.perf_counter() - started
     end, kind = found if found is not None else (done - 1, "interrupted" if interrupted else "end")
     curve.lrs = [lr_at(i, fc) for i in range(end + 1)]
     curve.losses, curve.smooth = values[:end + 1], smooth[:end + 1]

@@ -1,0 +1,146 @@
+"""onecycle beside fastai and the bare hand-written loops, on this machine, in one run:
+`python benchmarks/peers.py --fastai-python /tmp/peer/bin/python`
+
+The two experiments of ../shared/peers: P1, the fastai docs' 1cycle experiment (MNIST 3s vs 7s,
+fastai-v1 simple_cnn, batch 64, 2 epochs at 5e-2) with its range test, and P2, the fastai book's
+MNIST run (BatchNorm simple_cnn, batch 512, 1 epoch at 0.06). Every program runs as its own
+process, as a user would run it; times are medians over --repeats. Prints one JSON object.
+
+Times compared, and what each includes:
+- find, whole process: `onecycle find` from start to exit against fastai's `peer_fastai.py ... p1find`
+  from start to exit (imports, data, the range test, plots);
+- find, the sweep alone: our curve's `seconds` against fastai's timer around `learn.lr_find()`;
+- fit vs fastai: our epochs' training plus evaluation (metrics.csv `seconds`) against fastai's
+  timer around fit_one_cycle + validate;
+- fit vs bare: our training loop alone (summary `train_seconds`) against the bare loop's timer,
+  which also covers only the training loop.
+fastai is optional (it needs its own environment, see ../shared/peers/README.md): without
+--fastai-python only the bare loops are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(cmd: list[str], cwd: Path | None = None) -> tuple[str, float]:
+    """stdout and wall seconds of one process; a failure stops the benchmark with its stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    env["PYTHONPATH"] = str(REPO)
+    start = time.perf_counter()
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return p.stdout, wall
+
+
+def last_json(out: str) -> dict:
+    """The last JSON object a program printed (fastai prints an indented one)."""
+    start = out.rfind("\n{")
+    return json.loads(out[start + 1:] if start >= 0 else out[out.find("{"):])
+
+
+def onecycle(*args: str, runs: Path) -> tuple[dict, float]:
+    out, wall = run([sys.executable, "-m", "onecycle_cli", *args, "--json", "--runs-dir", str(runs)])
+    return json.loads(out), wall
+
+
+def fit_seconds(summary: dict) -> float:
+    """Training plus evaluation of every epoch, from the run's metrics.csv."""
+    from onecycle_cli.rundir import read_csv
+    return sum(r["seconds"] for r in read_csv(Path(summary["run_dir"]) / "metrics.csv"))
+
+
+def median(values) -> float:
+    return round(statistics.median(values), 3)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fastai-python", help="a python with fastai installed (../shared/peers/README.md)")
+    p.add_argument("--peers", type=Path, default=REPO.parent / "shared" / "peers")
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "onecycle-peers")
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    runs = a.work / "runs"
+    n = range(a.repeats)
+    result: dict = {"benchmark": "peers", "cores": os.cpu_count(), "torch": torch.__version__,
+                    "cpu": platform.processor() or platform.machine(), "repeats": a.repeats,
+                    "date": time.strftime("%Y-%m-%d")}
+
+    # -- the bare loops: the floor ------------------------------------------------------------------
+    bare1 = [last_json(run([sys.executable, str(a.peers / "bare_p1.py")])[0]) for _ in n]
+    bare2 = [last_json(run([sys.executable, str(a.peers / "bare_p2.py")])[0]) for _ in n]
+    result["bare"] = {"p1_seconds": median(b["seconds"] for b in bare1), "p1_accuracy": bare1[0]["accuracy"],
+                      "p2_seconds": median(b["seconds"] for b in bare2), "p2_accuracy": bare2[0]["accuracy"]}
+
+    # -- onecycle -------------------------------------------------------------------------------------
+    finds = [onecycle("find", "--config", "mnist_sample", runs=runs) for _ in n]
+    f0 = finds[0][0]
+    p1 = [onecycle("train", "--config", "mnist_sample", runs=runs)[0] for _ in n]
+    const = onecycle("train", "--config", "mnist_sample", "--schedule", "constant", runs=runs)[0]
+    at_valley = onecycle("train", "--config", "mnist_sample", "--max-lr", f0["run_dir"], runs=runs)[0]
+    p2 = [onecycle("train", "--config", "mnist", "--data-dir", str(a.data), runs=runs)[0] for _ in n]
+    result["onecycle"] = {
+        "find_process_seconds": median(w for _, w in finds),
+        "find_sweep_seconds": median(s["curves"][0]["seconds"] for s, _ in finds),
+        "suggestions": {k: v["lr"] for k, v in f0["suggestions"].items()},
+        "p1_one_cycle_accuracy": p1[0]["final"]["accuracy"], "p1_constant_accuracy": const["final"]["accuracy"],
+        "p1_train_seconds": median(s["train_seconds"] for s in p1),
+        "p1_fit_seconds": median(fit_seconds(s) for s in p1),
+        "p1_at_default_suggestion": {"max_lr": at_valley["max_lr"], "accuracy": at_valley["final"]["accuracy"]},
+        "p2_accuracy": p2[0]["final"]["accuracy"], "p2_train_seconds": median(s["train_seconds"] for s in p2),
+        "p2_fit_seconds": median(fit_seconds(s) for s in p2)}
+    ours = result["onecycle"]
+    result["ratios"] = {"p1_train_vs_bare": round(ours["p1_train_seconds"] / result["bare"]["p1_seconds"], 2),
+                        "p2_train_vs_bare": round(ours["p2_train_seconds"] / result["bare"]["p2_seconds"], 2)}
+
+    # -- fastai ---------------------------------------------------------------------------------------
+    if a.fastai_python:
+        sample, png = a.work / "mnist_sample", a.work / "mnist_png"
+        if not sample.exists():
+            run([a.fastai_python, str(a.peers / "make_mnist_sample.py"), str(a.data / "MNIST" / "raw"), str(sample)])
+        if not png.exists():
+            run([a.fastai_python, str(a.peers / "make_mnist_png.py"), str(a.data / "MNIST" / "raw"), str(png)])
+        fa = last_json(run([a.fastai_python, str(a.peers / "peer_fastai.py"), str(sample), str(png), "all"],
+                           cwd=a.peers)[0])
+        finds_fa = [run([a.fastai_python, str(a.peers / "peer_fastai.py"), str(sample), "-", "p1find"], cwd=a.peers)
+                    for _ in n]
+        fa_find = [last_json(out)["p1_lr_find"] for out, _ in finds_fa]
+        result["fastai"] = {
+            "find_process_seconds": median(w for _, w in finds_fa),
+            "find_sweep_seconds": median(f["seconds"] for f in fa_find + [fa["p1_lr_find"]]),
+            "suggestions": {k: median(f[k] for f in fa_find + [fa["p1_lr_find"]])
+                            for k in ("valley", "steep", "minimum", "slide")},
+            "p1_one_cycle_accuracy": fa["p1_one_cycle"]["accuracy"], "p1_fit_seconds": fa["p1_one_cycle"]["seconds"],
+            "p1_constant_accuracy": fa["p1_constant"]["accuracy"],
+            "p2_accuracy": fa["p2_one_cycle"]["accuracy"], "p2_fit_seconds": fa["p2_one_cycle"]["seconds"]}
+        theirs = result["fastai"]
+        result["ratios"].update({
+            "find_process_vs_fastai": round(ours["find_process_seconds"] / theirs["find_process_seconds"], 2),
+            "find_sweep_vs_fastai": round(ours["find_sweep_seconds"] / theirs["find_sweep_seconds"], 3),
+            "valley_vs_fastai": round(ours["suggestions"]["valley"] / theirs["suggestions"]["valley"], 2),
+            "steep_vs_fastai": round(ours["suggestions"]["steep"] / theirs["suggestions"]["steep"], 2),
+            "p1_fit_vs_fastai": round(ours["p1_fit_seconds"] / theirs["p1_fit_seconds"], 3),
+            "p2_fit_vs_fastai": round(ours["p2_fit_seconds"] / theirs["p2_fit_seconds"], 3)})
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
