@@ -24,6 +24,7 @@ from .diagnostics import HIST_COLUMNS, STAT_COLUMNS, ActivationStats, grad_abs_m
 from .display import Display
 from .dist import Dist
 from .errors import Diverged, OnecycleError, RunDirError
+from .faults import fault
 from .loader import eval_batches
 from .lr_find import find_in_run
 from .optim import build_optimizer
@@ -91,6 +92,7 @@ def evaluate(pipe: Pipeline) -> tuple[float, float]:
         for x, y in eval_batches(pipe.ds, pipe.cfg.data, pipe.cfg.train.eval_batch_size, pipe.dist.rank,
                                  pipe.dist.world, pipe.memory_format):
             out = model(x).float()
+            fault("eval")
             totals[0] += F.cross_entropy(out, y, reduction="sum")
             totals[1] += (out.argmax(1) == y).sum()
             totals[2] += len(y)
@@ -167,6 +169,7 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
                 lr, momentum = group["lr"], momentum_of(group)
                 with pipe.precision.autocast():
                     loss = F.cross_entropy(net(x), y, label_smoothing=cfg.optim.label_smoothing)
+                fault("step")
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()

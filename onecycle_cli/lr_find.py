@@ -271,14 +271,15 @@ def find_in_run(pipe: Pipeline, run, display: Display, stop: StopFlag) -> Sugges
 
 
 def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None = None,
-         sweep_over: tuple[str, list] | None = None, started: float | None = None) -> tuple[RunDir, dict]:
-    """A range-test run: returns its directory and summary."""
+         sweep_over: tuple[str, list] | None = None, started: float | None = None,
+         pipe: Pipeline | None = None) -> tuple[RunDir, dict]:
+    """A range-test run: returns its directory and summary. `pipe` replaces the one the config builds."""
     started = started or time.time()
     dist = dist or Dist()
     cfg = resolved.config
     if dist.main:
         RunDir.check_root(cfg.run.root)
-    pipe = build_pipeline(cfg, dist)
+    pipe = pipe or build_pipeline(cfg, dist)
     run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,

@@ -26,17 +26,20 @@ from typing import Any, Iterable
 import torch
 
 from .errors import RunDirError
+from .faults import fault
 
 STEP_COLUMNS = ["step", "epoch", "lr", "momentum", "loss", "smooth_loss", "grad_abs"]
 METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_s"]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, point: str = "") -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    if point:
+        fault(point)
     os.replace(tmp, path)  # readers see the old file or the new one, never half of one
 
 
@@ -62,7 +65,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     """torch.save through a temporary file: a kill mid-write leaves the previous checkpoint intact."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), point="checkpoint")
 
 
 class CsvLog:
@@ -209,6 +212,9 @@ class RunDir:
             raise RunDirError(f"--resume {path}: not a onecycle run directory (no config.yaml)")
         run = cls(path)
         run.lock()
+        # a writer killed between its temporary file and the rename leaves the temporary file behind
+        for stale in [*path.glob(".*.tmp"), *path.glob("checkpoints/.*.tmp")]:
+            stale.unlink(missing_ok=True)
         return run
 
     def lock(self) -> None:

@@ -1,0 +1,32 @@
+"""Fault injection for the robustness tests: `ONECYCLE_FAULT=eval:SIGTERM onecycle train ...`.
+
+No test can time a signal from outside to land inside an evaluation, or between a checkpoint's
+write and its rename. So, when ONECYCLE_FAULT names a point, the process sends itself that signal
+when it gets there: a real signal, met by the same handlers as a user's Ctrl-C or kill.
+
+    ONECYCLE_FAULT=POINT[@N]:SIGNAL   the Nth time POINT is reached (default the first)
+    points: step (inside a training step, after the backward pass), eval (inside an evaluation),
+            checkpoint (a checkpoint written to its temporary file, not yet renamed into place)
+
+Unset, as everywhere outside the tests, `fault()` is a dictionary lookup and a comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_seen: dict[str, int] = {}
+
+
+def fault(point: str) -> None:
+    spec = os.environ.get("ONECYCLE_FAULT")
+    if not spec:
+        return
+    where, _, name = spec.partition(":")
+    target, _, nth = where.partition("@")
+    if target != point:
+        return
+    _seen[point] = _seen.get(point, 0) + 1
+    if _seen[point] == int(nth or 1):
+        os.kill(os.getpid(), getattr(signal, name))
