@@ -9,6 +9,7 @@ appends to steps.csv, updates the progress bar and is where a non-finite loss is
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -160,7 +161,9 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
         return dist.from_main(stop.requested)
 
     display.epoch_header()
-    with display.progress(epochs * per_epoch, "train", completed=state.step) as bar:
+    with contextlib.ExitStack() as cleanup, display.progress(epochs * per_epoch, "train", completed=state.step) as bar:
+        if acts is not None:
+            cleanup.callback(acts.remove)  # hooks off on every way out: completed, interrupted, diverged
         while state.epoch < epochs:
             net.train()
             started = time.perf_counter()
@@ -204,7 +207,7 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
             state.train_seconds += time.perf_counter() - started
             state.images += per_epoch * pipe.batches.batch_size
             valid_loss, accuracy = evaluate(pipe)
-            row = {"epoch": state.epoch, "step": state.step, "lr": group["lr"], "momentum": momentum_of(group),
+            row = {"epoch": state.epoch, "step": state.step, "lr": lr, "momentum": momentum,  # the epoch's last step
                    "train_loss": dist.mean_(epoch_loss / per_epoch).item(),
                    "valid_loss": valid_loss, "accuracy": accuracy,
                    "seconds": state.epoch_seconds + time.perf_counter() - started,
@@ -222,8 +225,6 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
             checkpoint(state)
             if (stopping or dist.from_main(stop.requested)) and state.epoch < epochs:
                 return "interrupted"
-    if acts is not None:
-        acts.remove()
     return "completed"
 
 
