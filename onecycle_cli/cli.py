@@ -200,7 +200,7 @@ def train(config: Config_ = None, set_: Set_ = None,
           activation_stats: Annotated[Optional[bool], typer.Option(
               "--activation-stats", help="Record per-layer activation statistics and histograms.")] = None,
           tensorboard: Annotated[Optional[bool], typer.Option(
-              "--tensorboard", help="Also write TensorBoard event files (needs onecycle[tensorboard]).")] = None,
+              "--tensorboard", help="Also write TensorBoard event files (needs onecycle\\[tensorboard]).")] = None,
           seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N|S1,S2,...",
                            help="Run N seeds (or these seeds) and report mean ± std accuracy.")] = None,
           resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR",
