@@ -170,9 +170,11 @@ def _max_lr_flag(value: str | None, suggest_key: str | None) -> tuple[object, st
     except ValueError:
         number = None
     if number is not None:
+        if not math.isfinite(number):
+            raise UsageError(f"--max-lr {value}: expected a finite number > 0, e.g. --max-lr 0.8")
         return value, f"--max-lr {value}", False
     path = Path(value)
-    if not path.is_dir():
+    if not value.strip() or not path.is_dir():  # '' would be the current directory
         raise UsageError(f"--max-lr {value!r}: expected a number, 'find', or the directory of a finished find run")
     from .rundir import RunDir
     summary = RunDir(path).read_json("summary.json")

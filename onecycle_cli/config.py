@@ -267,6 +267,8 @@ def shipped_configs() -> dict[str, Path]:
 
 def locate_config(config: str | None) -> tuple[str, Path]:
     """`--config` as a path or a shipped name; none means the CIFAR-10 / ResNet-56 preset."""
+    if config is not None and not config.strip():  # an unset shell variable, not a request for the default
+        raise ConfigError("--config '': expected a YAML file or a shipped config name (cifar, mnist, mnist_sample)")
     config = config or "cifar"
     path = Path(config)
     presets = shipped_configs()
@@ -303,6 +305,9 @@ def parse_set(item: str) -> tuple[str, str]:
     if "." not in key:
         raise ConfigError(f"--set {item!r}: {key!r} names no section; expected section.key=value "
                           f"(sections: {', '.join(Config.model_fields)})")
+    if not all(key.split(".")):  # `.seed`, `train.`, `train..seed`: a name left out between the dots
+        raise ConfigError(f"--set {item!r}: {key!r} has an empty name between dots; expected section.key=value, "
+                          f"e.g. --set train.seed=1")
     return key, value
 
 
@@ -353,7 +358,7 @@ def resolve(config: str | None = None, sets: list[str] | None = None, flags: dic
     flagged: dict[str, str] = {}
     for item in sets or []:
         key, text = parse_set(item)
-        _put(tree, key, parse_scalar(text), "--set")
+        _put(tree, key, parse_scalar(text), f"--set {item}")
         sources[key] = flagged[key] = f"--set {item}"
     for key, (flag, value) in (flags or {}).items():
         if value is None:
@@ -379,7 +384,12 @@ def _explain(error: ValidationError, sources: dict[str, str]) -> str:
     loc = [str(p) for p in e["loc"]]
     key = ".".join(p for p in loc if not p.isdigit()) or "config"
     value = e.get("input")
-    source = next((sources[k] for k in (key, key.rsplit(".", 1)[0]) if k in sources), None)
+    if e["type"] == "value_error":  # a check across keys: the message names the key it is about first
+        named = re.match(r"[a-z_]+\.[a-z_]+", str(e["msg"]).removeprefix("Value error, "))
+        key = named.group(0) if named else key
+    # the key itself, its section, or (for a mapping where a value goes) a key under it
+    source = next((sources[k] for k in (key, key.rsplit(".", 1)[0]) if k in sources), None) or next(
+        (s for k, s in sources.items() if k.startswith(key + ".")), None)
     where = f" (from {source})" if source else ""
     kind, ctx = e["type"], e.get("ctx", {})
     if kind == "extra_forbidden":
@@ -414,8 +424,10 @@ def _explain(error: ValidationError, sources: dict[str, str]) -> str:
         return f"config error{where}: {str(e['msg']).removeprefix('Value error, ')}"
     elif expected is None:
         expected = e["msg"]
-    shown = value if not isinstance(value, dict) else "{...}"
-    return f"config error: {key} = {shown!r}{where}: expected {expected}"
+    if isinstance(value, dict):  # a nested mapping: name its keys, not the whole tree
+        return (f"config error: {key} = {{{', '.join(f'{k}: ...' for k in value)}}}{where}: expected {expected}"
+                + ("" if kind in ("model_type", "dict_type") else ", not a mapping"))
+    return f"config error: {key} = {value!r}{where}: expected {expected}"
 
 
 def to_yaml(cfg: Config) -> str:

@@ -81,7 +81,10 @@ IDX_FILES = {
 
 def read_idx(path: Path, expect_dims: int) -> np.ndarray:
     """One uint8 idx file (magic 0x0000080N, N big-endian sizes, then the bytes), checked."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions, or download it again") from None
     if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] != expect_dims:
         raise DataError(f"{path}: not a uint8 idx file with {expect_dims} dimension(s) "
                         f"(magic {data[:4].hex() or 'missing'}, expected 0000080{expect_dims})")
@@ -130,13 +133,20 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions, or download it again") from None
+    except Exception as e:  # truncated, not a pickle, or a pickle of classes that are not here: all unreadable
         raise DataError(f"{path}: not a readable CIFAR-10 batch ({type(e).__name__}: {e}); the file is "
                         f"truncated or corrupt, download it again") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise DataError(f"{path}: expected a pickled dict with b'data' and b'labels'")
-    x = np.asarray(batch[b"data"], dtype=np.uint8)
-    y = np.asarray(batch[b"labels"], dtype=np.int64)
+    # checked before the casts: uint8 would wrap 300 to 44 and truncate 0.5 to 0 without a word
+    x, y = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
+    if x.dtype.kind not in "ui" or (x.size and (x.min() < 0 or x.max() > 255)):
+        raise DataError(f"{path}: b'data' holds {x.dtype} values, expected uint8 pixels 0..255")
+    if y.size and y.dtype.kind not in "ui" or y.ndim != 1:
+        raise DataError(f"{path}: b'labels' holds {y.dtype} values of shape {y.shape}, expected a list of integers")
+    x, y = x.astype(np.uint8), y.astype(np.int64)
     if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(y):
         raise DataError(f"{path}: b'data' is {x.shape} with {len(y)} labels, expected N x 3072 with N labels")
     if y.size and (y.min() < 0 or y.max() > 9):
@@ -242,6 +252,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     if len(ds.x_train) == 0 or len(ds.x_valid) == 0:
         raise DataError(f"dataset {cfg.dataset!r} has {len(ds.x_train)} training and {len(ds.x_valid)} test "
                         f"images: expected at least one of each")
+    if ds.x_train.shape[1:] != ds.x_valid.shape[1:]:  # a model would take both, and score nonsense
+        train, test = ("x".join(map(str, x.shape[1:])) for x in (ds.x_train, ds.x_valid))
+        raise DataError(f"dataset {cfg.dataset!r} in {Path(cfg.root).expanduser()}: training images are {train} "
+                        f"but test images {test}: expected one size; a file is from another dataset, download it again")
     return ds
 
 

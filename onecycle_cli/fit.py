@@ -13,6 +13,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -245,7 +246,9 @@ def load_checkpoint(run: RunDir) -> dict:
         raise RunDirError(f"--resume {run.path}: no checkpoint to resume from (the run stopped before its first "
                           f"epoch ended or its first checkpoint); start it again instead")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol before refusing it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or damaged file: say so rather than show the unpickler's traceback
         raise RunDirError(f"--resume {run.path}: checkpoint {path.name} cannot be read ({type(e).__name__}); "
                           f"the file is damaged or not onecycle's") from None
@@ -323,6 +326,10 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     if resume is not None:
         run = RunDir.open(resume) if dist.main else NullRunDir()
         previous = run.read_json("summary.json").get("status")
+        if (run.read_json("meta.json").get("command") or run.read_json("summary.json").get("command")) == "find":
+            run.close()
+            raise RunDirError(f"--resume {resume}: a find run, which has nothing to continue; --resume takes a train run "
+                              f"(rerun onecycle find, or take its suggestion with onecycle train --max-lr {resume})")
         if previous in ("completed", "diverged"):
             run.close()
             raise RunDirError(f"--resume {resume}: the run already {previous}; there is nothing to continue "

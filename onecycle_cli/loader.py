@@ -25,6 +25,9 @@ class TrainBatches:
         if batch_size > n:
             raise DataError(f"train.batch_size = {batch_size} is larger than the {n} training images of "
                             f"{cfg.dataset!r}: lower the batch size or raise data.train_size")
+        if cfg.crop and cfg.pad >= min(ds.shape[1:]):  # reflection cannot mirror more than the image holds
+            raise DataError(f"data.pad = {cfg.pad} is not below the {ds.shape[1]}x{ds.shape[2]} images of "
+                            f"{cfg.dataset!r}: expected pad < {min(ds.shape[1:])}, or data.crop false")
         if batch_size % world:
             raise DataError(f"train.batch_size = {batch_size} does not split over {world} processes: "
                             f"expected a multiple of {world}")

@@ -170,7 +170,7 @@ class RunDir:
         root = Path(root).expanduser()
         if root.exists():
             if not root.is_dir():
-                raise RunDirError(f"runs root {root} is not a directory")
+                raise RunDirError(f"runs root {root} is not a directory (set run.root, --runs-dir or ONECYCLE_RUNS)")
             if not os.access(root, os.W_OK | os.X_OK):
                 raise RunDirError(f"runs root {root} is not writable (set run.root, --runs-dir or ONECYCLE_RUNS)")
         elif not root.parent.is_dir():
@@ -264,9 +264,10 @@ class RunDir:
 
     def read_json(self, name: str) -> dict:
         try:
-            return json.loads((self.path / name).read_text())
+            data = json.loads((self.path / name).read_text())
         except (OSError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}  # a list or a number is no more a summary than garbage
 
     def __bool__(self) -> bool:
         return True
