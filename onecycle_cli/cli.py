@@ -39,7 +39,7 @@ class OnecycleGroup(TyperGroup):
         args = list(sys.argv[1:] if args is None else args)
         rundir.INVOCATION[:] = ["onecycle", *args]  # what meta.json records, however onecycle was started
         try:
-            rv = super().main(args, prog_name or "onecycle", complete_var, standalone_mode=False, **extra)
+            rv = super().main(args, "onecycle", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except typer.Exit as e:
             code = e.exit_code

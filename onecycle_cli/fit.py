@@ -254,6 +254,23 @@ def load_checkpoint(run: RunDir) -> dict:
                           f"the file is damaged or not onecycle's") from None
 
 
+def open_for_resume(path: Path) -> tuple[RunDir, dict]:
+    """The run to continue, locked against a second resume, and its checkpoint; if refused, unlocked."""
+    run = RunDir.open(path)
+    try:
+        summary = run.read_json("summary.json")
+        if (run.read_json("meta.json").get("command") or summary.get("command")) == "find":
+            raise RunDirError(f"--resume {path}: a find run, which has nothing to continue; --resume takes a train run "
+                              f"(rerun onecycle find, or take its suggestion with onecycle train --max-lr {path})")
+        if summary.get("status") in ("completed", "diverged"):
+            raise RunDirError(f"--resume {path}: the run already {summary['status']}; there is nothing to continue "
+                              f"(start a new run{' with a lower max_lr' if summary['status'] == 'diverged' else ''})")
+        return run, load_checkpoint(run)
+    except BaseException:
+        run.close()
+        raise
+
+
 RESUMABLE = {"train.device", "train.log_every", "train.eval_batch_size", "run.tensorboard", "run.root", "data.root",
              "data.download"}
 
@@ -324,25 +341,19 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     cfg = resolved.config
     run: RunDir = NullRunDir()
     if resume is not None:
-        run = RunDir.open(resume) if dist.main else NullRunDir()
-        previous = run.read_json("summary.json").get("status")
-        if (run.read_json("meta.json").get("command") or run.read_json("summary.json").get("command")) == "find":
-            run.close()
-            raise RunDirError(f"--resume {resume}: a find run, which has nothing to continue; --resume takes a train run "
-                              f"(rerun onecycle find, or take its suggestion with onecycle train --max-lr {resume})")
-        if previous in ("completed", "diverged"):
-            run.close()
-            raise RunDirError(f"--resume {resume}: the run already {previous}; there is nothing to continue "
-                              f"(start a new run{' with a lower max_lr' if previous == 'diverged' else ''})")
-        saved = load_checkpoint(run) if dist.main else None
+        run, saved = open_for_resume(resume) if dist.main else (run, None)
         saved = dist.from_main(saved)
     elif dist.main:
         RunDir.check_root(cfg.run.root)
-    pipe = build_pipeline(cfg, dist)
-    check_length(cfg.schedule, cfg.train.epochs * pipe.batches.steps_per_epoch)
-    if resume is not None:
-        check_resumable(saved, cfg, cfg.train.epochs * pipe.batches.steps_per_epoch, resume)
-    elif dist.main:
+    try:
+        pipe = build_pipeline(cfg, dist)
+        check_length(cfg.schedule, cfg.train.epochs * pipe.batches.steps_per_epoch)
+        if resume is not None:
+            check_resumable(saved, cfg, cfg.train.epochs * pipe.batches.steps_per_epoch, resume)
+    except BaseException:
+        run.close()  # a refused resume lets go of the run at once
+        raise
+    if resume is None and dist.main:
         run = RunDir.create(cfg.run.root, "train", resolved.name)
     extra = {"config": resolved.name, "max_lr_source": max_lr_source, "started": now_iso()}
     state = LoopState()

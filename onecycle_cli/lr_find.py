@@ -280,6 +280,9 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
     if dist.main:
         RunDir.check_root(cfg.run.root)
     pipe = pipe or build_pipeline(cfg, dist)
+    if sweep_over and sweep_over[0] == "batch_size":
+        for size in sweep_over[1]:  # a batch the data cannot fill is refused before the run directory exists
+            TrainBatches(pipe.ds, cfg.data, size, cfg.train.seed, dist.rank, dist.world)
     run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,

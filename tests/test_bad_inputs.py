@@ -294,7 +294,7 @@ FLAG_CASES = [
     case("--sweep without values", "find --sweep weight_decay=", "--sweep 'weight_decay='", "KEY=V1,V2"),
     case("--sweep momentum past 1", "find --sweep momentum=0.9,1.5", "'1.5' is not valid", "[0, 1)"),
     case("--sweep batch size of words", "find --sweep batch_size=64,big", "'big' is not valid", "positive integers"),
-    # found only once the data is loaded and the first curve drawn: the run is left, marked failed with the reason
+    # found once the data is loaded, before the run directory is made
     case("--sweep batch size above the data", f"find {MNIST_SAMPLE} --set data.train_size=256 --num-it 10 "
          "--sweep batch_size=32,1024", "train.batch_size = 1024", "256 training images"),
     case("--seeds abc", "train --seeds abc", "--seeds 'abc'", "--seeds 3", "--seeds 0,1,2"),
