@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--peers", type=Path, default=REPO.parent / "shared" / "peers")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "onecycle-peers")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     runs = a.work / "runs"
@@ -84,19 +84,27 @@ def main() -> None:
                     "cpu": platform.processor() or platform.machine(), "repeats": a.repeats,
                     "date": time.strftime("%Y-%m-%d")}
 
-    # -- the bare loops: the floor ------------------------------------------------------------------
-    bare1 = [last_json(run([sys.executable, str(a.peers / "bare_p1.py")])[0]) for _ in n]
-    bare2 = [last_json(run([sys.executable, str(a.peers / "bare_p2.py")])[0]) for _ in n]
+    # -- interleaved repeats: this machine's speed drifts over minutes, so each round runs every program once
+    bare1, bare2, finds, p1, p2, finds_fa = [], [], [], [], [], []
+    sample = a.work / "mnist_sample"
+    if a.fastai_python and not sample.exists():
+        run([a.fastai_python, str(a.peers / "make_mnist_sample.py"), str(a.data / "MNIST" / "raw"), str(sample)])
+    for _ in n:
+        bare1.append(last_json(run([sys.executable, str(a.peers / "bare_p1.py")])[0]))
+        p1.append(onecycle("train", "--config", "mnist_sample", runs=runs)[0])
+        bare2.append(last_json(run([sys.executable, str(a.peers / "bare_p2.py")])[0]))
+        p2.append(onecycle("train", "--config", "mnist", "--data-dir", str(a.data), runs=runs)[0])
+        finds.append(onecycle("find", "--config", "mnist_sample", runs=runs))
+        if a.fastai_python:
+            finds_fa.append(run([a.fastai_python, str(a.peers / "peer_fastai.py"), str(sample), "-", "p1find"],
+                                cwd=a.peers))
     result["bare"] = {"p1_seconds": median(b["seconds"] for b in bare1), "p1_accuracy": bare1[0]["accuracy"],
                       "p2_seconds": median(b["seconds"] for b in bare2), "p2_accuracy": bare2[0]["accuracy"]}
 
     # -- onecycle -------------------------------------------------------------------------------------
-    finds = [onecycle("find", "--config", "mnist_sample", runs=runs) for _ in n]
     f0 = finds[0][0]
-    p1 = [onecycle("train", "--config", "mnist_sample", runs=runs)[0] for _ in n]
     const = onecycle("train", "--config", "mnist_sample", "--schedule", "constant", runs=runs)[0]
     at_valley = onecycle("train", "--config", "mnist_sample", "--max-lr", f0["run_dir"], runs=runs)[0]
-    p2 = [onecycle("train", "--config", "mnist", "--data-dir", str(a.data), runs=runs)[0] for _ in n]
     result["onecycle"] = {
         "find_process_seconds": median(w for _, w in finds),
         "find_sweep_seconds": median(s["curves"][0]["seconds"] for s, _ in finds),
@@ -113,21 +121,20 @@ def main() -> None:
 
     # -- fastai ---------------------------------------------------------------------------------------
     if a.fastai_python:
-        sample, png = a.work / "mnist_sample", a.work / "mnist_png"
-        if not sample.exists():
-            run([a.fastai_python, str(a.peers / "make_mnist_sample.py"), str(a.data / "MNIST" / "raw"), str(sample)])
+        png = a.work / "mnist_png"
         if not png.exists():
             run([a.fastai_python, str(a.peers / "make_mnist_png.py"), str(a.data / "MNIST" / "raw"), str(png)])
         fa = last_json(run([a.fastai_python, str(a.peers / "peer_fastai.py"), str(sample), str(png), "all"],
                            cwd=a.peers)[0])
-        finds_fa = [run([a.fastai_python, str(a.peers / "peer_fastai.py"), str(sample), "-", "p1find"], cwd=a.peers)
-                    for _ in n]
         fa_find = [last_json(out)["p1_lr_find"] for out, _ in finds_fa]
         result["fastai"] = {
             "find_process_seconds": median(w for _, w in finds_fa),
             "find_sweep_seconds": median(f["seconds"] for f in fa_find + [fa["p1_lr_find"]]),
             "suggestions": {k: median(f[k] for f in fa_find + [fa["p1_lr_find"]])
                             for k in ("valley", "steep", "minimum", "slide")},
+            "suggestion_ranges": {k: [min(f[k] for f in fa_find + [fa["p1_lr_find"]]),
+                                      max(f[k] for f in fa_find + [fa["p1_lr_find"]])]
+                                  for k in ("valley", "steep")},
             "p1_one_cycle_accuracy": fa["p1_one_cycle"]["accuracy"], "p1_fit_seconds": fa["p1_one_cycle"]["seconds"],
             "p1_constant_accuracy": fa["p1_constant"]["accuracy"],
             "p2_accuracy": fa["p2_one_cycle"]["accuracy"], "p2_fit_seconds": fa["p2_one_cycle"]["seconds"]}

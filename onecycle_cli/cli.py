@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -437,7 +439,19 @@ def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ 
 
 
 def main() -> None:
-    app(prog_name="onecycle")
+    """The console entry point (`onecycle`, `python -m onecycle_cli`)."""
+    try:
+        app(prog_name="onecycle")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Python's own teardown of torch and matplotlib takes about a second on a small CPU. Every run file
+    # is closed by now, so skip it when nothing else is left to finish: no other thread, no child process.
+    if threading.active_count() == 1 and not multiprocessing.active_children():
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
