@@ -376,13 +376,23 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
 
 
 @app.command("compare")
-def compare_cmd(runs: Annotated[list[str], typer.Argument(metavar="RUN",
-                                                          help="Run directories (or run ids under the runs root).")],
+def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
+                    metavar="RUN...", help="Run directories (or run ids under the runs root).")] = None,
+                last: Annotated[Optional[int], typer.Option("--last", min=2, metavar="N",
+                                help="Compare the N newest train runs instead of naming them.")] = None,
                 runs_dir: RunsDir_ = None, json_: Json_ = False) -> int:
     """Overlay runs' curves in one PNG and show the settings that differ next to their results."""
     from .compare import compare, table
+    from .runs import list_runs
     root = _runs_root(runs_dir)
-    out, summary = compare(runs, root)
+    if last is not None:
+        if runs:
+            raise UsageError("conflicting arguments: RUN... and --last; give one")
+        newest = [r["path"] for r in list_runs(root) if r["command"] == "train"][:last]
+        if len(newest) < last:
+            raise UsageError(f"--last {last}: {root} holds {len(newest)} train run(s)")
+        runs = newest[::-1]  # oldest first, as they were run
+    out, summary = compare(runs or [], root)
     display = _display()
     columns, rows = table(summary)
     display.table(f"{len(runs)} runs: the settings that differ, then the results", columns, rows)
@@ -430,8 +440,10 @@ def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ 
     from .config import resolve
     from .data import check_dataset, download_dataset
     resolved = resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
-    download_dataset(resolved.config.data)
     report = check_dataset(resolved.config.data)
+    if not report["ok"]:  # already readable: nothing to fetch, and no network needed to say so
+        download_dataset(resolved.config.data)
+        report = check_dataset(resolved.config.data)
     _emit(report, json_)
     if not json_:
         print(report["message"])

@@ -62,7 +62,9 @@ def split_settings(configs: list[dict | None]) -> tuple[dict[str, list], dict[st
 
 def label_of(run: dict, differing: dict[str, list], i: int) -> str:
     """A short legend label: the run's values of the settings that differ (its id when none do)."""
-    values = [fmt_value(v[i]) for k, v in differing.items() if k not in ("run.root", "data.root")][:3]
+    # a name reads alone ("constant"); a number or a switch needs its key ("seed=1", "flip=false")
+    values = [fmt_value(v[i]) if isinstance(v[i], str) else f"{k.rsplit('.', 1)[-1]}={fmt_value(v[i])}"
+              for k, v in differing.items() if k not in ("run.root", "data.root")][:3]
     return ", ".join(values) if values and len(", ".join(values)) <= 40 else run["id"]
 
 
@@ -82,7 +84,8 @@ def fmt_value(value) -> str:
 def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
     """Write `<root>/<timestamp>-compare-<n>runs/` and return it with its summary."""
     if len(args) < 2:
-        raise UsageError(f"compare needs at least two runs, got {len(args)}: onecycle compare RUN RUN ...")
+        raise UsageError(f"compare needs at least two runs, got {len(args)}: onecycle compare RUN RUN ... "
+                         f"or onecycle compare --last 2")
     paths = [locate(a, root) for a in args]
     seen: dict[Path, str] = {}
     for arg, path in zip(args, paths):

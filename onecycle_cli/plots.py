@@ -91,7 +91,7 @@ def schedule_figure(steps: Sequence[int], lrs: Sequence[float], moms: Sequence[f
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(steps, lrs)
-    a.set_title("max_lr schedule: lr against step", fontsize=10)
+    a.set_title("learning rate against step", fontsize=10)
     a.set_xlabel("step")
     a.set_ylabel("lr")
     b.plot(steps, moms, color="tab:orange")
@@ -169,7 +169,7 @@ def activations_png(run: Path) -> Path | None:
     plt = pyplot()
     cols = min(len(layers), 6)
     rows_of_hists = math.ceil(len(layers) / cols)
-    fig = plt.figure(figsize=(15, 3.6 + 1.9 * rows_of_hists))
+    fig = plt.figure(figsize=(15, 3.6 + 1.9 * rows_of_hists), layout="constrained")
     grid = fig.add_gridspec(1 + rows_of_hists, cols * 2, height_ratios=[2] + [1] * rows_of_hists)
     top = [fig.add_subplot(grid[0, i * (2 * cols // 3):(i + 1) * (2 * cols // 3)]) for i in range(3)]
     for name in layers:

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Regenerate the README's gallery with onecycle itself, offline, on the bundled 3-vs-7 set (~30 s on 2 CPU cores):
-#   bash scripts/make_gallery.sh
+# Regenerate the README's gallery with onecycle itself, offline, on the bundled 3-vs-7 set (~20 s on 2 CPU cores):
+#   bash scripts/make_gallery.sh [OUT_DIR]      (default: docs/gallery)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+out=$(realpath -m "${1:-$(dirname "$0")/../docs/gallery}")
 runs=$(mktemp -d)
-out=docs/gallery
 mkdir -p "$out"
 dir() { python -c 'import json,sys; print(json.load(sys.stdin)["run_dir"])'; }
 
 find_run=$(onecycle find --config mnist_sample --runs-dir "$runs" --json | dir)
 one=$(onecycle train --config mnist_sample --activation-stats --runs-dir "$runs" --json | dir)
-const=$(onecycle train --config mnist_sample --schedule constant --runs-dir "$runs" --json | dir)
+const=$(onecycle train --config mnist_sample --schedule constant --activation-stats --runs-dir "$runs" --json | dir)
 cmp=$(onecycle compare "$one" "$const" --runs-dir "$runs" --json | dir)
 onecycle schedule --config cifar --out "$out/schedule_cifar.png" > /dev/null
 

@@ -61,10 +61,22 @@ def test_compare_takes_run_ids_from_the_runs_root(cli, tiny_runs, tmp_path):
                        "is a comparison, not a run")
 
 
+def test_last_n_compares_the_newest_train_runs_oldest_first(cli, tiny_runs, tmp_path):
+    root = tmp_path / "runs"
+    for key in ("find", "onecycle", "constant"):  # a range test among them is no fit to compare
+        shutil.copytree(tiny_runs[key], root / tiny_runs[key].name)
+    r = cli("compare", "--last", "2", "--json", env={"ONECYCLE_RUNS": str(root)})
+    assert r.code == 0, r.stderr
+    assert [run["path"] for run in r.json()["runs"]] == [str(root / tiny_runs[k].name) for k in ("onecycle", "constant")]
+    assert list(r.json()["differing"]) == ["schedule.name"]
+    assert_usage_error(cli("compare", "--last", "3", env={"ONECYCLE_RUNS": str(root)}), "--last 3", "2 train run")
+    assert_usage_error(cli("compare", "x", "--last", "2", env={"ONECYCLE_RUNS": str(root)}), "conflicting")
+
+
 def test_compare_refuses_bad_arguments_before_writing_anything(cli, tiny_runs, tmp_path):
     one = tiny_runs["onecycle"]
     assert_usage_error(cli("compare", one), "at least two runs")
-    assert_usage_error(cli("compare"), "Missing argument")
+    assert_usage_error(cli("compare"), "at least two runs, got 0", "--last 2")
     assert_usage_error(cli("compare", one, "nowhere"), "nowhere", "no such run directory")
     (tmp_path / "empty").mkdir()
     assert_usage_error(cli("compare", one, "empty"), "empty", "not a onecycle run directory")
