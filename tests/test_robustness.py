@@ -130,6 +130,17 @@ def test_runs_root_problems_are_caught_before_any_training(cli, tmp_path):
     assert_usage_error(cli("find", *TINY, "--runs-dir", tmp_path / "no" / "such" / "runs"), "parent", "does not exist")
 
 
+def test_max_lr_1e3_on_the_preset_diverges_with_exit_3_and_its_steps_kept(cli, tmp_path):
+    r = cli("train", *TINY, "--max-lr", "1e3", "--set", "train.log_every=5")
+    assert r.code == 3 and "diverged" in r.stderr and "Traceback" not in r.stderr
+    run = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    steps = read_csv(run / "steps.csv")
+    assert summary["status"] == "diverged" and f"step {int(steps[-1]['step'])}" in summary["stop_reason"]
+    assert math.isnan(steps[-1]["loss"]) and steps[0]["step"] == 1  # every step up to the NaN is on disk
+    assert (run / "curves.png").exists() and (run / "report.html").exists()
+
+
 def test_a_range_test_with_nan_from_the_first_step_ends_with_a_message(tmp_path):
     from onecycle_cli.config import resolve
     from onecycle_cli.display import Display
