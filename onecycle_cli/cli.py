@@ -226,11 +226,11 @@ def train(config: Config_ = None, set_: Set_ = None,
         if config is not None or seeds is not None or find_first:
             raise UsageError("--resume continues a run with its own config.yaml: it takes no --config, --seeds "
                              "or --max-lr find")
-        resolved = resolve(sets=set_, flags=flags, from_file=Path(resume) / "config.yaml") \
-            if (Path(resume) / "config.yaml").is_file() else None
-        if resolved is None:
+        saved_config = Path(resume) / "config.yaml"
+        if not saved_config.is_file():
             from .rundir import RunDir
-            RunDir.open(resume)  # raises the message for a missing or foreign directory
+            RunDir.open(resume)  # says which: no such directory, or not a onecycle run
+        resolved = resolve(sets=set_, flags=flags, from_file=saved_config)
     else:
         resolved = resolve(config, set_, flags)
     seed_list = _parse_seeds(seeds, resolved.config.train.seed) if seeds is not None else None

@@ -2,9 +2,9 @@
 
 Train for `num_it` mini-batches while the LR grows from `start_lr` to `end_lr` (log-linearly by
 default), record the loss, smooth it (EMA, beta 0.98, bias-corrected) and stop once the smoothed
-loss passes `diverge` x the best seen. The model, every random state and any optimiser the caller
-holds are exactly as before when it returns: the sweep trains a copy of nothing, it trains the
-model and then puts every bit back.
+loss passes `diverge` x the best seen. The sweep trains the model itself, with an optimiser of its
+own, and then puts every weight, buffer and random state back: after it, the model and anything the
+caller holds are bit for bit as before.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Curve:
     lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     smooth: list[float] = field(default_factory=list)     # causal EMA: what the stop rule reads
-    lag_free: list[float] = field(default_factory=list)   # what the suggestions read (suggest.lag_free)
+    lag_free: list[float] = field(default_factory=list)   # what valley and minimum read (suggest.lag_free)
     stop: str = "end"                   # end | diverged | non-finite | interrupted
     stop_reason: str = ""
     stop_lr: float | None = None
