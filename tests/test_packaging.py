@@ -1,0 +1,20 @@
+"""What `pip install onecycle` (not -e) ships: the presets and the bundled data travel inside the package."""
+
+import subprocess
+import sys
+import zipfile
+
+from conftest import REPO
+
+
+def test_the_wheel_carries_the_presets_and_the_bundled_sample(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    wheel = next(tmp_path.glob("onecycle-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for preset in ("cifar", "mnist", "mnist_sample"):
+        assert f"onecycle_cli/configs/{preset}.yaml" in names
+    assert "onecycle_cli/assets/mnist_sample.npz" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "onecycle = onecycle_cli.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
