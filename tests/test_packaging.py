@@ -1,5 +1,6 @@
 """What `pip install onecycle` (not -e) ships: the presets and the bundled data travel inside the package."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -8,8 +9,12 @@ from conftest import REPO
 
 
 def test_the_wheel_carries_the_presets_and_the_bundled_sample(tmp_path):
+    # built from a copy: setuptools leaves build/ beside the sources, and the checkout stays clean
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", "runs", "build", "*.egg-info", "__pycache__",
+                                                             "docs", ".pytest_cache"))
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+                        "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     wheel = next(tmp_path.glob("onecycle-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
