@@ -16,7 +16,6 @@ import os
 import platform
 import time
 
-import numpy as np
 import torch
 
 

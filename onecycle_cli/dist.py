@@ -55,10 +55,6 @@ class Dist:
             for buffer in model.buffers():
                 torch_dist.broadcast(buffer, src=0)
 
-    def barrier(self) -> None:
-        if self.active:
-            torch_dist.barrier()
-
 
 def init_distributed(device_name: str) -> Dist:
     """Join the process group torchrun describes in the environment, if any."""

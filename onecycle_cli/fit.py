@@ -144,7 +144,6 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
         for r in rows:
             state.smooth = SMOOTH_BETA * state.smooth + (1 - SMOOTH_BETA) * r["loss"]
             r["smooth_loss"] = state.smooth / (1 - SMOOTH_BETA ** r["step"])
-        state.epoch_loss = float(epoch_loss)
         bad = next((r for r in rows if not math.isfinite(r["loss"])), None)
         if bad is not None:
             steps_log.write_many(rows[:rows.index(bad) + 1])
@@ -198,14 +197,14 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
                     stopping = flush()
                     if stopping and state.epoch_step < per_epoch:
                         break
-            seconds = state.epoch_seconds + time.perf_counter() - started
+            trained = time.perf_counter() - started
+            state.train_seconds += trained
+            seconds = state.epoch_seconds + trained
             if state.epoch_step < per_epoch:  # interrupted mid-epoch: keep the partial epoch's totals
                 state.epoch_seconds = seconds
                 state.epoch_loss = float(epoch_loss)
-                state.train_seconds += time.perf_counter() - started
                 checkpoint(state)
                 return "interrupted"
-            state.train_seconds += time.perf_counter() - started
             state.images += per_epoch * pipe.batches.batch_size
             valid_loss, accuracy = evaluate(pipe)
             row = {"epoch": state.epoch, "step": state.step, "lr": lr, "momentum": momentum,  # the epoch's last step
@@ -347,9 +346,10 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
         RunDir.check_root(cfg.run.root)
     try:
         pipe = build_pipeline(cfg, dist)
-        check_length(cfg.schedule, cfg.train.epochs * pipe.batches.steps_per_epoch)
+        total = cfg.train.epochs * pipe.batches.steps_per_epoch
+        check_length(cfg.schedule, total)
         if resume is not None:
-            check_resumable(saved, cfg, cfg.train.epochs * pipe.batches.steps_per_epoch, resume)
+            check_resumable(saved, cfg, total, resume)
     except BaseException:
         run.close()  # a refused resume lets go of the run at once
         raise
@@ -380,7 +380,6 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
             previous = run.read_json("summary.json")
             extra.update({k: previous[k] for k in ("max_lr_source", "started", "config") if k in previous})
             extra["resumed"] = previous.get("resumed", 0) + 1
-        total = cfg.train.epochs * pipe.batches.steps_per_epoch
         opt = build_optimizer(cfg.optim, pipe.model, cfg.schedule.max_lr, fused=pipe.fused)
         sched = build_schedule(cfg.schedule, opt, total)
         scaler = torch.amp.GradScaler() if pipe.precision.needs_scaler else None

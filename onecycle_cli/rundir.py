@@ -269,9 +269,6 @@ class RunDir:
             return {}
         return data if isinstance(data, dict) else {}  # a list or a number is no more a summary than garbage
 
-    def __bool__(self) -> bool:
-        return True
-
 
 class NullRunDir(RunDir):
     """What ranks other than 0 write to: nothing."""
@@ -288,9 +285,6 @@ class NullRunDir(RunDir):
 
     def log(self, name, columns):
         return _NullLog()
-
-    def __bool__(self) -> bool:
-        return False
 
 
 class _NullLog:

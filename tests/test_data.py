@@ -1,6 +1,5 @@
 """Datasets read from their real on-disk formats: `onecycle data check`."""
 
-import pickle
 
 import numpy as np
 import pytest

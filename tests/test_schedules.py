@@ -5,7 +5,7 @@ import torch
 
 from onecycle_cli.config import OptimConfig, ScheduleConfig
 from onecycle_cli.optim import build_optimizer, param_groups
-from onecycle_cli.schedules import build_schedule, phase_changes, preview
+from onecycle_cli.schedules import phase_changes, preview
 
 STEPS = 1000
 
