@@ -34,6 +34,13 @@ def test_a_file_of_that_name_wins_over_the_preset_and_nothing_is_said(cli, tmp_p
     assert r.json()["train"]["epochs"] == 3 and r.json()["model"]["name"] == "resnet56"  # the file over the defaults
 
 
+def test_something_else_of_that_name_is_not_silently_replaced_by_the_preset(cli, tmp_path):
+    (tmp_path / "cifar.yaml").mkdir()
+    assert_usage_error(cli("config", "--config", "cifar.yaml"), "cifar.yaml", "directory")
+    (tmp_path / "mnist.yaml").symlink_to(tmp_path / "gone.yaml")
+    assert_usage_error(cli("config", "--config", "mnist.yaml"), "config file not found: mnist.yaml")
+
+
 def test_the_design_cards_command_runs_from_an_empty_folder_with_json_intact(cli, tmp_path):
     r = cli("find", "--config", "mnist_sample.yaml", *TINY[2:], "--num-it", "20", "--json")  # TINY less its --config
     assert r.code == 0, r.stderr
