@@ -44,10 +44,11 @@ class OnecycleGroup(TyperGroup):
         args = list(sys.argv[1:] if args is None else args)
         from . import rundir
         rundir.INVOCATION[:] = ["onecycle", *args]  # what meta.json records, however onecycle was started
-        if len(args) == 2 and args[0] in ("--show-completion", "--install-completion") and args[1] in SHELLS:
-            sys.exit(_completion_for(*args))
         try:
-            rv = super().main(args, "onecycle", complete_var, standalone_mode=False, **extra)
+            if len(args) == 2 and args[0] in ("--show-completion", "--install-completion") and args[1] in SHELLS:
+                rv = _completion_for(*args)
+            else:
+                rv = super().main(args, "onecycle", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except typer.Exit as e:
             code = e.exit_code
