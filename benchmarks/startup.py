@@ -92,7 +92,8 @@ def main() -> None:
         median = statistics.median(times[name])
         results[name] = {
             "median_s": round(median, 4), "min_s": round(min(times[name]), 4),
-            "over_floor_s": round(median - floor, 4),
+            "over_floor_s": round(median - floor, 4), "x_floor": round(median / floor, 2),
+            "x_import_torch": round(median / torch_import, 3),
             "heavy_imports": heavy_imports(argv, {**base, **env}, cwd),
             "target_s": None if name in INFO_ONLY else TARGET_S,
             "meets_target": None if name in INFO_ONLY else median <= TARGET_S,

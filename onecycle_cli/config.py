@@ -234,8 +234,10 @@ class Either:
 
 
 def _plain(value: Any) -> str:
-    return {True: "true", False: "false", None: "null"}.get(value, str(value)) if not isinstance(value, (int, float)) \
-        or isinstance(value, bool) else str(value)
+    """A value as YAML writes it: true, null, cifar10."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
 
 
 SYNTHETIC = When("data.dataset", "synthetic")
