@@ -76,7 +76,7 @@ def check_length(cfg: ScheduleConfig, total_steps: int, key: str = "schedule.pct
     # the frozen cycle of fine_tune warms up for 99% of its steps: its drop may be its last step alone
     if up < 2 or down < (1 if key == "schedule.pct_start" else 1e-9):
         raise ConfigError(f"a {total_steps}-step {cycle + ' ' if cycle else ''}1cycle with {key} = {cfg.pct_start} "
-                          f"leaves {max(up, 0):.1f} steps to warm up: expected at least 2 (train more epochs, use a "
+                          f"leaves {max(up, 0):.2f} steps to warm up: expected at least 2 (train more epochs, use a "
                           f"smaller train.batch_size, or raise {key})")
 
 

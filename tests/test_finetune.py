@@ -225,4 +225,4 @@ def test_bad_fine_tuning_settings_are_refused(cli, sets, fragments):
 
 def test_a_frozen_cycle_too_short_to_warm_up_is_refused_by_its_key(cli):
     r = cli("train", *BOOK_CNN, "--set", "train.freeze_epochs=1", "--set", "schedule.freeze_pct_start=0.1")
-    assert_usage_error(r, "frozen 1cycle", "schedule.freeze_pct_start = 0.1", "1.0 steps to warm up")
+    assert_usage_error(r, "frozen 1cycle", "schedule.freeze_pct_start = 0.1", "1.00 steps to warm up")
