@@ -392,7 +392,7 @@ def show_model(display: Display, pipe: Pipeline, extra: dict) -> None:
                       + " | ".join(f"{g.name} ({g.size:,} parameters)" for g in pipe.groups), markup=False)
 
 
-def cycle_line(cycle: Cycle, pipe: Pipeline) -> str:
+def cycle_line(cycle: Cycle) -> str:
     what = ("the head alone, the body frozen (its normalisation layers still training)" if cycle.frozen
             else "the whole network")
     return (f"{cycle.name}: {cycle.epochs} epoch{'s' * (cycle.epochs != 1)} of 1cycle on {what}, peak lr "
@@ -450,7 +450,8 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
                     return run, summary
         else:
             previous = run.read_json("summary.json")
-            extra.update({k: previous[k] for k in ("max_lr_source", "started", "config") if k in previous})
+            # what the first start loaded is its record: a resume takes its weights from the checkpoint
+            extra.update({k: previous[k] for k in ("max_lr_source", "started", "config", "weights") if k in previous})
             extra["resumed"] = previous.get("resumed", 0) + 1
         plan = cycles(cfg, len(pipe.groups))  # after the range test: max_lr may come from it
         extra["cycles"] = [{"name": c.name, "epochs": c.epochs, "frozen": c.frozen, "max_lrs": list(c.max_lrs),
@@ -486,7 +487,7 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
                 sched = start_cycle(pipe, opt, cycle)
                 state.cycle = index
             if len(plan) > 1:
-                display.print(cycle_line(cycle, pipe))
+                display.print(cycle_line(cycle))
             status = fit(pipe, run, display, stop, state, opt, sched, scaler, checkpoint, tb, cycle)
             if status != "completed":
                 break

@@ -16,6 +16,7 @@ import difflib
 import logging
 import re
 
+import torch
 from torch import nn
 
 from ..errors import DataError, UsageError
@@ -29,6 +30,9 @@ def import_timm():
         import timm
     except ImportError:
         raise UsageError(f"timm models need the timm package: {INSTALL}") from None
+    except Exception as e:  # installed, but broken against this torch: say so rather than show its traceback
+        raise UsageError(f"timm is installed but fails to import ({type(e).__name__}: {e}); "
+                         f"{INSTALL} --upgrade, or a timm release that supports torch {torch.__version__}") from None
     return timm
 
 
@@ -72,11 +76,13 @@ class _Missing(logging.Handler):
 
 @contextlib.contextmanager
 def _report_missing():
-    logger = logging.getLogger("timm.models._builder")
+    # on timm's root logger: its other modules' notes (a stem it could not adapt) stay off stderr too
+    logger = logging.getLogger("timm")
     handler, level, propagate = _Missing(), logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False  # timm's info and warnings stay off stderr: the run says what was loaded
+    # (messages logged under timm.models._builder reach this handler through propagation)
     try:
         yield handler
     finally:
