@@ -93,8 +93,8 @@ Device_ = Annotated[Optional[str], typer.Option("--device", metavar="auto|cpu|cu
 RunsDir_ = Annotated[Optional[str], typer.Option("--runs-dir", metavar="PATH", help="run.root (or ONECYCLE_RUNS)")]
 Dataset_ = Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help="data.dataset")]
 Model_ = Annotated[Optional[str], typer.Option("--model", metavar="NAME", help=(
-    "model.name: resnet20|32|44|56|110, simple_cnn, tv:NAME (any of torchvision.models.list_models()) or "
-    "timm:NAME (any of timm.list_models(); needs onecycle\\[timm])"))]
+    "model.name: resnet20 .. resnet110, simple_cnn, tv:NAME for any torchvision classification model, or "
+    "timm:NAME for any timm model (needs onecycle\\[timm]); onecycle config lists where the names come from"))]
 Precision_ = Annotated[Optional[str], typer.Option("--precision", metavar="auto|bf16|fp16|fp32",
                                                    help="train.precision")]
 Json_ = Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")]

@@ -82,6 +82,11 @@ def test_every_group_follows_fastai_fine_tune_at_every_step(cli, tmp_path):
     metrics = read_csv(tmp_path / s["run_dir"] / "metrics.csv")
     assert [(m["epoch"], m["phase"]) for m in metrics] == [(0, "frozen"), (1, "unfrozen"), (2, "unfrozen")]
     assert s["epochs"] == 3 and s["freeze_epochs"] == 1 and s["status"] == "completed"
+    # wd_bn_bias false splits each layer group in two, with and without decay, at the group's LR
+    groups = torch.load(tmp_path / s["run_dir"] / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [(g["layer_group"], g["weight_decay"]) for g in groups] == [(0, 0.01), (0, 0.0), (1, 0.01), (1, 0.0),
+                                                                       (2, 0.01), (2, 0.0)]
+    assert all(a["lr"] == b["lr"] for a, b in zip(groups[::2], groups[1::2]))
 
 
 def test_lr_mult_alone_spreads_one_cycle_over_the_groups(cli, tmp_path):
@@ -132,6 +137,13 @@ def test_frozen_parameters_do_not_move_and_the_optimiser_still_holds_them(tmp_pa
     assert sorted(held) == list(range(len(list(pipe.model.parameters()))))
     trained = sum(body.norm) + len(head.params)
     assert len(saved["optimizer"]["state"]) == trained < len(held)
+
+
+def test_the_optimiser_state_starts_again_at_the_unfreeze(reference):
+    # fastai's freeze_to clears it (opt.clear_state()): Adam's step count and moments restart, so after
+    # 10 frozen steps and 20 unfrozen ones every parameter, head included, has taken 20 steps
+    state = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["state"]
+    assert len(state) == 20 and {int(v["step"]) for v in state.values()} == {20}
 
 
 def same_run(run, reference) -> None:

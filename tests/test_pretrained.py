@@ -3,7 +3,7 @@
 
 import json
 import os
-import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -228,3 +228,15 @@ def test_a_bad_weights_file_is_one_line_and_runs_nothing(cli, tmp_path, file, fr
     r = cli("train", *TINY, "--model", "tv:resnet18", "--set", f"model.pretrained={tmp_path / file}")
     assert_usage_error(r, f"model.pretrained {tmp_path / file}", *fragments)
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "runs").exists()
+
+
+def test_config_and_help_say_where_model_names_come_from(cli):
+    r = cli("config", "--config", "mnist_sample")
+    assert r.code == 0 and "tv:NAME for any of torchvision.models.list_models()" in r.stdout
+    assert "timm:NAME[.TAG] for any of timm.list_models()" in r.stdout
+    import yaml
+    assert yaml.safe_load(r.stdout)["model"]["name"] == "simple_cnn"  # the comment keeps it YAML
+    r = cli("train", "--help")
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", r.stdout).split())  # the words, without the help box's frame
+    assert r.code == 0 and "tv:NAME for any torchvision classification model" in text
+    assert "timm:NAME for any timm model" in text
