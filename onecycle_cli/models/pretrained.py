@@ -16,6 +16,7 @@ returned, so the run can say so.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -163,7 +164,11 @@ def read_run(run_dir: str | Path) -> Weights:
     weights = read_weights(path, "--init")
     if weights.kind != "onecycle":
         raise RunDirError(f"--init {run}: checkpoints/last.pt is not a onecycle checkpoint")
-    weights.source = f"run {run}"
+    try:  # an interrupted or diverged run's last checkpoint is usable, but the record should say which it was
+        status = json.loads((run / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    weights.source = f"run {run}" + (f" ({status})" if isinstance(status, str) and status != "completed" else "")
     return weights
 
 
