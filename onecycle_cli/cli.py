@@ -120,7 +120,9 @@ Seed_ = Annotated[Optional[str], typer.Option("--seed", metavar="INT", help="tra
 Device_ = Annotated[Optional[str], typer.Option("--device", metavar="auto|cpu|cuda[:N]", help="train.device")]
 RunsDir_ = Annotated[Optional[str], typer.Option("--runs-dir", metavar="PATH", help="run.root (or ONECYCLE_RUNS)")]
 Dataset_ = Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help="data.dataset")]
-Model_ = Annotated[Optional[str], typer.Option("--model", metavar="NAME", help="model.name")]
+Model_ = Annotated[Optional[str], typer.Option("--model", metavar="NAME", help=(
+    "model.name: resnet20 .. resnet110, simple_cnn, tv:NAME for any torchvision classification model, or "
+    "timm:NAME for any timm model (needs onecycle\\[timm]); onecycle config lists where the names come from"))]
 Precision_ = Annotated[Optional[str], typer.Option("--precision", metavar="auto|bf16|fp16|fp32",
                                                    help="train.precision")]
 Json_ = Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")]
@@ -133,7 +135,8 @@ def _named(**flags) -> dict[str, tuple[str, object]]:
             "model": "model.name", "precision": "train.precision", "max_lr": "schedule.max_lr",
             "schedule": "schedule.name", "compile": "train.compile", "activation_stats": "train.activation_stats",
             "tensorboard": "run.tensorboard", "num_it": "find.num_it", "val_batches": "find.val_batches",
-            "start_lr": "find.start_lr", "end_lr": "find.end_lr", "suggest": "find.suggest"}
+            "start_lr": "find.start_lr", "end_lr": "find.end_lr", "suggest": "find.suggest", "freeze": "find.freeze",
+            "init": "model.init"}
     return {keys[name]: ("--" + name.replace("_", "-"), value) for name, value in flags.items() if value is not None}
 
 
@@ -172,6 +175,8 @@ def find(config: Config_ = None, set_: Set_ = None,
                                 help="Score each step on N held-out batches (Smith's variant).")] = None,
          suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="valley|steep|minimum|slide",
                             help="find.suggest: the one train --max-lr uses")] = None,
+         freeze: Annotated[Optional[bool], typer.Option(
+             "--freeze", help="find.freeze: sweep the head alone, the body frozen (as before fine-tuning).")] = None,
          batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None, device: Device_ = None,
          runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None, precision: Precision_ = None,
          json_: Json_ = False) -> int:
@@ -181,8 +186,8 @@ def find(config: Config_ = None, set_: Set_ = None,
     from .signals import StopFlag
     parsed = parse_sweep(sweep) if sweep is not None else None
     resolved = _resolve(config, set_, _named(num_it=num_it, start_lr=start_lr, end_lr=end_lr, val_batches=val_batches,
-                                             suggest=suggest, batch_size=batch_size, data_dir=data_dir, seed=seed,
-                                             device=device, runs_dir=runs_dir, dataset=dataset, model=model,
+                                             suggest=suggest, freeze=freeze, batch_size=batch_size, data_dir=data_dir,
+                                             seed=seed, device=device, runs_dir=runs_dir, dataset=dataset, model=model,
                                              precision=precision))
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
@@ -248,6 +253,9 @@ def train(config: Config_ = None, set_: Set_ = None,
           resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR",
                             help="Continue an interrupted run from its checkpoint.",
                             autocompletion=completion.resumable_runs)] = None,
+          init: Annotated[Optional[str], typer.Option("--init", metavar="RUN_DIR", help=(
+              "model.init: start from a finished run's weights (every tensor whose shape fits; a head of another "
+              "size starts afresh)."), autocompletion=completion.run_dirs)] = None,
           suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="valley|steep|minimum|slide",
                              help="Which suggestion --max-lr find or FIND_RUN uses (find.suggest).")] = None,
           json_: Json_ = False) -> int:
@@ -259,7 +267,7 @@ def train(config: Config_ = None, set_: Set_ = None,
     flags = _named(epochs=epochs, batch_size=batch_size, data_dir=data_dir, seed=seed, device=device,
                    runs_dir=runs_dir, dataset=dataset, model=model, schedule=schedule, precision=precision,
                    compile=compile, activation_stats=activation_stats, tensorboard=tensorboard, suggest=suggest,
-                   max_lr=value)
+                   max_lr=value, init=init)
     if resume is not None:
         if config is not None or seeds is not None or find_first:
             raise UsageError("--resume continues a run with its own config.yaml: it takes no --config, --seeds "
@@ -322,13 +330,14 @@ def config_cmd(config: Config_ = None, set_: Set_ = None,
     """
     if list_:
         return presets_cmd(json_=json_)
-    from .config import COMMANDS, to_yaml
+    from .config import COMMANDS, MODEL_NAMES_HELP, to_yaml
     resolved = _resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, data_dir=data_dir,
                                              seed=seed, device=device, runs_dir=runs_dir))
     if json_:
         sys.stdout.write(json.dumps(resolved.config.model_dump(mode="json")) + "\n")
     else:
-        sys.stdout.write(f"# resolved from {resolved.path}\n" + to_yaml(resolved.config, COMMANDS))
+        sys.stdout.write(f"# resolved from {resolved.path}\n# model.name: {MODEL_NAMES_HELP}\n"
+                         + to_yaml(resolved.config, COMMANDS))
     return 0
 
 
@@ -372,37 +381,53 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                      "--steps-per-epoch", min=1, help="Override the count taken from the dataset's known size.")] = None,
                  out: Annotated[Path, typer.Option("--out", help="Where to write the PNG.")] = Path("schedule.png"),
                  json_: Json_ = False) -> int:
-    """Preview the LR and momentum of every step, without touching any data."""
-    from .plots import schedule_figure
-    from .schedules import phase_changes, preview
+    """Preview the LR and momentum of every step (each parameter group's, and both cycles of fine-tuning),
+    without touching any data."""
     from .data import train_size
+    from .models.groups import group_names
+    from .plots import schedule_figure
+    from .schedules import check_cycles, cycle_phase_changes, cycles, preview_cycles
     resolved = _resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, schedule=schedule))
     cfg = resolved.config
     per_epoch = steps_per_epoch or train_size(cfg.data) // cfg.train.batch_size
     if per_epoch < 1:
         raise UsageError(f"train.batch_size = {cfg.train.batch_size} is larger than the {train_size(cfg.data)} "
                          f"training images of {cfg.data.dataset!r}")
-    total = per_epoch * cfg.train.epochs
+    groups = group_names(cfg.model.name)
+    plan = cycles(cfg, len(groups))
+    check_cycles(plan, per_epoch)
+    total = per_epoch * sum(c.epochs for c in plan)
     momentum = cfg.optim.betas[0] if cfg.optim.name == "adamw" else cfg.optim.momentum
-    lrs, moms = preview(cfg.schedule, total, cfg.optim.name, momentum)
-    phases = phase_changes(cfg.schedule, total)
+    group_lrs, moms = preview_cycles(plan, per_epoch, cfg.optim.name, momentum)
+    lrs = group_lrs[-1]  # the head's, as steps.csv's lr column
+    phases = cycle_phase_changes(plan, per_epoch)
     peak = max(range(total), key=lambda i: lrs[i])
-    schedule_figure(range(total), lrs, moms, out, title=f"{resolved.name}: {cfg.schedule.name}"
-                    f"{f' ({cfg.schedule.shape})' if cfg.schedule.name == 'onecycle' else ''}, {total} steps",
-                    phases=phases)
+    shown = {f"lr_{i} ({name})": g for i, (name, g) in enumerate(zip(groups, group_lrs))} if len(set(
+        round(v, 15) for c in plan for v in c.max_lrs)) > 1 or len(plan) > 1 else lrs
+    schedule_figure(range(total), shown, moms, out, title=f"{resolved.name}: {cfg.schedule.name}"
+                    f"{f' ({cfg.schedule.shape})' if cfg.schedule.name == 'onecycle' else ''}"
+                    f"{', fine_tune' if len(plan) > 1 else ''}, {total} steps", phases=phases)
     summary = {"config": resolved.name, "schedule": cfg.schedule.name, "shape": cfg.schedule.shape,
                "steps": total, "steps_per_epoch": per_epoch, "epochs": cfg.train.epochs,
+               "freeze_epochs": cfg.train.freeze_epochs,
                "start_lr": lrs[0], "peak_lr": lrs[peak], "peak_step": peak, "final_lr": lrs[-1],
                "momentum": {"start": moms[0], "at_peak": moms[peak], "final": moms[-1]},
-               "phases": [{"name": n, "step": s} for n, s in phases], "png": str(out)}
+               "phases": [{"name": n, "step": s} for n, s in phases], "png": str(out),
+               "groups": [{"name": name, "start_lr": g[0], "peak_lr": max(g), "final_lr": g[-1]}
+                          for name, g in zip(groups, group_lrs)],
+               "cycles": [{"name": c.name, "epochs": c.epochs, "frozen": c.frozen, "max_lrs": list(c.max_lrs),
+                           "pct_start": c.schedule.pct_start, "div": c.schedule.div} for c in plan]}
     display = _display()
     display.table(f"{resolved.name}: {summary['schedule']} over {total} steps ({per_epoch} per epoch)",
                   ["", "step", "lr", "momentum"],
                   [["start", 0, f"{lrs[0]:.3e}", f"{moms[0]:.3f}"], ["peak", peak, f"{lrs[peak]:.3e}", f"{moms[peak]:.3f}"],
                    ["final", total - 1, f"{lrs[-1]:.3e}", f"{moms[-1]:.3f}"]]
                   + [[f"phase: {n}", s, f"{lrs[min(s, total - 1)]:.3e}", f"{moms[min(s, total - 1)]:.3f}"] for n, s in phases])
+    if len(groups) > 1 and shown is not lrs:
+        display.table("parameter groups, body to head (lr is the head's)", ["group"] + [f"{c.name} peak" for c in plan],
+                      [[name] + [f"{c.max_lrs[i]:.3e}" for c in plan] for i, name in enumerate(groups)])
     display.text_plot(list(range(total)), {"lr": lrs}, "lr against step")
-    display.print(f"wrote {out}")
+    display.print(f"wrote {out}", markup=False)
     _emit(summary, json_)
     return 0
 

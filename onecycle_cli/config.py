@@ -14,10 +14,10 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -40,7 +40,10 @@ class DataConfig(Section):
     flip: bool = True              # random horizontal mirror per image (wrong for digits)
     crop: bool = True              # random crop back to size from the padded image
     pad: Annotated[int, Field(ge=0)] = 4  # reflection padding before the crop (He et al.: 4 px)
-    normalize: bool = True         # per-channel mean/std measured on the training images
+    normalize: bool = True         # per-channel standardisation of the inputs (false: pixels scaled to 0..1)
+    # whose mean/std: the training images', or the ones the weights were trained with (fastai, timm and
+    # torchvision normalise pretrained inputs so); auto: weights when model.pretrained or model.init is set
+    stats: Literal["auto", "dataset", "weights"] = "auto"
     # synthetic only: a generated, learnable set for smoke tests
     image_size: Annotated[int, Field(ge=4, le=512)] = 32
     channels: Annotated[int, Field(ge=1, le=16)] = 3
@@ -48,16 +51,55 @@ class DataConfig(Section):
 
 
 RESNET_NAMES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+BUILTIN_MODELS = (*RESNET_NAMES, "simple_cnn")
+# where model names come from; the library checks that the name exists when the model is built
+MODEL_NAMES_HELP = ("a built-in (" + ", ".join(BUILTIN_MODELS) + "), tv:NAME for any of "
+                    "torchvision.models.list_models(), or timm:NAME[.TAG] for any of timm.list_models() "
+                    "(pip install \"onecycle[timm]\")")
+_LIBRARY_NAME = re.compile(r"(tv|timm):[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
 class ModelConfig(Section):
-    name: Literal["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "simple_cnn"] = "resnet56"
+    name: str = "resnet56"         # see MODEL_NAMES_HELP: a built-in, tv:resnet34, timm:convnext_tiny, ...
+    # true: the library's published weights, from its cache (TORCH_HOME, the Hugging Face cache), fetched only
+    # where model.download and the network allow; PATH: a torchvision/timm state_dict, .safetensors or a
+    # onecycle checkpoint (checkpoints/last.pt); false: random initialisation
+    pretrained: Union[bool, str] = False
+    init: Optional[str] = None     # a onecycle run directory whose weights this run starts from (train --init)
+    download: bool = True          # fetch missing pretrained weights when the network allows
     # simple_cnn only: channels[0] is the input, channels[-1] the number of classes (fastai's actns)
     channels: list[PositiveInt] = [1, 8, 16, 32, 64, 10]
     kernel_sizes: list[PositiveInt] = [5, 3, 3, 3, 3]  # one per conv (or a single value for all)
     strides: list[PositiveInt] = [2]                   # one per conv (or a single value for all)
     batchnorm: bool = True         # BatchNorm after each conv (the fastai book's net)
     final_relu: bool = False       # fastai v1 also put a ReLU on the last conv, before the pooling
+
+    @field_validator("name")
+    @classmethod
+    def _name_form(cls, name: str) -> str:
+        if name in BUILTIN_MODELS or _LIBRARY_NAME.fullmatch(name):
+            return name
+        hint = difflib.get_close_matches(name, BUILTIN_MODELS, n=1, cutoff=0.85)  # resnet57, not resnet18
+        if not hint and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*", name):
+            hint = [f"tv:{name}", f"timm:{name}"]
+        hint_text = f" (did you mean {' or '.join(repr(h) for h in hint)}?)" if hint else ""
+        raise ValueError(f"model.name = {name!r}: expected {MODEL_NAMES_HELP}{hint_text}")
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _bool_or_path(cls, value):
+        if not isinstance(value, (bool, str)):
+            raise ValueError(f"model.pretrained = {value!r}: expected true, false or the path of a weights file")
+        return value
+
+    @field_validator("pretrained", "init")
+    @classmethod
+    def _path_given(cls, value, info):
+        if isinstance(value, str) and not value.strip():  # an unset shell variable, not a request for anything
+            raise ValueError(f"model.{info.field_name} = '': expected "
+                             + ("true, false or the path of a weights file" if info.field_name == "pretrained"
+                                else "the directory of a onecycle run"))
+        return value
 
     @model_validator(mode="after")
     def _lists_match(self) -> "ModelConfig":
@@ -68,7 +110,19 @@ class ModelConfig(Section):
             if len(getattr(self, key)) not in (1, n):
                 raise ValueError(f"model.{key} has {len(getattr(self, key))} entries: expected 1 or {n} "
                                  f"(one per conv of model.channels)")
+        if self.pretrained is not False and self.init is not None:
+            raise ValueError("model.init is set and so is model.pretrained: a run starts from one set of weights; "
+                             "give one (model.pretrained false with --init)")
+        if self.pretrained is True and self.name in BUILTIN_MODELS:
+            raise ValueError(f"model.pretrained = true but the built-in {self.name} has no published weights: give the "
+                             f"path of a onecycle checkpoint (model.pretrained=PATH), start from a run with "
+                             f"--init RUN_DIR, or use tv:NAME / timm:NAME")
         return self
+
+    @property
+    def source(self) -> str:
+        """builtin, tv or timm: which library builds the model."""
+        return self.name.split(":", 1)[0] if ":" in self.name else "builtin"
 
 
 class OptimConfig(Section):
@@ -79,6 +133,9 @@ class OptimConfig(Section):
     eps: PositiveFloat = 1e-5      # fastai's Adam eps (torch's 1e-8 is touchier at high LR)
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     wd_bn_bias: bool = True        # false: spare BatchNorm weights and biases from weight decay (fastai's default)
+    # discriminative LRs: the first (body) parameter group peaks at max_lr/lr_mult, the head at max_lr, the groups
+    # between geometrically (fastai's slice(max_lr/lr_mult, max_lr); its fine_tune uses 100); 1: one LR for all
+    lr_mult: Annotated[float, Field(ge=1)] = 1.0
     label_smoothing: Fraction = 0.0
 
 
@@ -106,6 +163,12 @@ class ScheduleConfig(Section):
     base_momentum: Fraction = 0.85  # at the peak LR
     milestones: list[Annotated[float, Field(gt=0, lt=1)]] = [0.5, 0.75]  # step: shares of training
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1  # step: LR factor at each milestone
+    # train.freeze_epochs > 0 is fastai's fine_tune: a 1cycle on the head alone, then one on the whole network
+    freeze_pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.99  # the frozen cycle warms up almost to its end
+    freeze_body_div: Annotated[float, Field(ge=1)] = 10.0  # frozen cycle: body groups (their BatchNorm) at max_lr/10
+    unfreeze_lr_div: Annotated[float, Field(ge=1)] = 2.0   # the unfrozen cycle's head peaks at max_lr/2
+    unfreeze_pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3  # fine_tune's warm-up share
+    unfreeze_div: Annotated[float, Field(ge=1)] = 5.0      # the unfrozen cycle starts at its peak/5
 
     @model_validator(mode="after")
     def _fill_shape(self) -> "ScheduleConfig":
@@ -141,6 +204,9 @@ class TrainConfig(Section):
     eval_batch_size: PositiveInt = 1024
     log_every: PositiveInt = 50    # steps between display updates and record flushes (the only host syncs)
     activation_stats: bool = False  # per-layer mean/std/near-zero and histograms every step
+    # fastai's fine_tune: first N epochs of 1cycle on the head alone (the body frozen, its BatchNorm still
+    # training), then train.epochs on the whole network; 0: no frozen cycle
+    freeze_epochs: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _device_name(self) -> "TrainConfig":
@@ -159,6 +225,7 @@ class FindConfig(Section):
     momentum: Optional[Fraction] = None  # held during the sweep; null: optim.momentum (SGD) or betas[0] (AdamW)
     val_batches: Annotated[int, Field(ge=0)] = 0  # Smith's variant: score each step on N held-out batches
     suggest: Literal["valley", "steep", "minimum", "slide"] = "valley"  # used by train --max-lr find
+    freeze: bool = False           # sweep the head alone, body frozen (always so when train.freeze_epochs > 0)
 
     @model_validator(mode="after")
     def _range(self) -> "FindConfig":
@@ -181,6 +248,25 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     find: FindConfig = FindConfig()
     run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> "Config":
+        weights = self.model.pretrained is not False or self.model.init is not None
+        if self.data.stats == "auto":  # recorded resolved, so config.yaml says whose statistics were used
+            object.__setattr__(self, "data", self.data.model_copy(update={"stats": "weights" if weights else "dataset"}))
+        elif self.data.stats == "weights" and not weights:
+            raise ValueError("data.stats = 'weights' but model.pretrained is false and model.init is null: there are "
+                             "no weights to take statistics from; use dataset or auto")
+        s = self.schedule
+        if self.train.freeze_epochs:
+            if s.name != "onecycle":
+                raise ValueError(f"train.freeze_epochs = {self.train.freeze_epochs} runs fastai's fine_tune, two 1cycles; "
+                                 f"schedule.name = {s.name!r}: expected onecycle (or freeze_epochs 0)")
+            for key in ("freeze_pct_start", "unfreeze_pct_start"):
+                if s.shape == "smith" and getattr(s, key) >= 0.5:
+                    raise ValueError(f"schedule.{key} = {getattr(s, key)}: the smith shape spends pct_start going up "
+                                     f"and as long coming down, so expected < 0.5 (or schedule.shape fastai)")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,7 +309,7 @@ class By:
 class Either:
     """Read when any of these rules holds; `why` says so in fewer words than the rules would."""
 
-    def __init__(self, *rules: When | By, why: str = ""):
+    def __init__(self, *rules: When | By | Positive, why: str = ""):
         self.rules, self.why = rules, why
 
     def holds(self, flat: dict[str, Any], commands: frozenset[str]) -> bool:
@@ -231,6 +317,20 @@ class Either:
 
     def __str__(self) -> str:
         return self.why or " or ".join(map(str, self.rules))
+
+
+class Positive:
+    """Read only while another key is above zero."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def holds(self, flat: dict[str, Any], commands: frozenset[str]) -> bool:
+        value = flat.get(self.key)
+        return isinstance(value, (int, float)) and value > 0
+
+    def __str__(self) -> str:
+        return f"with {self.key} > 0"
 
 
 def _plain(value: Any) -> str:
@@ -246,9 +346,10 @@ SGD, ADAMW = When("optim.name", "sgd"), When("optim.name", "adamw")
 ONECYCLE = When("schedule.name", "onecycle")
 CYCLED = When("schedule.cycle_momentum", True)
 FIND, TRAIN = By("find"), By("train")
+FINE_TUNE = Positive("train.freeze_epochs")
 
 # {"section.key" or "section.*": rules that must all hold for a run to read the key}
-APPLIES: dict[str, tuple[When | By | Either, ...]] = {
+APPLIES: dict[str, tuple[When | By | Either | Positive, ...]] = {
     "data.root": (When("data.dataset", "cifar10", "mnist", "fashion_mnist"),),  # mnist_sample ships inside
     "data.download": (When("data.dataset", "cifar10", "mnist", "fashion_mnist"),),  # synthetic is generated
     "data.pad": (When("data.crop", True),),   # the padding only feeds the random crop
@@ -260,6 +361,8 @@ APPLIES: dict[str, tuple[When | By | Either, ...]] = {
     "model.strides": (SIMPLE_CNN,),
     "model.batchnorm": (SIMPLE_CNN,),
     "model.final_relu": (SIMPLE_CNN,),
+    "model.download": (When("model.pretrained", True),),  # a path or false fetches nothing
+    "data.stats": (When("data.normalize", True),),
     # 1cycle sets SGD's momentum itself when it cycles it; the range test holds it (find.momentum: null)
     "optim.momentum": (SGD, Either(FIND, When("schedule.name", "constant", "step", "cosine"),
                                    When("schedule.cycle_momentum", False),
@@ -278,6 +381,12 @@ APPLIES: dict[str, tuple[When | By | Either, ...]] = {
     "schedule.base_momentum": (ONECYCLE, CYCLED),
     "schedule.milestones": (When("schedule.name", "step"),),
     "schedule.gamma": (When("schedule.name", "step"),),
+    "schedule.freeze_pct_start": (FINE_TUNE,),  # the two cycles of fastai's fine_tune
+    "schedule.freeze_body_div": (FINE_TUNE,),
+    "schedule.unfreeze_lr_div": (FINE_TUNE,),
+    "schedule.unfreeze_pct_start": (FINE_TUNE,),
+    "schedule.unfreeze_div": (FINE_TUNE,),
+    "train.freeze_epochs": (TRAIN,),
     "train.epochs": (TRAIN,),
     "train.eval_batch_size": (TRAIN,),
     "train.log_every": (TRAIN,),

@@ -1,10 +1,13 @@
 """The 1cycle fit: `onecycle train --config mnist_sample --max-lr 5e-2 --epochs 2`.
 
-`fit` is the loop: take a batch, step, record, with the schedule stepped where it is applied.
-Per-step values stay on the device in a small buffer that is read (one host sync) every
+`fit` is the loop of one cycle: take a batch, step, record, with the schedule stepped where it is
+applied. Per-step values stay on the device in a small buffer that is read (one host sync) every
 `train.log_every` steps, at the end of each epoch and when a signal asks the run to stop; that read
 appends to steps.csv, updates the progress bar and is where a non-finite loss is caught.
-`train` wraps the loop into a run: the directory, checkpoints, resume and the summary.
+`train` wraps the loop into a run: the directory, checkpoints, resume and the summary. A run is one
+cycle, or with `train.freeze_epochs` fastai's `fine_tune`: a cycle on the head with the body frozen,
+then one on the whole network; `start_cycle` freezes or unfreezes, clears the optimiser's state as
+fastai's `freeze_to` does (`opt.clear_state()`) and makes that cycle's scheduler.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from .errors import Diverged, OnecycleError, RunDirError
 from .faults import fault
 from .loader import eval_batches
 from .lr_find import find_in_run
-from .optim import build_optimizer
+from .models import set_frozen, stat_layers
+from .optim import build_optimizer, leading_groups
 from .pipeline import Pipeline, build_pipeline
 from .plots import plot_run
 from .report import write_run_report
-from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, keep_rows, now_iso
-from .schedules import build_schedule, check_length, momentum_of
+from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, group_lr_columns, keep_rows, now_iso
+from .schedules import Cycle, build_schedule, check_cycles, cycles, momentum_of
 from .signals import StopFlag
 
 SMOOTH_BETA = 0.98  # the smoothed loss of steps.csv, as fastai's recorder and the range test
@@ -45,7 +49,8 @@ class LoopState:
     """Where the loop is and its running totals: everything a checkpoint holds besides the modules."""
 
     step: int = 0             # optimiser steps taken in the whole run
-    epoch: int = 0            # the epoch under way (== epochs once finished)
+    epoch: int = 0            # the epoch under way (== epochs once finished), counted over every cycle
+    cycle: int = 0            # the cycle whose scheduler the checkpoint holds (fine_tune: 0 frozen, 1 unfrozen)
     epoch_step: int = 0       # steps taken within that epoch
     epoch_loss: float = 0.0   # sum of this epoch's training losses so far (float64, summed step by step)
     epoch_seconds: float = 0.0  # training time already spent in this epoch (before an interruption)
@@ -58,17 +63,19 @@ class LoopState:
 
 
 class StepBuffer:
-    """Per-step records: host floats (step, epoch, lr, momentum) and device scalars (loss, |grad|)."""
+    """Per-step records: host values (step, epoch, cycle, each group's lr, momentum) and device scalars (loss, |grad|)."""
 
-    def __init__(self, capacity: int, device: torch.device):
+    def __init__(self, capacity: int, device: torch.device, cycle: str = "train"):
         self.values = torch.zeros(capacity, 2, device=device)
-        self.meta: list[tuple[int, int, float, float]] = []
+        self.meta: list[tuple[int, int, list[float], float]] = []
+        self.cycle = cycle
 
-    def add(self, step: int, epoch: int, lr: float, momentum: float, loss: torch.Tensor, gabs: torch.Tensor) -> None:
+    def add(self, step: int, epoch: int, lrs: list[float], momentum: float, loss: torch.Tensor,
+            gabs: torch.Tensor) -> None:
         i = len(self.meta)
         self.values[i, 0] = loss
         self.values[i, 1] = gabs
-        self.meta.append((step, epoch, lr, momentum))
+        self.meta.append((step, epoch, lrs, momentum))
 
     @property
     def full(self) -> bool:
@@ -77,8 +84,9 @@ class StepBuffer:
     def drain(self, dist: Dist) -> list[dict]:
         n = len(self.meta)
         values = dist.mean_(self.values[:n].clone()).tolist() if n else []  # the host sync
-        rows = [{"step": s, "epoch": e, "lr": lr, "momentum": m, "loss": v[0], "grad_abs": v[1]}
-                for (s, e, lr, m), v in zip(self.meta, values)]
+        rows = [{"step": s, "epoch": e, "phase": self.cycle, "lr": lrs[-1], "momentum": m, "loss": v[0], "grad_abs": v[1],
+                 **{f"lr_{i}": lr for i, lr in enumerate(lrs)}}  # lr: the head's, as fastai's recorder reads it
+                for (s, e, lrs, m), v in zip(self.meta, values)]
         self.meta = []
         return rows
 
@@ -119,20 +127,37 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def start_cycle(pipe: Pipeline, opt: torch.optim.Optimizer, cycle: Cycle, fresh: bool = True):
+    """Freeze or unfreeze for `cycle` and return its scheduler; `fresh` (not a resume into it) also clears
+    the optimiser's state, as fastai's freeze_to does: momentum and Adam's moments start again."""
+    set_frozen(pipe.groups, cycle.frozen)
+    if fresh:
+        opt.state.clear()
+    if pipe.dist.active:
+        pipe.wrap()
+    steps = cycle.epochs * pipe.batches.steps_per_epoch
+    return build_schedule(cycle.schedule, opt, steps, [cycle.max_lrs[g["layer_group"]] for g in opt.param_groups],
+                          cycle.name)
+
+
 def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: LoopState,
-        opt: torch.optim.Optimizer, sched, scaler, checkpoint, tensorboard=None) -> str:
-    """Train from `state` to the end, or until a signal; returns 'completed' or 'interrupted'."""
+        opt: torch.optim.Optimizer, sched, scaler, checkpoint, tensorboard=None, cycle: Cycle | None = None) -> str:
+    """Train `cycle` (default: the whole run) from `state` to its end, or until a signal; returns
+    'completed' or 'interrupted'."""
     cfg, dist = pipe.cfg, pipe.dist
-    epochs, per_epoch = cfg.train.epochs, pipe.batches.steps_per_epoch
+    epochs, per_epoch = cfg.train.freeze_epochs + cfg.train.epochs, pipe.batches.steps_per_epoch
+    end = cycle.end_epoch if cycle is not None else epochs
     net = pipe.net
     params = [p for p in pipe.model.parameters() if p.requires_grad]
     numel = sum(p.numel() for p in params)
-    group = opt.param_groups[0]
-    steps_log, metrics_log = run.log("steps.csv", STEP_COLUMNS), run.log("metrics.csv", METRIC_COLUMNS)
-    buffer = StepBuffer(cfg.train.log_every, pipe.device)
+    lead = leading_groups(opt)  # each layer group's LR is read from its first optimiser group; the head's last
+    head = opt.param_groups[lead[-1]]
+    steps_log = run.log("steps.csv", STEP_COLUMNS + group_lr_columns(len(lead)))
+    metrics_log = run.log("metrics.csv", METRIC_COLUMNS)
+    buffer = StepBuffer(cfg.train.log_every, pipe.device, cycle.name if cycle is not None else "train")
     acts = None
     if cfg.train.activation_stats:
-        acts = ActivationStats(pipe.model.stat_layers(), cfg.train.log_every, pipe.device)
+        acts = ActivationStats(stat_layers(pipe.model), cfg.train.log_every, pipe.device)
         stats_log, hist_log = run.log("activation_stats.csv", STAT_COLUMNS), run.log("activation_hist.csv", HIST_COLUMNS)
     # summed step by step in float64 on the device: the same additions in the same order however the
     # run is cut, so a resumed run's train_loss is bit-identical
@@ -164,12 +189,12 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
     with contextlib.ExitStack() as cleanup, display.progress(epochs * per_epoch, "train", completed=state.step) as bar:
         if acts is not None:
             cleanup.callback(acts.remove)  # hooks off on every way out: completed, interrupted, diverged
-        while state.epoch < epochs:
+        while state.epoch < end:
             net.train()
             started = time.perf_counter()
             stopping = False
             for x, y in pipe.batches.epoch(state.epoch, start=state.epoch_step):
-                lr, momentum = group["lr"], momentum_of(group)
+                lrs, momentum = [opt.param_groups[i]["lr"] for i in lead], momentum_of(head)
                 with pipe.precision.autocast():
                     loss = F.cross_entropy(net(x), y, label_smoothing=cfg.optim.label_smoothing)
                 fault("step")
@@ -189,7 +214,7 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
                 epoch_loss += loss
                 state.step += 1
                 state.epoch_step += 1
-                buffer.add(state.step, state.epoch, lr, momentum, loss, gabs)
+                buffer.add(state.step, state.epoch, lrs, momentum, loss, gabs)
                 if acts is not None:
                     acts.step_done(state.step)
                 # a single process may stop after any step; several agree at the flushes only
@@ -207,7 +232,8 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
                 return "interrupted"
             state.images += per_epoch * pipe.batches.batch_size
             valid_loss, accuracy = evaluate(pipe)
-            row = {"epoch": state.epoch, "step": state.step, "lr": lr, "momentum": momentum,  # the epoch's last step
+            row = {"epoch": state.epoch, "phase": buffer.cycle, "step": state.step, "lr": lrs[-1],  # the epoch's last step
+                   "momentum": momentum,
                    "train_loss": dist.mean_(epoch_loss / per_epoch).item(),
                    "valid_loss": valid_loss, "accuracy": accuracy,
                    "seconds": state.epoch_seconds + time.perf_counter() - started,
@@ -232,11 +258,17 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
 # a training run: directory, checkpoints, resume, summary
 
 
+def total_epochs(cfg: Config) -> int:
+    return cfg.train.freeze_epochs + cfg.train.epochs
+
+
 def checkpoint_state(pipe: Pipeline, opt, sched, scaler, state: LoopState) -> dict:
+    """Everything a resume needs; `sched` is the scheduler of cycle `state.cycle`, `normalize` the inputs'
+    statistics (a run started from these weights normalises as this one did)."""
     return {"format": 1, "model": pipe.model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "state": asdict(state), "rng": rng_states(), "config": pipe.cfg.model_dump(mode="json"),
-            "total_steps": pipe.cfg.train.epochs * pipe.batches.steps_per_epoch}
+            "total_steps": total_epochs(pipe.cfg) * pipe.batches.steps_per_epoch, "normalize": pipe.normalize}
 
 
 def load_checkpoint(run: RunDir) -> dict:
@@ -271,15 +303,15 @@ def open_for_resume(path: Path) -> tuple[RunDir, dict]:
 
 
 RESUMABLE = {"train.device", "train.log_every", "train.eval_batch_size", "run.tensorboard", "run.root", "data.root",
-             "data.download"}
+             "data.download", "model.download"}
 
 
 def check_resumable(saved: dict, cfg: Config, total_steps: int, path: Path) -> None:
     """A resumed run keeps its config: anything that would change its result is refused, by name."""
     if saved["total_steps"] != total_steps:
         raise RunDirError(
-            f"--resume {path}: this config gives {total_steps} steps ({cfg.train.epochs} epochs x "
-            f"{total_steps // cfg.train.epochs}) but the run was scheduled for {saved['total_steps']}; a 1cycle "
+            f"--resume {path}: this config gives {total_steps} steps ({total_epochs(cfg)} epochs x "
+            f"{total_steps // total_epochs(cfg)}) but the run was scheduled for {saved['total_steps']}; a 1cycle "
             f"schedule cannot change length midway: keep train.epochs, train.batch_size and the data, or start a new run")
     now = cfg.model_dump(mode="json")
     for section, keys in saved["config"].items():
@@ -322,7 +354,8 @@ def summary_of(pipe: Pipeline, run: RunDir, state: LoopState, status: str, reaso
         "command": "train", "status": status, "stop_reason": reason, "run_dir": str(run.path),
         "dataset": cfg.data.dataset, "model": cfg.model.name, "parameters": sum(p.numel() for p in pipe.model.parameters()),
         "optimizer": cfg.optim.name, "schedule": cfg.schedule.name, "shape": cfg.schedule.shape,
-        "max_lr": cfg.schedule.max_lr, "epochs": cfg.train.epochs, "epochs_done": state.epoch, "steps": state.step,
+        "max_lr": cfg.schedule.max_lr, "epochs": total_epochs(cfg), "freeze_epochs": cfg.train.freeze_epochs,
+        "lr_mult": cfg.optim.lr_mult, "epochs_done": state.epoch, "steps": state.step,
         "batch_size": cfg.train.batch_size, "seed": cfg.train.seed, "device": str(pipe.device),
         "precision": pipe.precision.name, "world_size": pipe.dist.world,
         "final": {k: last.get(k) for k in ("train_loss", "valid_loss", "accuracy")} if last else None,
@@ -332,6 +365,41 @@ def summary_of(pipe: Pipeline, run: RunDir, state: LoopState, status: str, reaso
         **extra}
 
 
+def describe_model(pipe: Pipeline) -> dict:
+    """What the summary records about the model: its groups, its weights and the inputs' statistics."""
+    built = pipe.built
+    return {"groups": [{"name": g.name, "parameters": g.size} for g in pipe.groups],
+            "weights": ({**(built.loaded.as_dict() if built.loaded else {}), "adapted": built.notes}
+                        if built is not None and (built.loaded or built.notes) else None),
+            "normalize": pipe.normalize}
+
+
+def show_model(display: Display, pipe: Pipeline, extra: dict) -> None:
+    """One line each: the weights taken, what was adapted, whose statistics normalise the inputs, the groups."""
+    loaded = pipe.built.loaded if pipe.built is not None else None
+    if loaded is not None:
+        skipped = f", {len(loaded.skipped)} re-initialised ({', '.join(list(loaded.skipped)[:4])})" if loaded.skipped else ""
+        display.print(f"weights: {len(loaded.taken)} tensors from {loaded.source}{skipped}", markup=False)
+    if pipe.cfg.model.source != "builtin":
+        display.print(f"{pipe.cfg.model.name}: " + "; ".join(pipe.built.notes), markup=False)
+    n = extra.get("normalize")
+    if n and (n.get("note") or not n["source"].startswith("dataset")):
+        display.print(f"inputs normalised with {n['source']}: mean {[round(v, 2) for v in n['mean']]}, std "
+                      f"{[round(v, 2) for v in n['std']]} (pixel units){'; ' + n['note'] if n.get('note') else ''}",
+                      markup=False)
+    if pipe.cfg.optim.lr_mult != 1 or pipe.cfg.train.freeze_epochs:
+        display.print("parameter groups, body to head: "
+                      + " | ".join(f"{g.name} ({g.size:,} parameters)" for g in pipe.groups), markup=False)
+
+
+def cycle_line(cycle: Cycle) -> str:
+    what = ("the head alone, the body frozen (its normalisation layers still training)" if cycle.frozen
+            else "the whole network")
+    return (f"{cycle.name}: {cycle.epochs} epoch{'s' * (cycle.epochs != 1)} of 1cycle on {what}, peak lr "
+            + " | ".join(f"{lr:.3g}" for lr in cycle.max_lrs)
+            + f", pct_start {cycle.schedule.pct_start:g}, div {cycle.schedule.div:g}")
+
+
 def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dist(), *,
           max_lr_source: str = "config", find_first: bool = False, resume: Path | None = None,
           started: float | None = None) -> tuple[RunDir, dict]:
@@ -339,15 +407,17 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     started = started or time.time()
     cfg = resolved.config
     run: RunDir = NullRunDir()
+    saved = None
     if resume is not None:
         run, saved = open_for_resume(resume) if dist.main else (run, None)
         saved = dist.from_main(saved)
     elif dist.main:
         RunDir.check_root(cfg.run.root)
     try:
-        pipe = build_pipeline(cfg, dist)
-        total = cfg.train.epochs * pipe.batches.steps_per_epoch
-        check_length(cfg.schedule, total)
+        pipe = build_pipeline(cfg, dist, saved)
+        per_epoch = pipe.batches.steps_per_epoch
+        total = total_epochs(cfg) * per_epoch
+        check_cycles(cycles(cfg, len(pipe.groups)), per_epoch)
         if resume is not None:
             check_resumable(saved, cfg, total, resume)
     except BaseException:
@@ -355,11 +425,13 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
         raise
     if resume is None and dist.main:
         run = RunDir.create(cfg.run.root, "train", resolved.name)
-    extra = {"config": resolved.name, "max_lr_source": max_lr_source, "started": now_iso()}
+    extra = {"config": resolved.name, "max_lr_source": max_lr_source, "started": now_iso(),
+             **describe_model(pipe)}
     state = LoopState()
     tb = None
     try:
         if resume is None:
+            show_model(display, pipe, extra)
             # the commands that read it: the keys neither reads are marked in the file
             run.write_text("config.yaml", to_yaml(cfg, {"train", "find"} if find_first else {"train"}))
             run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name)
@@ -379,23 +451,28 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
                     return run, summary
         else:
             previous = run.read_json("summary.json")
-            extra.update({k: previous[k] for k in ("max_lr_source", "started", "config") if k in previous})
+            # what the first start loaded is its record: a resume takes its weights from the checkpoint
+            extra.update({k: previous[k] for k in ("max_lr_source", "started", "config", "weights") if k in previous})
             extra["resumed"] = previous.get("resumed", 0) + 1
-        opt = build_optimizer(cfg.optim, pipe.model, cfg.schedule.max_lr, fused=pipe.fused)
-        sched = build_schedule(cfg.schedule, opt, total)
+        plan = cycles(cfg, len(pipe.groups))  # after the range test: max_lr may come from it
+        extra["cycles"] = [{"name": c.name, "epochs": c.epochs, "frozen": c.frozen, "max_lrs": list(c.max_lrs),
+                            "pct_start": c.schedule.pct_start, "div": c.schedule.div} for c in plan]
+        opt = build_optimizer(cfg.optim, pipe.groups, cfg.schedule.max_lr, fused=pipe.fused)
         scaler = torch.amp.GradScaler() if pipe.precision.needs_scaler else None
+        sched = None
         if resume is not None:
             pipe.model.load_state_dict(saved["model"])
+            state = LoopState(**saved["state"])
+            sched = start_cycle(pipe, opt, plan[state.cycle], fresh=False)  # made before the states it loads
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
             if scaler is not None and saved["scaler"]:
                 scaler.load_state_dict(saved["scaler"])
-            state = LoopState(**saved["state"])
             set_rng_states(saved["rng"])
             # records written after the checkpoint belong to a future that will now be replayed
             keep_rows(run.path / "steps.csv", lambda r: r["step"] <= state.step)
             keep_rows(run.path / "metrics.csv", lambda r: r["epoch"] < state.epoch)
-            display.print(f"resuming {run.path} at epoch {state.epoch}, step {state.step} of {total}")
+            display.print(f"resuming {run.path} at epoch {state.epoch}, step {state.step} of {total}", markup=False)
         if cfg.run.tensorboard and dist.main:
             tb = Tensorboard(run.path / "tensorboard")
 
@@ -403,8 +480,19 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
             run.save_checkpoint(checkpoint_state(pipe, opt, sched, scaler, s))
             run.write_json("summary.json", summary_of(pipe, run, s, "running", "", started, extra))
 
-        status = fit(pipe, run, display, stop, state, opt, sched, scaler, checkpoint, tb)
-        reason = (f"completed {cfg.train.epochs} epochs" if status == "completed" else
+        status = "completed"
+        for index, cycle in enumerate(plan):
+            if state.epoch >= cycle.end_epoch:
+                continue  # done before a resume (a checkpoint at its last epoch still holds its scheduler)
+            if sched is None or index != state.cycle:
+                sched = start_cycle(pipe, opt, cycle)
+                state.cycle = index
+            if len(plan) > 1:
+                display.print(cycle_line(cycle))
+            status = fit(pipe, run, display, stop, state, opt, sched, scaler, checkpoint, tb, cycle)
+            if status != "completed":
+                break
+        reason = (f"completed {total_epochs(cfg)} epochs" if status == "completed" else
                   f"interrupted by {stop.name} at step {state.step} of {total} (epoch {state.epoch}); "
                   f"continue with: onecycle train --resume {run.path}")
         summary = summary_of(pipe, run, state, status, reason, started, extra)

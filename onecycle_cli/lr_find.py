@@ -3,8 +3,13 @@
 Train for `num_it` mini-batches while the LR grows from `start_lr` to `end_lr` (log-linearly by
 default), record the loss, smooth it (EMA, beta 0.98, bias-corrected) and stop once the smoothed
 loss passes `diverge` x the best seen. The sweep trains the model itself, with an optimiser of its
-own, and then puts every weight, buffer and random state back: after it, the model and anything the
-caller holds are bit for bit as before.
+own, and then puts every weight, buffer, trainable flag and random state back: after it, the model
+and anything the caller holds are bit for bit as before.
+
+With parameter groups the sweep keeps their ratios and reads the head's LR, as fastai's recorder
+does: unfrozen, the body's groups at 1/lr_mult of it and between; frozen (`find --freeze`, and any
+config with train.freeze_epochs, whose first cycle trains the head alone), the body frozen but for
+its normalisation layers, which follow at 1/freeze_body_div of the head's LR as they will in training.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from .display import Display
 from .dist import Dist
 from .errors import UsageError
 from .loader import TrainBatches, eval_batches
+from .models import set_frozen
 from .optim import build_optimizer
 from .pipeline import Pipeline, Precision, build_pipeline
 from .plots import plot_run
 from .report import write_run_report
 from .rundir import NullRunDir, RunDir, argv, now_iso
+from .schedules import group_ratios
 from .signals import StopFlag
 from .suggest import Suggestion, suggest
 
@@ -89,9 +96,11 @@ def stopping_point(losses: list[float], smooth: list[float], diverge: float) -> 
 
 @contextlib.contextmanager
 def preserved(model: torch.nn.Module):
-    """Put the model's weights, buffers, mode and every random state back exactly, whatever happens inside."""
+    """Put the model's weights, buffers, mode, trainable flags and every random state back exactly,
+    whatever happens inside."""
     weights = copy.deepcopy(model.state_dict())
     mode = model.training
+    trainable = [(p, p.requires_grad) for p in model.parameters()]
     states = (torch.get_rng_state(), random.getstate(), np.random.get_state(),
               torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     try:
@@ -99,6 +108,8 @@ def preserved(model: torch.nn.Module):
     finally:
         model.load_state_dict(weights)
         model.train(mode)
+        for p, flag in trainable:
+            p.requires_grad_(flag)
         torch.set_rng_state(states[0])
         random.setstate(states[1])
         np.random.set_state(states[2])
@@ -117,8 +128,8 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     device = next(model.parameters()).device
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
     scaler = torch.amp.GradScaler() if precision is not None and precision.needs_scaler else None
-    for group in optimizer.param_groups:
-        group["lr"] = fc.start_lr
+    for group in optimizer.param_groups:  # the head at start_lr, the other groups in their ratios to it
+        group["lr"] = fc.start_lr * group.get("lr_scale", 1.0)
     sched = LambdaLR(optimizer, lambda i: lr_at(min(i, fc.num_it - 1), fc) / fc.start_lr)
     losses = torch.full((fc.num_it,), math.nan, device=device)
     curve = Curve(label)
@@ -179,11 +190,40 @@ def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, la
     held_out = list(eval_batches(pipe.ds, cfg.data, batches.local, pipe.dist.rank, pipe.dist.world,
                                  pipe.memory_format))[:fc.val_batches]
     held = momentum if momentum is not None else fc.momentum
-    opt = build_optimizer(oc, pipe.model, fc.start_lr, momentum=held, fused=pipe.fused)
-    return sweep(pipe.net, opt, batches.forever(seed=cfg.train.seed + 7919),  # its own stream of batches
-                 lambda out, y: F.cross_entropy(out, y, label_smoothing=oc.label_smoothing), fc, display, stop,
-                 dist=pipe.dist, label=label, precision=pipe.precision,
-                 score=(lambda: _held_out_loss(pipe.net, held_out, pipe)) if held_out else None)
+    frozen = sweeps_frozen(cfg)
+    opt = build_optimizer(oc, pipe.groups, fc.start_lr, momentum=held, fused=pipe.fused,
+                          lr_scale=group_ratios(cfg, len(pipe.groups), frozen))
+    trainable = [(p, p.requires_grad) for p in pipe.model.parameters()]
+    try:
+        if frozen:
+            set_frozen(pipe.groups, True)
+        net = pipe.wrap() if frozen and pipe.dist.active else pipe.net
+        return sweep(net, opt, batches.forever(seed=cfg.train.seed + 7919),  # its own stream of batches
+                     lambda out, y: F.cross_entropy(out, y, label_smoothing=oc.label_smoothing), fc, display, stop,
+                     dist=pipe.dist, label=label, precision=pipe.precision,
+                     score=(lambda: _held_out_loss(net, held_out, pipe)) if held_out else None)
+    finally:  # `sweep` put the weights back; the trainable flags too, before the model is wrapped again
+        for p, flag in trainable:
+            p.requires_grad_(flag)
+        if frozen and pipe.dist.active:
+            pipe.wrap()
+
+
+def sweeps_frozen(cfg: Config) -> bool:
+    """The head alone: asked for, or the config's training starts with a frozen cycle (`--max-lr find` then
+    picks the frozen cycle's max_lr, as fastai's lr_find after freeze() does)."""
+    return cfg.find.freeze or cfg.train.freeze_epochs > 0
+
+
+def sweep_note(cfg: Config, groups: list) -> str:
+    """What the sweep drove, for the record: empty for a one-LR sweep."""
+    frozen = sweeps_frozen(cfg)
+    ratios = group_ratios(cfg, len(groups), frozen)
+    if not frozen and len(set(ratios)) == 1:
+        return ""
+    return (("the head alone, the body frozen (its normalisation layers training); " if frozen else "")
+            + "the LR axis is the head's; the groups " + " | ".join(g.name for g in groups) + " at "
+            + " | ".join(f"x{r:.3g}" for r in ratios) + " of it")
 
 
 def _held_out_loss(model: torch.nn.Module, held_out, pipe: Pipeline) -> torch.Tensor:
@@ -245,7 +285,9 @@ def record_curves(run, curves: list[Curve]) -> None:
                         "lag_free_loss": f} for i, (lr, loss, s, f) in enumerate(zip(c.lrs, c.losses, c.smooth, lag_free)))
 
 
-def show_curves(display: Display, curves: list[Curve], chosen: str) -> None:
+def show_curves(display: Display, curves: list[Curve], chosen: str, note: str = "") -> None:
+    if note:
+        display.print(f"swept: {note}", markup=False)
     for c in curves:
         display.print(f"{c.label + ': ' if c.label else ''}stopped: {c.stop_reason}")
     names = list(curves[0].suggestions)
@@ -265,8 +307,10 @@ def find_in_run(pipe: Pipeline, run, display: Display, stop: StopFlag) -> Sugges
     """The range test inside a training run (`train --max-lr find`): recorded there, its suggestion returned."""
     curves = run_curves(pipe, pipe.cfg, display, stop)
     record_curves(run, curves)
-    show_curves(display, curves, pipe.cfg.find.suggest)
-    run.write_json("lr_find.json", {"curves": [c.summary() for c in curves], "chosen": pipe.cfg.find.suggest})
+    show_curves(display, curves, pipe.cfg.find.suggest, sweep_note(pipe.cfg, pipe.groups))
+    run.write_json("lr_find.json", {"curves": [c.summary() for c in curves], "chosen": pipe.cfg.find.suggest,
+                                    "frozen": sweeps_frozen(pipe.cfg),
+                                    "group_ratios": group_ratios(pipe.cfg, len(pipe.groups), sweeps_frozen(pipe.cfg))})
     return curves[0].suggestions[pipe.cfg.find.suggest]
 
 
@@ -286,7 +330,9 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
     run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
-            "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "started": now_iso()}
+            "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "started": now_iso(),
+            "frozen": sweeps_frozen(cfg), "group_ratios": group_ratios(cfg, len(pipe.groups), sweeps_frozen(cfg)),
+            "groups": [g.name for g in pipe.groups], "normalize": pipe.normalize}
     try:
         run.write_text("config.yaml", to_yaml(cfg, {"find"}))
         run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name)
@@ -301,7 +347,7 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
                    "sweep": {"key": sweep_over[0], "values": sweep_over[1]} if sweep_over else None,
                    "curves": [c.summary() for c in curves], "wall_seconds": round(time.time() - started, 3)}
         run.write_json("summary.json", summary)
-        show_curves(display, curves, cfg.find.suggest)
+        show_curves(display, curves, cfg.find.suggest, sweep_note(cfg, pipe.groups))
         return run, summary
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"

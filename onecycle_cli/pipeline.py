@@ -1,13 +1,16 @@
 """From a config to tensors and a model on the device: what `find` and `train` both stand on.
 
-`build_pipeline` resolves the device and precision, loads the dataset onto the device, checks
-that the model fits the images, and builds the model from the seed. The CUDA-only choices
-(bf16 autocast, channels_last, cudnn.benchmark, fused optimisers) are each one line here.
+`build_pipeline` resolves the device and precision, loads the dataset onto the device, builds the
+model from the seed (with its pretrained weights), checks that it fits the images, splits it into
+parameter groups and chooses the inputs' normalisation: the dataset's statistics, or those the
+weights were trained with. The CUDA-only choices (bf16 autocast, channels_last, cudnn.benchmark,
+fused optimisers) are each one line here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -21,7 +24,7 @@ from .data import Dataset, load_dataset
 from .dist import Dist
 from .errors import DataError, UsageError
 from .loader import TrainBatches
-from .models import build_model
+from .models import Built, LayerGroup, build, layer_groups
 
 
 def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
@@ -74,6 +77,33 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     return Precision({"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name], device.type)
 
 
+def choose_stats(ds: Dataset, cfg: Config, built: Built, saved: dict | None = None) -> tuple[Dataset, dict | None]:
+    """The dataset with the mean/std its inputs are normalised with, and a record of whose they are.
+
+    data.stats = weights takes the statistics the weights came with (a resumed run: those its checkpoint
+    recorded); RGB statistics on grey images are averaged over the colour axis, to match a stem whose
+    filters were summed over it. Weights that carry none leave the dataset's own, and say so.
+    """
+    if not cfg.data.normalize:
+        return ds, None
+    own = {"source": f"dataset {ds.name} (training images)", "mean": ds.mean.tolist(), "std": ds.std.tolist()}
+    stats = saved or (built.normalize if cfg.data.stats == "weights" else None)
+    if cfg.data.stats == "weights" and stats is None:
+        return ds, {**own, "note": "the weights carry no statistics: the dataset's are used"}
+    if stats is None:
+        return ds, own
+    mean, std, channels = list(stats["mean"]), list(stats["std"]), ds.shape[0]
+    if len(mean) != channels:
+        if channels != 1:
+            return ds, {**own, "note": f"the weights' statistics are for {len(mean)} channels, the images have "
+                                       f"{channels}: the dataset's are used"}
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+        stats = {**stats, "source": f"{stats['source']}, averaged over its {len(stats['mean'])} channels"}
+    stats = {**stats, "mean": mean, "std": std}
+    tensor = lambda v: torch.tensor(v, dtype=ds.mean.dtype, device=ds.mean.device)  # noqa: E731
+    return dataclasses.replace(ds, mean=tensor(mean), std=tensor(std)), stats
+
+
 def check_fit(model: nn.Module, ds: Dataset, cfg: Config) -> None:
     """One forward pass of a blank image: the model must take these images and give one logit per class."""
     c, h, w = ds.shape
@@ -89,9 +119,9 @@ def check_fit(model: nn.Module, ds: Dataset, cfg: Config) -> None:
     try:
         with torch.no_grad():
             out = model(torch.zeros(1, c, h, w))
-    except RuntimeError as e:
+    except (RuntimeError, ValueError, AssertionError) as e:  # torchvision's ViT asserts its image size
         raise DataError(f"{ds.name} images of {c}x{h}x{w} do not fit model {cfg.model.name!r}: "
-                        f"{str(e).splitlines()[0]}") from None
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     finally:
         model.train(was_training)
     if tuple(out.shape) != (1, len(ds.classes)):
@@ -110,16 +140,31 @@ class Pipeline:
     model: nn.Module       # the module itself: its state_dict is what checkpoints hold
     batches: TrainBatches
     net: nn.Module | None = None  # what forward passes go through: the model, compiled and/or DDP-wrapped
+    groups: list[LayerGroup] = dataclasses.field(default_factory=list)  # body to head
+    built: Built | None = None     # how the model was made: weights loaded, stem and head adapted
+    normalize: dict | None = None  # whose mean/std the inputs are normalised with
 
     def __post_init__(self) -> None:
-        self.net = self.net or self.model
+        self.net = self.net or self.wrap()
+
+    def wrap(self) -> nn.Module:
+        """The model as forward passes see it. DDP registers only the parameters that need gradients when
+        it is made, so a run wraps the model again whenever freezing changes them."""
+        net = self.model
+        if self.dist.active:  # gradients averaged across ranks; rank 0's weights and buffers broadcast at the start
+            net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.cfg.train.compile:
+            net = torch.compile(net)
+        self.net = net
+        return net
 
     @property
     def fused(self) -> bool:
         return self.device.type == "cuda"
 
 
-def build_pipeline(cfg: Config, dist: Dist = Dist()) -> Pipeline:
+def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None) -> Pipeline:
+    """`saved`: a checkpoint being resumed; its weights replace any pretrained ones, so those are not read."""
     device = resolve_device(cfg.train.device, dist)
     precision = resolve_precision(cfg.train.precision, device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
@@ -130,14 +175,13 @@ def build_pipeline(cfg: Config, dist: Dist = Dist()) -> Pipeline:
         torch.backends.cudnn.allow_tf32 = True
     ds = load_dataset(cfg.data)
     seed_everything(cfg.train.seed)
-    model = build_model(cfg.model, ds.shape[0], len(ds.classes))
+    built = build(cfg.model, ds.shape[0], len(ds.classes), load_weights=saved is None)
+    model = built.model
     check_fit(model, ds, cfg)
+    groups = layer_groups(model, cfg.model.name, built.head)
+    ds, normalize = choose_stats(ds, cfg, built, (saved or {}).get("normalize"))
     model = model.to(device, memory_format=memory_format)
     ds = ds.to(device)
     batches = TrainBatches(ds, cfg.data, cfg.train.batch_size, cfg.train.seed, dist.rank, dist.world, memory_format)
-    net = model
-    if dist.active:  # gradients averaged across ranks; rank 0's weights and buffers broadcast at the start
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        net = torch.compile(net)
-    return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches, net)
+    return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches, groups=groups, built=built,
+                    normalize=normalize)

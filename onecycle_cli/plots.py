@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -86,11 +87,20 @@ def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
     return save_png(fig, run / "lr_find.png")
 
 
-def schedule_figure(steps: Sequence[int], lrs: Sequence[float], moms: Sequence[float], path: Path,
-                    title: str = "schedule", phases: Sequence[tuple[str, int]] = ()) -> Path:
+def schedule_figure(steps: Sequence[int], lrs: Sequence[float] | dict[str, Sequence[float]], moms: Sequence[float],
+                    path: Path, title: str = "schedule", phases: Sequence[tuple[str, int]] = ()) -> Path:
+    """`lrs`: one curve, or one per parameter group by label (body first); groups a decade or more apart
+    are drawn on a log scale, where each one's 1cycle keeps its shape."""
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(steps, lrs)
+    series = lrs if isinstance(lrs, dict) else {"": lrs}
+    for label, ys in series.items():
+        a.plot(steps, ys, label=label or None)
+    peaks = [max(_finite(ys) or [0]) for ys in series.values()]
+    if len(series) > 1:
+        a.legend(fontsize=7)
+        if min(peaks) > 0 and max(peaks) / min(peaks) >= 10:
+            a.set_yscale("log")
     a.set_title("learning rate against step", fontsize=10)
     a.set_xlabel("step")
     a.set_ylabel("lr")
@@ -110,8 +120,27 @@ def schedule_png(run: Path) -> Path | None:
     rows = read_csv(run / "steps.csv")
     if not rows:
         return None
-    return schedule_figure([r["step"] for r in rows], [r["lr"] for r in rows], [r["momentum"] for r in rows],
-                           run / "schedule.png", title=run.name)
+    steps = [r["step"] for r in rows]
+    groups = sorted((k for k in rows[0] if re.fullmatch(r"lr_\d+", k)), key=lambda k: int(k[3:]))
+    names = [g.get("name") for g in _summary(run).get("groups") or [] if isinstance(g, dict)]
+    lrs: list[float] | dict[str, list[float]] = [r["lr"] for r in rows]
+    if len(groups) > 1 and any(r[groups[0]] != r[groups[-1]] for r in rows):  # one curve when all are equal
+        lrs = {f"{k} ({names[i]})" if i < len(names) and names[i] else k: [r[k] for r in rows]
+               for i, k in enumerate(groups)}
+    # the cycle changes (fine_tune: frozen, then unfrozen) where the phase column does
+    changes = [(str(b.get("phase")), int(b["step"]) - 1) for a, b in zip(rows, rows[1:])
+               if a.get("phase") != b.get("phase")]
+    return schedule_figure(steps, lrs, [r["momentum"] for r in rows], run / "schedule.png", title=run.name,
+                           phases=[("start", 0)] + changes)
+
+
+def _summary(run: Path) -> dict:
+    import json
+    try:
+        data = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def curves_png(run: Path) -> Path | None:

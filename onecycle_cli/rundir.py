@@ -28,8 +28,16 @@ from .faults import fault
 if TYPE_CHECKING:
     import torch
 
-STEP_COLUMNS = ["step", "epoch", "lr", "momentum", "loss", "smooth_loss", "grad_abs"]
-METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_s"]
+# lr is the head's (the last parameter group's); phase the cycle (train, or fine_tune's frozen and unfrozen),
+# last so that the columns before it keep their places
+STEP_COLUMNS = ["step", "epoch", "lr", "momentum", "loss", "smooth_loss", "grad_abs", "phase"]
+METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_s",
+                  "phase"]
+
+
+def group_lr_columns(groups: int) -> list[str]:
+    """steps.csv's LR of each parameter group, body (lr_0) to head."""
+    return [f"lr_{i}" for i in range(groups)]
 
 
 def atomic_write_bytes(path: Path, data: bytes, point: str = "") -> None:

@@ -3,48 +3,112 @@
 All three published 1cycle shapes are `torch.optim.lr_scheduler.OneCycleLR` with different
 arguments (see `config.SHAPES`); the baselines are torch's own schedulers too. Nothing here is a
 hand-written curve, so the LR a run used is the LR torch would have used.
+
+A run is one cycle, or with `train.freeze_epochs` two, as fastai's `fine_tune`: a frozen cycle (the
+head at max_lr, the body's groups at max_lr/10, pct_start 0.99), then an unfrozen one (the head at
+max_lr/2, the groups spread down to max_lr/2/lr_mult, pct_start 0.3, div 5). Each parameter group
+follows the same 1cycle shape up to its own peak: OneCycleLR takes one max_lr per group.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.optim import lr_scheduler
 
-from .config import ScheduleConfig
+from .config import Config, ScheduleConfig
 from .errors import ConfigError
+
+
+def even_mults(start: float, stop: float, n: int) -> list[float]:
+    """n values from start to stop, evenly spaced on a log scale (fastai's even_mults, what slice(a, b) gives)."""
+    if n == 1:
+        return [stop]
+    step = (stop / start) ** (1 / (n - 1))
+    return [start * step ** i for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One 1cycle of a run: its epochs, whether the body is frozen, and each parameter group's peak LR."""
+
+    name: str                 # train (the only cycle), or frozen then unfrozen (fine_tune)
+    first_epoch: int
+    epochs: int
+    frozen: bool
+    max_lrs: tuple[float, ...]  # body first, head last
+    schedule: ScheduleConfig  # the run's schedule with this cycle's pct_start and div
+
+    @property
+    def end_epoch(self) -> int:
+        return self.first_epoch + self.epochs
+
+
+def group_ratios(cfg: Config, groups: int, frozen: bool) -> list[float]:
+    """Each group's LR as a share of the head's: frozen, the body's groups at 1/freeze_body_div (fastai's
+    slice(lr) = [lr/10, ..., lr]); unfrozen, spread geometrically down to 1/lr_mult (slice(lr/lr_mult, lr))."""
+    if frozen:
+        return [1 / cfg.schedule.freeze_body_div] * (groups - 1) + [1.0]
+    return even_mults(1 / cfg.optim.lr_mult, 1.0, groups)
+
+
+def cycles(cfg: Config, groups: int) -> list[Cycle]:
+    """The cycles of a run whose model has `groups` parameter groups."""
+    s = cfg.schedule
+    peaks = lambda peak, frozen: tuple(peak * r for r in group_ratios(cfg, groups, frozen))  # noqa: E731
+    if not cfg.train.freeze_epochs:
+        return [Cycle("train", 0, cfg.train.epochs, False, peaks(s.max_lr, False), s)]
+    return [Cycle("frozen", 0, cfg.train.freeze_epochs, True, peaks(s.max_lr, True),
+                  s.model_copy(update={"pct_start": s.freeze_pct_start})),
+            Cycle("unfrozen", cfg.train.freeze_epochs, cfg.train.epochs, False, peaks(s.max_lr / s.unfreeze_lr_div, False),
+                  s.model_copy(update={"pct_start": s.unfreeze_pct_start, "div": s.unfreeze_div}))]
 
 LRScheduler = lr_scheduler.LRScheduler if hasattr(lr_scheduler, "LRScheduler") else lr_scheduler._LRScheduler
 
 
-def check_length(cfg: ScheduleConfig, total_steps: int) -> None:
+def check_length(cfg: ScheduleConfig, total_steps: int, key: str = "schedule.pct_start", cycle: str = "") -> None:
     """Refuse a 1cycle too short for its phases (torch's OneCycleLR would divide by zero)."""
     if cfg.name != "onecycle":
         return
     up = cfg.pct_start * total_steps
     down = total_steps - (2 if cfg.three_phase else 1) * up
-    if up < 2 or down < 1:
-        raise ConfigError(f"a {total_steps}-step 1cycle with schedule.pct_start = {cfg.pct_start} leaves "
-                          f"{max(up, 0):.1f} steps to warm up: expected at least 2 (train more epochs, use a "
-                          f"smaller train.batch_size, or raise schedule.pct_start)")
+    # the frozen cycle of fine_tune warms up for 99% of its steps: its drop may be its last step alone
+    if up < 2 or down < (1 if key == "schedule.pct_start" else 1e-9):
+        raise ConfigError(f"a {total_steps}-step {cycle + ' ' if cycle else ''}1cycle with {key} = {cfg.pct_start} "
+                          f"leaves {max(up, 0):.2f} steps to warm up: expected at least 2 (train more epochs, use a "
+                          f"smaller train.batch_size, or raise {key})")
 
 
-def build_schedule(cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> LRScheduler:
-    check_length(cfg, total_steps)
+PCT_KEYS = {"train": "schedule.pct_start", "frozen": "schedule.freeze_pct_start",
+            "unfrozen": "schedule.unfreeze_pct_start"}
+
+
+def check_cycles(plan: list[Cycle], steps_per_epoch: int) -> None:
+    for c in plan:
+        check_length(c.schedule, c.epochs * steps_per_epoch, PCT_KEYS[c.name], "" if c.name == "train" else c.name)
+
+
+def build_schedule(cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int,
+                   max_lrs: list[float] | None = None, cycle: str = "train") -> LRScheduler:
+    """The schedule over `total_steps`; `max_lrs` gives each optimiser group its own peak (default: max_lr)."""
+    check_length(cfg, total_steps, PCT_KEYS[cycle], "" if cycle == "train" else cycle)
+    max_lrs = max_lrs or [cfg.max_lr] * len(optimizer.param_groups)
     if cfg.name == "onecycle":
         return lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.max_lr, total_steps=total_steps, pct_start=cfg.pct_start,
+            optimizer, max_lr=max_lrs, total_steps=total_steps, pct_start=cfg.pct_start,
             anneal_strategy=cfg.anneal, div_factor=cfg.div,
             final_div_factor=cfg.final_div / cfg.div,  # torch divides the start LR, our final_div the peak
             three_phase=cfg.three_phase, cycle_momentum=cfg.cycle_momentum,
             base_momentum=cfg.base_momentum, max_momentum=cfg.max_momentum)
-    for group in optimizer.param_groups:  # the baselines start at max_lr and only ever go down
-        group["lr"] = group["initial_lr"] = cfg.max_lr
+    for group, peak in zip(optimizer.param_groups, max_lrs):  # the baselines start at max_lr and only go down
+        group["lr"] = group["initial_lr"] = peak
     if cfg.name == "constant":
         return lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     if cfg.name == "step":  # He et al.: divide by 10 at half and three quarters of training
         return lr_scheduler.MultiStepLR(optimizer, [round(m * total_steps) for m in cfg.milestones], cfg.gamma)
-    if cfg.name == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=cfg.max_lr / cfg.final_div)
+    if cfg.name == "cosine":  # to max_lr/final_div: one floor for every group, as CosineAnnealingLR has one eta_min
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=min(max_lrs) / cfg.final_div)
     raise ValueError(f"unknown schedule {cfg.name!r}")
 
 
@@ -56,17 +120,40 @@ def momentum_of(group: dict) -> float:
 def preview(cfg: ScheduleConfig, total_steps: int, optimizer: str = "sgd", momentum: float = 0.9
             ) -> tuple[list[float], list[float]]:
     """The LR and momentum of every step, from the real scheduler on a one-parameter optimizer."""
-    p = [torch.zeros(1, requires_grad=True)]
-    opt = (torch.optim.AdamW(p, lr=cfg.max_lr, betas=(momentum, 0.99)) if optimizer == "adamw"
-           else torch.optim.SGD(p, lr=cfg.max_lr, momentum=momentum))
-    sched = build_schedule(cfg, opt, total_steps)
-    lrs, moms = [], []
-    for _ in range(total_steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        moms.append(momentum_of(opt.param_groups[0]))
-        opt.step()
-        sched.step()
+    lrs, moms = preview_cycles([Cycle("train", 0, 1, False, (cfg.max_lr,), cfg)], total_steps, optimizer, momentum)
+    return lrs[0], moms
+
+
+def preview_cycles(plan: list[Cycle], steps_per_epoch: int, optimizer: str = "sgd", momentum: float = 0.9
+                   ) -> tuple[list[list[float]], list[float]]:
+    """Every group's LR (body first) and the momentum of every step of a run's cycles, from the real
+    schedulers on an optimizer with one one-element parameter per group (as `fit.start_cycle` builds them)."""
+    groups = len(plan[0].max_lrs)
+    params = [{"params": [torch.zeros(1, requires_grad=True)]} for _ in range(groups)]
+    opt = (torch.optim.AdamW(params, lr=plan[0].schedule.max_lr, betas=(momentum, 0.99)) if optimizer == "adamw"
+           else torch.optim.SGD(params, lr=plan[0].schedule.max_lr, momentum=momentum))
+    lrs: list[list[float]] = [[] for _ in range(groups)]
+    moms = []
+    for c in plan:
+        steps = c.epochs * steps_per_epoch
+        sched = build_schedule(c.schedule, opt, steps, list(c.max_lrs), c.name)
+        for _ in range(steps):
+            for i, g in enumerate(opt.param_groups):
+                lrs[i].append(g["lr"])
+            moms.append(momentum_of(opt.param_groups[-1]))
+            opt.step()
+            sched.step()
     return lrs, moms
+
+
+def cycle_phase_changes(plan: list[Cycle], steps_per_epoch: int) -> list[tuple[str, int]]:
+    """(name, first step) of each phase of every cycle; a second cycle's names say which cycle."""
+    out = []
+    for c in plan:
+        start = c.first_epoch * steps_per_epoch
+        for name, step in phase_changes(c.schedule, c.epochs * steps_per_epoch):
+            out.append((name if len(plan) == 1 else f"{c.name} {name}", start + step))
+    return out
 
 
 def phase_changes(cfg: ScheduleConfig, total_steps: int) -> list[tuple[str, int]]:

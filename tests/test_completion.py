@@ -70,7 +70,8 @@ def test_set_completes_keys_then_values_under_the_config_typed_so_far():
     assert bash("onecycle train --set train.epochs=3 --set train.ep") == ["train.epochs=", "train.epochs=3"]
     assert set(bash("onecycle find --set sched")) == {f"schedule.{k}=" for k in (
         "name", "shape", "max_lr", "pct_start", "div", "final_div", "anneal", "cycle_momentum", "max_momentum",
-        "base_momentum", "milestones", "gamma")}
+        "base_momentum", "milestones", "gamma", "freeze_pct_start", "freeze_body_div", "unfreeze_lr_div",
+        "unfreeze_pct_start", "unfreeze_div")}
     assert bash("onecycle train --set schedule.na") == [f"schedule.name={n}" for n in ("onecycle", "constant", "step",
                                                                                        "cosine")]
     assert bash("onecycle train --set data.fl") == ["data.flip=true", "data.flip=false"]

@@ -55,3 +55,44 @@ def test_fastai_book_simple_cnn():
 
 def test_every_model_is_chosen_from_one_dict():
     assert set(MODELS) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "simple_cnn"}
+
+
+@pytest.mark.parametrize("name,head,channels", [
+    ("tv:resnet18", "fc", 1), ("tv:resnet18", "fc", 3), ("tv:mobilenet_v3_small", "classifier.3", 1),
+    ("tv:squeezenet1_1", "classifier.1", 3), ("timm:resnet10t", "fc", 1), ("timm:resnet10t", "fc", 3),
+])
+def test_library_models_train_at_32px_with_a_new_head(name, head, channels):
+    if name.startswith("timm:"):
+        pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name), channels, 7).train()
+    x, y = torch.randn(4, channels, 32, 32), torch.tensor([0, 3, 6, 2])
+    out = model(x)
+    assert out.shape == (4, 7)  # one logit per class of the data, not ImageNet's 1000
+    new = model.get_submodule(head)
+    assert (new.out_features if isinstance(new, torch.nn.Linear) else new.out_channels) == 7
+    torch.nn.functional.cross_entropy(out, y).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    stem = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert stem.in_channels == channels
+
+
+def test_parameter_groups_of_each_family():
+    from onecycle_cli.models import build, layer_groups
+    cases = {"resnet20": ["stem..stage1", "stage2..stage3", "head"], "simple_cnn": ["body", "head"],
+             "tv:resnet18": ["stem..layer2", "layer3..layer4", "head"], "tv:vit_b_32": ["body", "head"]}
+    for name, names in cases.items():
+        built = build(ModelConfig(name=name), 1, 10)
+        groups = layer_groups(built.model, name, built.head)
+        assert [g.name for g in groups] == names
+        params = [id(p) for g in groups for p in g.params]
+        assert len(params) == len(set(params)) == len(list(built.model.parameters()))  # each parameter once
+        head_params = {id(p) for p in built.model.get_submodule(built.head[0]).parameters()}
+        assert {id(p) for p in groups[-1].params} == head_params
+    model = build(ModelConfig(name="tv:resnet18"), 3, 10).model
+    first, middle, _ = layer_groups(model, "tv:resnet18", ("fc",))
+    # fastai's _resnet_split: conv1, bn1, layer1, layer2 | layer3, layer4 | head
+    assert {id(p) for p in first.params} == {id(p) for m in (model.conv1, model.bn1, model.layer1, model.layer2)
+                                             for p in m.parameters()}
+    assert sum(first.norm) == 2 * sum(isinstance(m, torch.nn.BatchNorm2d) for m in
+                                      (model.bn1, *model.layer1.modules(), *model.layer2.modules()))

@@ -96,3 +96,23 @@ def test_the_gallery_script_draws_every_picture_the_readme_shows(tmp_path):
     for png in GALLERY:
         assert (tmp_path / "gallery" / f"{png}.png").stat().st_size > 20_000
         assert (REPO / "docs" / "gallery" / f"{png}.png").stat().st_size > 20_000  # and the committed copy
+
+
+def test_fine_tuning_commands_run_offline_from_the_torch_cache(tmp_path):
+    # the cache as an offline box holds it after the copy the README describes (here: weights of the right
+    # architecture from a fixed seed, under torchvision's file name), and no network: model.download false
+    import torch
+    import torchvision
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), checkpoints / "resnet18-f37072fd.pth")
+    env = {"TORCH_HOME": str(tmp_path / "torch"), "ONECYCLE_MODEL__DOWNLOAD": "false",
+           "ONECYCLE_DATA__TRAIN_SIZE": "64", "ONECYCLE_DATA__VALID_SIZE": "32", "ONECYCLE_TRAIN__BATCH_SIZE": "16",
+           "ONECYCLE_FIND__NUM_IT": "20"}
+    lines = commands("Models, pretrained weights and fine-tuning")
+    assert [line.split()[1] for line in lines] == ["find", "train", "schedule"]
+    for line in lines:
+        p = run(line, tmp_path, env)
+        assert p.returncode == 0, f"{line}\n{p.stderr[-1500:]}"
+    assert len(list((tmp_path / "runs").iterdir())) == 2

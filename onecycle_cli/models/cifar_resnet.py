@@ -1,25 +1,16 @@
-"""The models, chosen by name: `onecycle train --set model.name=resnet20`.
+"""He et al.'s CIFAR ResNets: `onecycle train --model resnet56`.
 
-CIFAR ResNets of depth 6n+2 as in He et al. 2016 (section 4.2): a 3x3 stem of 16 channels, three
+ResNets of depth 6n+2 as in He et al. 2016 (section 4.2): a 3x3 stem of 16 channels, three
 stages of n basic blocks at 16, 32 and 64 channels, global average pooling and one linear layer,
 with the parameter-free "option A" shortcut (subsample, then zero-pad the new channels).
 ResNet-56 has 853,018 parameters.
-
-`simple_cnn` is fastai's: a stack of stride-2 convs from a list of channels, then average pooling.
-channels (3, 16, 16, 2) without BatchNorm and with a ReLU on the last conv is fastai v1's
-`simple_cnn((3,16,16,2))`; channels (1, 8, 16, 32, 64, 10), kernel 5 then 3, with BatchNorm, is the
-fastai book's MNIST net (chapter 13).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .config import ModelConfig
 
 
 class BasicBlock(nn.Module):
@@ -67,49 +58,3 @@ class CifarResNet(nn.Module):
     def stat_layers(self) -> list[tuple[str, nn.Module]]:
         """The layers whose outputs `--activation-stats` follows: the stem and every block."""
         return [("stem", self.stem)] + [(f"block{i + 1}", b) for i, b in enumerate(self.blocks)]
-
-
-class SimpleCNN(nn.Sequential):
-    def __init__(self, cfg: ModelConfig):
-        ch = cfg.channels
-        n = len(ch) - 1
-        ks = cfg.kernel_sizes * n if len(cfg.kernel_sizes) == 1 else cfg.kernel_sizes
-        st = cfg.strides * n if len(cfg.strides) == 1 else cfg.strides
-        layers = []
-        for i in range(n):
-            parts: list[nn.Module] = [nn.Conv2d(ch[i], ch[i + 1], ks[i], st[i], ks[i] // 2)]
-            if cfg.batchnorm:
-                parts.append(nn.BatchNorm2d(ch[i + 1]))
-            if i < n - 1 or cfg.final_relu:
-                parts.append(nn.ReLU())
-            layers.append(nn.Sequential(*parts))
-        super().__init__(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-    def stat_layers(self) -> list[tuple[str, nn.Module]]:
-        return [(f"conv{i + 1}", m) for i, m in enumerate(list(self)[:-2])]
-
-
-def _resnet(depth: int) -> Callable[[ModelConfig, int, int], nn.Module]:
-    return lambda cfg, in_channels, num_classes: CifarResNet(depth, in_channels, num_classes)
-
-
-def _simple_cnn(cfg: ModelConfig, in_channels: int, num_classes: int) -> nn.Module:
-    return SimpleCNN(cfg)
-
-
-MODELS: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
-    "resnet20": _resnet(20),
-    "resnet32": _resnet(32),
-    "resnet44": _resnet(44),
-    "resnet56": _resnet(56),
-    "resnet110": _resnet(110),
-    "simple_cnn": _simple_cnn,
-}
-
-
-def build_model(cfg: ModelConfig, in_channels: int, num_classes: int) -> nn.Module:
-    return MODELS[cfg.name](cfg, in_channels, num_classes)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

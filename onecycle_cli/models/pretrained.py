@@ -1,0 +1,299 @@
+"""Pretrained weights, offline first: `onecycle train --model tv:resnet18 --set model.pretrained=true`.
+
+Where weights come from, and how they are read:
+- `model.pretrained: true`: torchvision's default weights from `$TORCH_HOME/hub/checkpoints/<file>`
+  (the file name is the last part of the weights' URL), timm's from the Hugging Face cache
+  (`$HF_HUB_CACHE/models--timm--<name>`) or, for weights published only by URL, the torch hub folder.
+  A missing file is fetched only when `model.download` is true and the host answers within seconds;
+  otherwise the error names the file, the folder to copy it into and how to get it.
+- `model.pretrained: PATH` and `--init RUN_DIR`: a local file, never trusted: `torch.load(weights_only=True)`
+  (no code runs), or safetensors; a zip whose members inflate far beyond what torch.save writes is refused
+  before it is read.
+Every tensor is taken by name and shape (`load_matching`); what was taken, skipped and missing is
+returned, so the run can say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from ..errors import DataError, RunDirError, UsageError
+
+PROBE_SECONDS = 3.0      # no answer from the host within this: treated as offline, said so at once
+DOWNLOAD_TIMEOUT = 60.0  # a stalled transfer fails instead of hanging the run
+# torch.save writes its members uncompressed: a member that inflates far beyond its stored size is not one
+MAX_INFLATION = 4.0
+
+
+@dataclass
+class Weights:
+    """Tensors read from a file, and what they are."""
+
+    tensors: dict[str, torch.Tensor]
+    kind: str                    # "state_dict" (a library's, or anyone's) or "onecycle" (a run's checkpoint)
+    source: str                  # what to call them in messages and records
+    normalize: dict | None = None  # the mean/std (pixel units) the weights were trained with, when known
+
+
+@dataclass
+class Loaded:
+    """What `load_matching` took from a set of weights."""
+
+    source: str
+    taken: list[str] = field(default_factory=list)
+    skipped: dict[str, tuple] = field(default_factory=dict)  # in both, shaped differently (the file's shape)
+    missing: list[str] = field(default_factory=list)   # the model's, not in the weights
+    unused: list[str] = field(default_factory=list)    # the weights', not in the model
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "taken": len(self.taken), "skipped": list(self.skipped),
+                "missing": self.missing, "unused": len(self.unused)}
+
+
+@dataclass
+class Built:
+    """A model as a family builds it: adapted to the data, its weights loaded, and what that took."""
+
+    model: nn.Module
+    head: tuple[str, ...] = ()      # the classifier's module path(s): the last parameter group
+    normalize: dict | None = None   # {"source", "mean", "std"} the weights came with (pixel units), when known
+    loaded: Loaded | None = None    # what was taken from pretrained weights
+    notes: list[str] = field(default_factory=list)  # what was adapted, one line each
+
+
+# ------------------------------------------------------------------------------------------------
+# reading a file
+
+
+def _check_zip(path: Path, what: str) -> None:
+    if not zipfile.is_zipfile(path):
+        return  # the legacy (pre-1.6) format: torch.load reads it with the same restricted unpickler
+    try:
+        with zipfile.ZipFile(path) as z:
+            stored = sum(i.compress_size for i in z.infolist())
+            inflated = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DataError(f"{what} {path}: a damaged zip archive ({e}); expected a file written by torch.save") from None
+    if inflated > MAX_INFLATION * stored + (1 << 20):
+        raise DataError(f"{what} {path}: its members inflate to {inflated:,} bytes from {stored:,}; torch.save "
+                        f"writes them uncompressed, so this is not a weights file")
+
+
+def _unwrap(obj, path: Path, what: str) -> tuple[dict, str, dict | None]:
+    """The tensor mapping inside a loaded object: a onecycle checkpoint's "model", a training script's
+    "state_dict" / "model_state_dict", or the object itself."""
+    normalize = None
+    kind = "state_dict"
+    if isinstance(obj, dict) and "format" in obj and isinstance(obj.get("model"), dict):
+        kind, normalize, obj = "onecycle", obj.get("normalize"), obj["model"]
+    elif isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise DataError(f"{what} {path}: holds {type(obj).__name__ if not isinstance(obj, dict) else 'an empty mapping'}"
+                        f", expected a state_dict (tensor names to tensors) or a onecycle checkpoint")
+    bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise DataError(f"{what} {path}: entry {str(bad)[:60]!r} is a {type(obj[bad]).__name__}, not a tensor; "
+                        f"expected a state_dict (tensor names to tensors) or a onecycle checkpoint")
+    for prefix in ("module.", "_orig_mod."):  # saved from DDP or a torch.compile'd model
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    if not (isinstance(normalize, dict) and isinstance(normalize.get("mean"), list)
+            and isinstance(normalize.get("std"), list)):
+        normalize = None
+    return obj, kind, normalize
+
+
+def read_weights(path: str | Path, what: str = "model.pretrained") -> Weights:
+    """The tensors of a weights file, read without running anything in it; a DataError says what is wrong."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{what} {path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{what} {path}: not a file; expected a state_dict (.pth, .pt, .bin, .safetensors) or a "
+                        f"onecycle checkpoint (RUN/checkpoints/last.pt)")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise UsageError(f"{what} {path}: reading .safetensors needs the safetensors package "
+                             f"(pip install safetensors, or \"onecycle[timm]\")") from None
+        try:
+            obj = load_file(str(path), device="cpu")
+        except Exception as e:  # a header that lies, a truncated body: safetensors checks both
+            raise DataError(f"{what} {path}: not a readable safetensors file ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'})") from None
+    else:
+        _check_zip(path, what)
+        try:
+            with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before refusing it
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise DataError(f"{what} {path}: not a weights file torch reads safely ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}); expected a state_dict saved "
+                            f"with torch.save, a .safetensors file or a onecycle checkpoint") from None
+    tensors, kind, normalize = _unwrap(obj, path, what)
+    return Weights(tensors, kind, str(path), normalize)
+
+
+def read_run(run_dir: str | Path) -> Weights:
+    """A onecycle run's final weights (`--init RUN_DIR`), with the normalisation that run used."""
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise RunDirError(f"--init {run}: no such run directory")
+    path = run / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise RunDirError(f"--init {run}: no checkpoints/last.pt (not a train run, or it stopped before its first "
+                          f"epoch ended); expected a finished onecycle train run")
+    weights = read_weights(path, "--init")
+    if weights.kind != "onecycle":
+        raise RunDirError(f"--init {run}: checkpoints/last.pt is not a onecycle checkpoint")
+    try:  # an interrupted or diverged run's last checkpoint is usable, but the record should say which it was
+        status = json.loads((run / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    weights.source = f"run {run}" + (f" ({status})" if isinstance(status, str) and status != "completed" else "")
+    return weights
+
+
+# ------------------------------------------------------------------------------------------------
+# loading by name and shape
+
+
+def load_matching(model: nn.Module, weights: Weights) -> Loaded:
+    """Copy every tensor whose name and shape match into the model; report the rest."""
+    own = model.state_dict()
+    loaded = Loaded(weights.source)
+    take = {}
+    for name, tensor in weights.tensors.items():
+        if name not in own:
+            loaded.unused.append(name)
+        elif own[name].shape != tensor.shape:
+            loaded.skipped[name] = tuple(tensor.shape)
+        else:
+            take[name] = tensor
+    loaded.missing = [name for name in own if name not in weights.tensors]
+    model.load_state_dict(take, strict=False)
+    loaded.taken = list(take)
+    return loaded
+
+
+def require_body(loaded: Loaded, model: nn.Module, head: tuple[str, ...], model_name: str, what: str) -> None:
+    """Weights given as `model.pretrained` must cover everything but the head: a resnet34 file in a resnet18
+    is a mistake to stop on, not a partial initialisation to go on with."""
+    own = model.state_dict()
+    in_head = lambda n: any(n == h or n.startswith(h + ".") for h in head)  # noqa: E731
+    bad = [n for n in loaded.missing + list(loaded.skipped) if not in_head(n)]
+    extra = [n for n in loaded.unused if not in_head(n)]
+    if bad:
+        first = bad[0]
+        shape = (f": {list(own[first].shape)} in the model, {list(loaded.skipped[first])} in the file"
+                 if first in loaded.skipped else ": not in the file")
+        raise DataError(f"{what} {loaded.source}: {len(bad)} of the {len(own)} tensors of {model_name} are missing "
+                        f"or shaped differently (first: {first}{shape}); expected weights of the same architecture")
+    if extra:  # a resnet34's file holds every tensor of a resnet18, and 40 more
+        raise DataError(f"{what} {loaded.source}: {len(extra)} tensors in the file are not in {model_name} (first: "
+                        f"{extra[0]}); expected weights of the same architecture")
+
+
+# ------------------------------------------------------------------------------------------------
+# the libraries' caches
+
+
+def offline_reason(url: str, download: bool, switch: str | None = None) -> str | None:
+    """Why nothing can be fetched from `url` now, or None when it is worth trying."""
+    if not download:
+        return "model.download is false"
+    if switch and os.environ.get(switch, "").strip().lower() in ("1", "true", "yes", "on"):
+        return f"{switch} is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # through a proxy a direct probe proves nothing: let the download try (with its timeout)
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+    except OSError as e:
+        return f"{host} cannot be reached ({e.strerror or type(e).__name__})"
+    return None
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    saved = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(saved)
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).splitlines()[0][:200] if str(e) else "no detail"
+    return f"{type(e).__name__}: {text}"
+
+
+def hub_file(url: str, label: str, download: bool) -> Path:
+    """A file of torch hub's cache (`$TORCH_HOME/hub/checkpoints/<name>`), fetched there if allowed."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    path = folder / Path(urlparse(url).path).name
+    if path.is_file():
+        return path
+    why = offline_reason(url, download)
+    if why is None:
+        hashed = re.search(r"-([a-f0-9]+)\.", path.name)  # torch hub's own convention: name-<sha256 prefix>.ext
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with _socket_timeout(DOWNLOAD_TIMEOUT):
+                torch.hub.download_url_to_file(url, str(path), hash_prefix=hashed.group(1) if hashed else None,
+                                               progress=False)
+        except Exception as e:  # no route, a firewall, a full disk, a bad hash: all the same to the user
+            why = f"the download failed ({_one_line(e)})"
+        if path.is_file():
+            return path
+    torch_home = os.environ.get("TORCH_HOME")
+    raise UsageError(f"{label} pretrained weights {path.name} are not in {folder} and {why}: download {url} on a "
+                     f"machine with network and copy it into {folder}"
+                     f"{f' (TORCH_HOME={torch_home})' if torch_home else ' (or set TORCH_HOME)'}, "
+                     f"or set model.pretrained to the file's path")
+
+
+def hf_file(repo: str, filenames: list[str], label: str, timm_name: str, download: bool) -> Path:
+    """A file of the Hugging Face cache (`$HF_HUB_CACHE/models--<org>--<name>`), fetched there if allowed."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    for name in filenames:
+        cached = try_to_load_from_cache(repo, name)
+        if isinstance(cached, str) and Path(cached).is_file():
+            return Path(cached)
+    endpoint = getattr(constants, "ENDPOINT", None) or "https://huggingface.co"
+    why = offline_reason(endpoint, download, "HF_HUB_OFFLINE")
+    if why is None:
+        errors = []
+        for name in filenames:
+            try:
+                with _socket_timeout(DOWNLOAD_TIMEOUT):
+                    return Path(hf_hub_download(repo, name))
+            except Exception as e:  # the first name may not exist for this repo: try the next
+                errors.append(_one_line(e))
+        why = f"the download failed ({errors[-1]})"
+    cache = Path(constants.HF_HUB_CACHE)
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    raise UsageError(f"{label} pretrained weights ({repo}, {filenames[0]}) are not in the Hugging Face cache {cache} "
+                     f"and {why}: on a machine with network run python -c \"import timm; "
+                     f"timm.create_model('{timm_name}', pretrained=True)\" and copy its {folder.name} folder into "
+                     f"{cache} (HF_HUB_CACHE), or set model.pretrained to the weights file")

@@ -1,0 +1,240 @@
+"""Parameter groups, discriminative LRs and fastai's fine_tune as one run (issue 11 items 3-5):
+`onecycle train --set train.freeze_epochs=1 --set optim.lr_mult=100`."""
+
+import copy
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, assert_usage_error
+from onecycle_cli.config import resolve
+from onecycle_cli.display import Display
+from onecycle_cli.lr_find import range_test
+from onecycle_cli.models import layer_groups
+from onecycle_cli.pipeline import build_pipeline
+from onecycle_cli.rundir import read_csv
+from onecycle_cli.signals import StopFlag
+
+# the fastai book's BatchNorm simple_cnn on 320 bundled 3s and 7s: 10 steps an epoch, seconds a run
+BOOK_SETS = ["data.dataset=mnist_sample", "model.channels=[1,8,16,32,64,2]", "data.train_size=320",
+             "data.valid_size=64", "train.batch_size=32", "train.log_every=1"]
+FINE_TUNE_SETS = BOOK_SETS + ["train.epochs=2", "train.freeze_epochs=1", "optim.lr_mult=10", "schedule.max_lr=0.05"]
+
+
+def args(sets: list[str]) -> list[str]:
+    return ["--config", "mnist"] + [a for s in sets for a in ("--set", s)]
+
+
+BOOK_CNN, FINE_TUNE = args(BOOK_SETS), args(FINE_TUNE_SETS)
+
+
+def fastai_fine_tune(base_lr, lr_mult, groups, freeze_steps, steps):
+    """The LR of every group at every step of fastai's fine_tune(epochs, base_lr, freeze_epochs, lr_mult),
+    written out from fastai's source (callback/schedule.py):
+        freeze(); fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99)
+        base_lr /= 2; unfreeze(); fit_one_cycle(epochs, slice(base_lr/lr_mult, base_lr), pct_start=0.3, div=5.)
+    fit_one_cycle is combined_cos(pct_start, lr/div, lr, lr/div_final) per group, div 25, div_final 1e5;
+    slice(b) is [b/10, ..., b/10, b] and slice(a, b) is even_mults(a, b, groups).
+    The one thing taken from onecycle rather than fastai is where a step falls on the cycle: onecycle steps
+    torch's OneCycleLR, whose warm-up ends at step pct*total - 1 and whose anneal ends on the last step
+    (fastai evaluates at i/total and never quite reaches the end); see test_schedules.py for that choice."""
+    def even_mults(start, stop, n):
+        step = (stop / start) ** (1 / (n - 1))
+        return [start * step ** i for i in range(n)]
+
+    def sched_cos(start, end, pos):
+        return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
+
+    def combined_cos(pct, start, middle, end, i, total):
+        up = pct * total - 1
+        if i <= up:
+            return sched_cos(start, middle, i / up)
+        return sched_cos(middle, end, (i - up) / (total - 1 - up))
+
+    frozen = [base_lr / 10] * (groups - 1) + [base_lr]
+    unfrozen = even_mults(base_lr / 2 / lr_mult, base_lr / 2, groups)
+    rows = [[combined_cos(0.99, p / 25, p, p / 1e5, i, freeze_steps) for p in frozen] for i in range(freeze_steps)]
+    return rows + [[combined_cos(0.3, p / 5, p, p / 1e5, i, steps) for p in unfrozen] for i in range(steps)]
+
+
+def test_every_group_follows_fastai_fine_tune_at_every_step(cli, tmp_path):
+    # resnet20: three groups (stem..stage1 | stage2..stage3 | head), so even_mults has a middle to get right
+    r = cli("train", "--config", "mnist_sample", "--model", "resnet20", "--set", "data.train_size=320",
+            "--set", "data.valid_size=64", "--batch-size", "32", "--epochs", "2", "--max-lr", "0.1",
+            "--set", "train.freeze_epochs=1", "--set", "optim.lr_mult=100", "--set", "train.log_every=1", "--json")
+    assert r.code == 0, r.stderr
+    s = r.json()
+    assert [g["name"] for g in s["groups"]] == ["stem..stage1", "stage2..stage3", "head"]
+    rows = read_csv(tmp_path / s["run_dir"] / "steps.csv")
+    expected = fastai_fine_tune(0.1, 100, 3, 10, 20)
+    assert len(rows) == len(expected) == 30
+    for row, lrs in zip(rows, expected):
+        assert [row[f"lr_{i}"] for i in range(3)] == pytest.approx(lrs, rel=1e-9), row["step"]
+        assert row["lr"] == row["lr_2"]  # the lr column is the head's
+    assert [r["phase"] for r in rows] == ["frozen"] * 10 + ["unfrozen"] * 20
+    metrics = read_csv(tmp_path / s["run_dir"] / "metrics.csv")
+    assert [(m["epoch"], m["phase"]) for m in metrics] == [(0, "frozen"), (1, "unfrozen"), (2, "unfrozen")]
+    assert s["epochs"] == 3 and s["freeze_epochs"] == 1 and s["status"] == "completed"
+    # wd_bn_bias false splits each layer group in two, with and without decay, at the group's LR
+    groups = torch.load(tmp_path / s["run_dir"] / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [(g["layer_group"], g["weight_decay"]) for g in groups] == [(0, 0.01), (0, 0.0), (1, 0.01), (1, 0.0),
+                                                                       (2, 0.01), (2, 0.0)]
+    assert all(a["lr"] == b["lr"] for a, b in zip(groups[::2], groups[1::2]))
+
+
+def test_lr_mult_alone_spreads_one_cycle_over_the_groups(cli, tmp_path):
+    r = cli("train", *BOOK_CNN, "--epochs", "1", "--max-lr", "0.05", "--set", "optim.lr_mult=100", "--json")
+    assert r.code == 0, r.stderr
+    rows = read_csv(tmp_path / r.json()["run_dir"] / "steps.csv")
+    # body | head, the body 100x lower at every step: the same 1cycle shape under its own peak
+    assert all(row["lr_0"] == pytest.approx(row["lr_1"] / 100, rel=1e-9) for row in rows)
+    assert all(row["lr"] == row["lr_1"] for row in rows) and rows[0]["lr_1"] == pytest.approx(0.05 / 25)
+    assert {row["phase"] for row in rows} == {"train"}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted fine-tuning run every interrupted-and-resumed one must reproduce exactly."""
+    root = tmp_path_factory.mktemp("fine_tune_reference")
+    p = onecycle("train", *FINE_TUNE, "--json", cwd=root)
+    assert p.returncode == 0, p.stderr
+    return root / json.loads(p.stdout)["run_dir"]
+
+
+def onecycle(*args, cwd, **env) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    full.update(PYTHONPATH=str(REPO), **env)
+    return subprocess.run([sys.executable, "-m", "onecycle_cli", *map(str, args)], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_frozen_parameters_do_not_move_and_the_optimiser_still_holds_them(tmp_path):
+    # stopped by SIGTERM inside the first evaluation: the frozen epoch completes, its checkpoint is the boundary
+    p = onecycle("train", *FINE_TUNE, cwd=tmp_path, ONECYCLE_FAULT="eval@1:SIGTERM")
+    assert p.returncode == 143, p.stderr
+    run = next((tmp_path / "runs").iterdir())
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 1 and saved["state"]["cycle"] == 0
+    pipe = build_pipeline(resolve("mnist", FINE_TUNE_SETS).config)  # the same seed builds the same starting weights
+    start = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    body, head = layer_groups(pipe.model, "simple_cnn")
+    names = {id(p): n for n, p in pipe.model.named_parameters()}
+    for p, is_norm in zip(body.params, body.norm):
+        moved = not torch.equal(saved["model"][names[id(p)]], start[names[id(p)]])
+        assert moved == is_norm, names[id(p)]  # convs frozen; BatchNorm weights trained (fastai's train_bn)
+    assert all(not torch.equal(saved["model"][names[id(p)]], start[names[id(p)]]) for p in head.params)
+    # BatchNorm statistics of the frozen body keep updating: the model trains in train mode
+    assert not torch.equal(saved["model"]["0.1.running_mean"], start["0.1.running_mean"])
+    # every parameter is in the optimiser; only those that trained have state (momentum)
+    held = [i for g in saved["optimizer"]["param_groups"] for i in g["params"]]
+    assert sorted(held) == list(range(len(list(pipe.model.parameters()))))
+    trained = sum(body.norm) + len(head.params)
+    assert len(saved["optimizer"]["state"]) == trained < len(held)
+
+
+def test_the_optimiser_state_starts_again_at_the_unfreeze(reference):
+    # fastai's freeze_to clears it (opt.clear_state()): Adam's step count and moments restart, so after
+    # 10 frozen steps and 20 unfrozen ones every parameter, head included, has taken 20 steps
+    state = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["state"]
+    assert len(state) == 20 and {int(v["step"]) for v in state.values()} == {20}
+
+
+def same_run(run, reference) -> None:
+    a = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    keys = ("epoch", "phase", "step", "lr", "train_loss", "valid_loss", "accuracy")
+    assert [[r[k] for k in keys] for r in read_csv(run / "metrics.csv")] == \
+           [[r[k] for k in keys] for r in read_csv(reference / "metrics.csv")]
+    assert [(r["step"], r["phase"], r["lr_0"], r["loss"]) for r in read_csv(run / "steps.csv")] == \
+           [(r["step"], r["phase"], r["lr_0"], r["loss"]) for r in read_csv(reference / "steps.csv")]
+
+
+@pytest.mark.parametrize("fault,code,stopped", [
+    ("step@4:SIGTERM", 143, "step 4 of 30"),    # inside the frozen cycle: resumed, it crosses the boundary
+    ("eval@1:SIGTERM", 143, "step 10 of 30"),   # at the boundary: the checkpoint still holds the frozen scheduler
+    ("step@15:SIGINT", 130, "step 15 of 30"),   # inside the unfrozen cycle
+], ids=["frozen", "boundary", "unfrozen"])
+def test_resume_across_the_freeze_boundary_is_bit_identical(cli, tmp_path, reference, fault, code, stopped):
+    p = onecycle("train", *FINE_TUNE, cwd=tmp_path, ONECYCLE_FAULT=fault)
+    assert p.returncode == code, p.stderr
+    run = next((tmp_path / "runs").iterdir())
+    assert stopped in json.loads((run / "summary.json").read_text())["stop_reason"]
+    r = cli("train", "--resume", run, "--json")
+    assert r.code == 0 and r.json()["status"] == "completed", r.stderr
+    same_run(run, reference)
+
+
+def test_schedule_previews_both_cycles_and_every_group(cli, tmp_path):
+    r = cli("schedule", "--config", "mnist_sample", "--set", "model.name=tv:resnet50", "--epochs", "3",
+            "--set", "train.freeze_epochs=1", "--set", "optim.lr_mult=100", "--max-lr", "2e-3",
+            "--steps-per-epoch", "100", "--json", "--out", tmp_path / "s.png")
+    assert r.code == 0, r.stderr
+    s = r.json()
+    assert s["steps"] == 400 and (tmp_path / "s.png").stat().st_size > 0
+    assert [p["name"] for p in s["phases"]] == ["frozen warm-up", "frozen anneal", "unfrozen warm-up", "unfrozen anneal"]
+    assert [p["step"] for p in s["phases"]][2] == 100
+    # fastai's fine_tune(3, 2e-3): slice(2e-3) frozen, then slice(1e-5, 1e-3) over stem..layer2 | layer3..layer4 | head
+    assert [g["name"] for g in s["groups"]] == ["stem..layer2", "layer3..layer4", "head"]
+    assert s["cycles"][0]["max_lrs"] == pytest.approx([2e-4, 2e-4, 2e-3])
+    assert s["cycles"][1]["max_lrs"] == pytest.approx([1e-5, 1e-4, 1e-3])
+    assert [g["peak_lr"] for g in s["groups"]] == pytest.approx([2e-4, 2e-4, 2e-3], rel=1e-3)
+    assert s["peak_lr"] == pytest.approx(2e-3, rel=1e-3) and s["final_lr"] == pytest.approx(1e-8, rel=1e-3)
+
+
+def test_a_frozen_range_test_sweeps_the_head_keeps_the_ratios_and_leaves_no_trace():
+    cfg = resolve("mnist", ["data.dataset=mnist_sample", "model.channels=[1,8,16,32,64,2]", "data.train_size=640",
+                            "data.valid_size=64", "find.num_it=30", "find.freeze=true", "optim.lr_mult=100"]).config
+    pipe = build_pipeline(cfg)
+    before = (copy.deepcopy(pipe.model.state_dict()), [p.requires_grad for p in pipe.model.parameters()],
+              torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    frozen = range_test(pipe, cfg, Display(enabled=False), StopFlag())
+    after = pipe.model.state_dict()
+    assert all(torch.equal(before[0][k], after[k]) for k in after)
+    assert before[1] == [p.requires_grad for p in pipe.model.parameters()] and all(before[1])
+    assert torch.equal(before[2], torch.get_rng_state()) and before[3] == random.getstate()
+    assert np.array_equal(before[4], np.random.get_state()[1])
+    unfrozen = range_test(pipe, cfg.model_copy(update={"find": cfg.find.model_copy(update={"freeze": False})}),
+                          Display(enabled=False), StopFlag())
+    # the same batches from the same weights: only what the sweep trains differs
+    assert frozen.lrs[:20] == unfrozen.lrs[:20] and frozen.losses[0] == unfrozen.losses[0]
+    assert frozen.losses[:20] != unfrozen.losses[:20]
+
+
+def test_find_freeze_and_train_max_lr_find_with_freeze_epochs_sweep_the_frozen_model(cli, tmp_path):
+    r = cli("find", *BOOK_CNN, "--num-it", "20", "--freeze", "--set", "optim.lr_mult=100", "--json")
+    assert r.code == 0, r.stderr
+    s = r.json()
+    assert s["frozen"] is True and s["group_ratios"] == pytest.approx([0.1, 1.0]) and s["groups"] == ["body", "head"]
+    assert "swept: the head alone" in r.stderr and "the LR axis is the head's" in r.stderr
+    r = cli("train", *BOOK_CNN, "--epochs", "1", "--set", "train.freeze_epochs=1", "--max-lr", "find",
+            "--set", "find.num_it=20", "--json")
+    assert r.code == 0, r.stderr
+    run = tmp_path / r.json()["run_dir"]
+    record = json.loads((run / "lr_find.json").read_text())
+    assert record["frozen"] is True and r.json()["max_lr"] == record["curves"][0]["suggestions"]["valley"]["lr"]
+    assert r.json()["cycles"][0]["max_lrs"][-1] == r.json()["max_lr"]  # the frozen cycle's head peaks at it
+
+
+@pytest.mark.parametrize("sets,fragments", [
+    (["train.freeze_epochs=1", "schedule.name=constant"], ["train.freeze_epochs = 1", "expected onecycle"]),
+    (["train.freeze_epochs=1", "schedule.shape=smith", "schedule.freeze_pct_start=0.9"],
+     ["schedule.freeze_pct_start = 0.9", "expected < 0.5"]),
+    (["optim.lr_mult=0.5"], ["optim.lr_mult = 0.5", "expected a value >= 1"]),
+    (["train.freeze_epochs=-1"], ["train.freeze_epochs = -1", ">= 0"]),
+], ids=["freeze-with-constant", "smith-freeze-pct", "lr-mult-below-1", "negative-freeze"])
+def test_bad_fine_tuning_settings_are_refused(cli, sets, fragments):
+    r = cli("train", *BOOK_CNN, *[a for s in sets for a in ("--set", s)])
+    assert_usage_error(r, *fragments)
+
+
+def test_a_frozen_cycle_too_short_to_warm_up_is_refused_by_its_key(cli):
+    r = cli("train", *BOOK_CNN, "--set", "train.freeze_epochs=1", "--set", "schedule.freeze_pct_start=0.1")
+    assert_usage_error(r, "frozen 1cycle", "schedule.freeze_pct_start = 0.1", "1.00 steps to warm up")
