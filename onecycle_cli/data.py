@@ -9,7 +9,6 @@ assertion instead of a message naming the file.
 
 from __future__ import annotations
 
-import pickle
 import struct
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -19,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import safe_pickle
 from .config import DataConfig
 from .errors import DataError
 
@@ -132,7 +132,9 @@ CIFAR_LAYOUT = ("<root>/cifar-10-batches-py/ holding data_batch_1 .. data_batch_
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = safe_pickle.load(f)  # a pickle names functions to call: only numpy's own are admitted
+    except safe_pickle.Refused as e:
+        raise DataError(f"{path}: not a readable CIFAR-10 batch: {e}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions, or download it again") from None
     except Exception as e:  # truncated, not a pickle, or a pickle of classes that are not here: all unreadable
@@ -207,7 +209,7 @@ MNIST_SAMPLE = "assets/mnist_sample.npz"
 
 def load_mnist_sample(cfg: DataConfig) -> Dataset:
     """MNIST's 3s and 7s (fastai's MNIST_SAMPLE: 12,396 train, 2,038 test), bundled in the package."""
-    with resources.files("onecycle_cli").joinpath(MNIST_SAMPLE).open("rb") as f, np.load(f) as z:
+    with resources.files("onecycle_cli").joinpath(MNIST_SAMPLE).open("rb") as f, np.load(f, allow_pickle=False) as z:
         parts = [torch.from_numpy(z[k]) for k in ("x_train", "y_train", "x_valid", "y_valid")]
     return _finish("mnist_sample", parts[0].unsqueeze(1), parts[1], parts[2].unsqueeze(1), parts[3],
                    ["3", "7"], cfg)
