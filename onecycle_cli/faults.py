@@ -6,7 +6,8 @@ when it gets there: a real signal, met by the same handlers as a user's Ctrl-C o
 
     ONECYCLE_FAULT=POINT[@N]:SIGNAL   the Nth time POINT is reached (default the first)
     points: step (inside a training step, after the backward pass), eval (inside an evaluation),
-            checkpoint (a checkpoint written to its temporary file, not yet renamed into place)
+            checkpoint (a checkpoint written to its temporary file, not yet renamed into place),
+            sweep (inside a step of a range test, after the optimizer's step)
 
 Unset, as everywhere outside the tests, `fault()` is a dictionary lookup and a comparison.
 """
