@@ -7,6 +7,7 @@ environment and YAML are validated by the same schema and fail with the same one
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import multiprocessing
@@ -64,15 +65,35 @@ class OnecycleGroup(TyperGroup):
         except Exception as e:  # a bug of ours: still one line, with the whole story on request
             if os.environ.get("ONECYCLE_DEBUG"):
                 traceback.print_exc()
-            _error(f"unexpected error: {type(e).__name__}: {e} (set ONECYCLE_DEBUG=1 for the traceback)")
-            code = 1
+            code = _environment_error(e)
+            if code is None:
+                _error(f"unexpected error: {type(e).__name__}: {e} (set ONECYCLE_DEBUG=1 for the traceback)")
+                code = 1
         sys.stdout.flush()
         sys.exit(code)
 
 
+def _environment_error(e: Exception) -> int | None:
+    """A full disk or a path too long met where no writer named it first: the usual line, exit 2."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        _error(f"no space left on {e.filename or 'the disk'}")
+        return EXIT_USAGE
+    if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
+        _error(f"{e.filename}: a path or a part of it is longer than the file system takes")
+        return EXIT_USAGE
+    return None
+
+
 def _error(message: str, where: str = "onecycle") -> None:
-    sys.stderr.write(f"{where}: error: " + " ".join(message.split()) + "\n")
+    from .safe_text import one_line  # messages carry paths and values from outside: no control codes
+    sys.stderr.write(f"{where}: error: " + one_line(message) + "\n")
     sys.stderr.flush()
+
+
+def _say(text: object) -> None:
+    """A line on stdout for people and scripts (a path, a message), control characters escaped."""
+    from .safe_text import plain
+    sys.stdout.write(plain(text) + "\n")
 
 
 app = typer.Typer(cls=OnecycleGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -80,8 +101,21 @@ app = typer.Typer(cls=OnecycleGroup, add_completion=False, no_args_is_help=True,
 data_app = typer.Typer(cls=OnecycleGroup, no_args_is_help=True, help="Check or fetch the datasets a config needs.")
 app.add_typer(data_app, name="data")
 
+
+def _path(value):
+    """Callback of every path flag and argument: a path no file system can hold (a part over 255
+    bytes, a NUL) is refused by name before any work, not met as an OSError deep inside."""
+    from .safe_files import path_problem
+    for item in value if isinstance(value, list) else [value]:
+        problem = path_problem(str(item)) if item not in (None, "") else None
+        if problem:
+            text = str(item) if len(str(item)) <= 60 else f"{str(item)[:40]}...({len(str(item)):,} characters)"
+            raise typer.BadParameter(f"{text!r}: the path has {problem}")
+    return value
+
+
 # -- options shared by the commands: each names the config key it sets ------------------------------
-Config_ = Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH|NAME",
+Config_ = Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH|NAME", callback=_path,
                                                 help="YAML file, or a shipped config: cifar, mnist, mnist_sample.")]
 Set_ = Annotated[Optional[list[str]], typer.Option("--set", metavar="SECTION.KEY=VALUE",
                                                    help="Override any config key (repeatable).")]
@@ -184,16 +218,19 @@ def _max_lr_flag(value: str | None, suggest_key: str | None) -> tuple[object, st
         state = (f"a {summary.get('command')} run with status {summary.get('status')!r}" if summary
                  else "not a onecycle run (no readable summary.json)")
         raise UsageError(f"--max-lr {value}: expected a finished find run, but it is {state}")
-    name = suggest_key or summary.get("suggestion", {}).get("name", "valley")
-    s = summary["suggestions"].get(name)
-    if s is None or not isinstance(s.get("lr"), (int, float)) or not math.isfinite(s["lr"]) or s["lr"] <= 0:
+    # a summary is a file from outside: every level is checked for its type before it is used
+    chosen, suggestions = summary.get("suggestion"), summary.get("suggestions")
+    name = suggest_key or (chosen.get("name") if isinstance(chosen, dict) else None) or "valley"
+    s = suggestions.get(name) if isinstance(suggestions, dict) and isinstance(name, str) else None
+    lr = s.get("lr") if isinstance(s, dict) else None
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise UsageError(f"--max-lr {value}: that find run has no usable {name!r} suggestion")
-    return s["lr"], f"find run {path}: {name}", False
+    return lr, f"find run {path}: {name}", False
 
 
 @app.command()
 def train(config: Config_ = None, set_: Set_ = None,
-          max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT|find|FIND_RUN",
+          max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT|find|FIND_RUN", callback=_path,
                             help="schedule.max_lr: a number, 'find' (range test first), or a find run's directory.")] = None,
           epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None,
           device: Device_ = None, runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None,
@@ -207,7 +244,7 @@ def train(config: Config_ = None, set_: Set_ = None,
               "--tensorboard", help="Also write TensorBoard event files (needs onecycle\\[tensorboard]).")] = None,
           seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N|S1,S2,...",
                            help="Run N seeds (or these seeds) and report mean ± std accuracy.")] = None,
-          resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR",
+          resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", callback=_path,
                             help="Continue an interrupted run from its checkpoint.")] = None,
           suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="valley|steep|minimum|slide",
                              help="Which suggestion --max-lr find or FIND_RUN uses (find.suggest).")] = None,
@@ -255,16 +292,30 @@ def train(config: Config_ = None, set_: Set_ = None,
     return stop.exit_code if summary["status"] == "interrupted" else 0
 
 
+MAX_SEEDS = 1000  # each seed is a whole training run; a typo of a few digits must not queue millions
+
+
 def _parse_seeds(text: str, base: int) -> list[int]:
+    """--seeds as its list of seeds, every one checked before the first trains."""
+    from .config import SEED_MAX
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",")]
         else:
-            seeds = list(range(base, base + int(text)))
+            count = int(text)
+            seeds = list(range(base, base + count)) if count <= MAX_SEEDS else []
+            if count > MAX_SEEDS:
+                raise UsageError(f"--seeds {text}: expected at most {MAX_SEEDS} seeds (each is a whole training run)")
     except ValueError:
         seeds = []
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {text!r}: expected a count (--seeds 3) or distinct seeds >= 0 (--seeds 0,1,2)")
+    if len(seeds) > MAX_SEEDS:
+        raise UsageError(f"--seeds: {len(seeds)} seeds, expected at most {MAX_SEEDS} (each is a whole training run)")
+    above = next((s for s in seeds if s > SEED_MAX), None)
+    if above is not None:
+        raise UsageError(f"--seeds {text!r}: seed {above} is above {SEED_MAX}, the largest train.seed "
+                         f"(numpy's generator takes no more)")
     return seeds
 
 
@@ -282,8 +333,12 @@ def config_cmd(config: Config_ = None, set_: Set_ = None,
     if json_:
         sys.stdout.write(json.dumps(resolved.config.model_dump(mode="json")) + "\n")
     else:
-        sys.stdout.write(f"# resolved from {resolved.path}\n" + to_yaml(resolved.config))
+        _say(f"# resolved from {resolved.path}")
+        sys.stdout.write(to_yaml(resolved.config))
     return 0
+
+
+MAX_PREVIEW_STEPS = 2_000_000  # the real scheduler, stepped once per step: about 10 s at this size
 
 
 @app.command("schedule")
@@ -293,7 +348,8 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                  schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="NAME")] = None,
                  steps_per_epoch: Annotated[Optional[int], typer.Option(
                      "--steps-per-epoch", min=1, help="Override the count taken from the dataset's known size.")] = None,
-                 out: Annotated[Path, typer.Option("--out", help="Where to write the PNG.")] = Path("schedule.png"),
+                 out: Annotated[Path, typer.Option("--out", callback=_path, help="Where to write the PNG.")
+                                ] = Path("schedule.png"),
                  json_: Json_ = False) -> int:
     """Preview the LR and momentum of every step, without touching any data."""
     from .config import resolve
@@ -302,11 +358,17 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     from .data import train_size
     resolved = resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, schedule=schedule))
     cfg = resolved.config
+    if out.is_dir() or not out.parent.is_dir():  # found now, not after stepping through the schedule
+        raise UsageError(f"--out {out}: " + (f"a directory; expected a file name such as {out / 'schedule.png'}"
+                                             if out.is_dir() else f"the folder {out.parent} does not exist"))
     per_epoch = steps_per_epoch or train_size(cfg.data) // cfg.train.batch_size
     if per_epoch < 1:
         raise UsageError(f"train.batch_size = {cfg.train.batch_size} is larger than the {train_size(cfg.data)} "
                          f"training images of {cfg.data.dataset!r}")
     total = per_epoch * cfg.train.epochs
+    if total > MAX_PREVIEW_STEPS:
+        raise UsageError(f"a {total:,}-step schedule ({cfg.train.epochs:,} epochs x {per_epoch:,} steps) is more than "
+                         f"the {MAX_PREVIEW_STEPS:,} steps a preview walks through: lower --epochs or --steps-per-epoch")
     momentum = cfg.optim.betas[0] if cfg.optim.name == "adamw" else cfg.optim.momentum
     lrs, moms = preview(cfg.schedule, total, cfg.optim.name, momentum)
     phases = phase_changes(cfg.schedule, total)
@@ -332,14 +394,15 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
 
 
 @app.command("plot")
-def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory.")]) -> int:
+def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path, help="A run directory.")]
+             ) -> int:
     """Redraw a run's PNGs from its files."""
     from .plots import plot_run
     if not (run_dir / "summary.json").is_file() and not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{run_dir}: not a onecycle run directory")
     written, errors = plot_run(run_dir)
     for path in written:
-        print(path)
+        _say(path)
     for e in errors:
         _error(f"plot failed: {e}")
     return 1 if errors else 0
@@ -354,7 +417,7 @@ def _runs_root(runs_dir: str | None, config: str | None = None) -> Path:
 
 @app.command("runs")
 def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
-                 metavar="[DIR]", help="Where the runs are (default: run.root, --runs-dir or ONECYCLE_RUNS).")] = None,
+                 metavar="[DIR]", callback=_path, help="Where the runs are (default: run.root, --runs-dir or ONECYCLE_RUNS).")] = None,
              runs_dir: RunsDir_ = None, config: Config_ = None,
              json_: Annotated[bool, typer.Option("--json", help="Print the runs as one JSON list on stdout.")] = False
              ) -> int:
@@ -377,7 +440,7 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
 
 @app.command("compare")
 def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
-                    metavar="RUN...", help="Run directories (or run ids under the runs root).")] = None,
+                    metavar="RUN...", callback=_path, help="Run directories (or run ids under the runs root).")] = None,
                 last: Annotated[Optional[int], typer.Option("--last", min=2, metavar="N",
                                 help="Compare the N newest train runs instead of naming them.")] = None,
                 runs_dir: RunsDir_ = None, json_: Json_ = False) -> int:
@@ -405,8 +468,8 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
 
 
 @app.command("report")
-def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run (or comparison) directory.")]
-               ) -> int:
+def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
+                                                      help="A run (or comparison) directory.")]) -> int:
     """(Re)write a run's self-contained report.html and print its path."""
     from .report import write_run_report
     from .runs import is_run_dir
@@ -414,7 +477,7 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="
         raise UsageError(f"{run_dir}: no such run directory")
     if not is_run_dir(run_dir):
         raise UsageError(f"{run_dir}: not a onecycle run directory (no summary.json or config.yaml)")
-    print(write_run_report(run_dir))
+    _say(write_run_report(run_dir))
     return 0
 
 
@@ -429,7 +492,7 @@ def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = N
     report = check_dataset(resolved.config.data)
     _emit(report, json_)
     if not json_:
-        print(report["message"])
+        _say(report["message"])
     return 0 if report["ok"] else EXIT_USAGE
 
 
@@ -446,7 +509,7 @@ def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ 
         report = check_dataset(resolved.config.data)
     _emit(report, json_)
     if not json_:
-        print(report["message"])
+        _say(report["message"])
     return 0 if report["ok"] else EXIT_USAGE
 
 

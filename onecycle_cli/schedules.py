@@ -60,11 +60,12 @@ def preview(cfg: ScheduleConfig, total_steps: int, optimizer: str = "sgd", momen
     opt = (torch.optim.AdamW(p, lr=cfg.max_lr, betas=(momentum, 0.99)) if optimizer == "adamw"
            else torch.optim.SGD(p, lr=cfg.max_lr, momentum=momentum))
     sched = build_schedule(cfg, opt, total_steps)
+    opt.step()  # once, so the scheduler knows the optimizer stepped; the schedule itself needs no more
     lrs, moms = [], []
+    group = opt.param_groups[0]
     for _ in range(total_steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        moms.append(momentum_of(opt.param_groups[0]))
-        opt.step()
+        lrs.append(group["lr"])
+        moms.append(momentum_of(group))
         sched.step()
     return lrs, moms
 
