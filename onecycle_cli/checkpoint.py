@@ -106,7 +106,7 @@ def load_into(saved: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, s
 
 
 def refused(path: Path, e: Exception) -> RunDirError:
-    detail = (str(e).strip().splitlines() or [""])[0][:200]
+    detail = " ".join(str(e).split())[:200]
     return RunDirError(f"--resume {path}: checkpoint last.pt does not fit this run ({type(e).__name__}: {detail}); "
                        f"it is damaged or not this run's, so nothing was changed")
 

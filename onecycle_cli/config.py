@@ -260,6 +260,8 @@ def read_yaml(path: Path, follow: bool = True) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if isinstance(e, safe_yaml.TooBig):  # well formed, but more than any config needs
+            raise ConfigError(f"config file {path}: refused: {problem}") from None
         if "'\\t'" in problem:  # PyYAML: "found character '\t' that cannot start any token"
             problem = "a tab character; YAML indents with spaces only"
         raise ConfigError(f"config file {path}{where}: malformed YAML: {problem}") from None
