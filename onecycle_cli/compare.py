@@ -119,6 +119,20 @@ def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
     return out.path, summary
 
 
+def check_summary(summary: dict, path: Path) -> None:
+    """A comparison's summary.json read back (`onecycle report DIR`) is a file from outside: refuse one
+    whose runs and settings are not what `compare` writes, rather than fail halfway through the page."""
+    runs, differing = summary.get("runs"), summary.get("differing", {})
+    number = lambda x: x is None or isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    ok = (isinstance(runs, list) and all(
+        isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("id", "path", "label", "status"))
+        and all(number(r.get(k)) for k in (*RESULTS[1:], "best_epoch")) for r in runs)
+        and isinstance(differing, dict) and all(isinstance(v, list) and len(v) == len(runs) for v in differing.values())
+        and isinstance(summary.get("shared", {}), dict))
+    if not ok:
+        raise UsageError(f"{path}/summary.json is not a comparison as onecycle compare writes it; run compare again")
+
+
 def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Columns and rows of the side-by-side table: differing settings, then results."""
     from .display import fmt_time

@@ -236,9 +236,10 @@ def write_run_report(run_dir: Path) -> Path:
 
 def write_compare_report(compare_dir: Path) -> Path:
     """Write `<compare_dir>/report.html` from the comparison's summary.json and compare.png."""
-    from .compare import fmt_value, table
+    from .compare import check_summary, fmt_value, table
     out_dir = Path(compare_dir)
     summary = read_json(out_dir / "summary.json") or {}
+    check_summary(summary, out_dir)
     runs = summary.get("runs") or []
     columns, rows = table(summary)
     links = []
