@@ -384,7 +384,9 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     outcome = False  # completed, interrupted or diverged: what the exit code says, which views never change
     try:
         if resume is None:
-            run.write_text("config.yaml", (PENDING_MAX_LR if find_first else "") + to_yaml(cfg))
+            # the commands that read it: the keys neither reads are marked in the file
+            run.write_text("config.yaml", (PENDING_MAX_LR if find_first else "")
+                           + to_yaml(cfg, {"train", "find"} if find_first else {"train"}))
             run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name)
             run.write_json("summary.json", {"command": "train", "status": "running", "config": resolved.name,
                                             "run_dir": str(run.path), "started": extra["started"]})
@@ -405,7 +407,7 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
                 cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"max_lr": suggestion.lr})})
                 pipe.cfg = cfg
                 extra["max_lr_source"] = f"find: {suggestion.name} (range test in this run)"
-                run.write_text("config.yaml", to_yaml(cfg))
+                run.write_text("config.yaml", to_yaml(cfg, {"train", "find"}))
                 display.print(f"max_lr {suggestion.lr:.3g} from the range test's {suggestion.name} suggestion")
             opt = build_optimizer(cfg.optim, pipe.model, cfg.schedule.max_lr, fused=pipe.fused)
             sched = build_schedule(cfg.schedule, opt, total)

@@ -295,7 +295,7 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
             "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "started": now_iso()}
     failed = False
     try:
-        run.write_text("config.yaml", to_yaml(cfg))
+        run.write_text("config.yaml", to_yaml(cfg, {"find"}))
         run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name)
         run.write_json("summary.json", {**base, "status": "running"})
         curves = run_curves(pipe, cfg, display, stop, sweep_over)

@@ -23,15 +23,15 @@ import stat
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import DiskFull, RunDirError
 from .safe_files import (CSV_LIMIT, NotRegularFile, atomic_write_bytes, atomic_write_text, check_regular_or_dir,
                          no_space, open_append, open_regular, read_json as read_json_file)
+
+if TYPE_CHECKING:
+    import torch
 
 STEP_COLUMNS = ["step", "epoch", "lr", "momentum", "loss", "smooth_loss", "grad_abs"]
 METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_s"]
@@ -53,6 +53,7 @@ def to_json(obj: Any, indent: int | None = 1) -> str:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save through a temporary file: a kill mid-write leaves the previous checkpoint intact."""
+    import torch  # here, not at the top: `onecycle runs`, `compare` and `report` read run files without torch
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue(), point="checkpoint")
@@ -145,6 +146,8 @@ def keep_rows(path: Path, keep) -> None:
 
 
 def _versions() -> dict[str, str | None]:
+    from importlib import metadata  # here: every command records its argv in this module, few need versions
+    import torch
     def version(name: str) -> str | None:
         try:
             return metadata.version(name)
@@ -320,7 +323,8 @@ class RunDir:
             raise RunDirError(f"{folder} is {check_regular_or_dir(folder)}; not writing a checkpoint through it")
         atomic_save(state, folder / "last.pt")
 
-    def write_meta(self, argv: list[str], device: torch.device, seed: int, world: int = 1, **extra) -> None:
+    def write_meta(self, argv: list[str], device: "torch.device", seed: int, world: int = 1, **extra) -> None:
+        import torch
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         self.write_json("meta.json", {
             "argv": argv, "versions": _versions(), "git_commit": _git_commit(), "device": str(device),
