@@ -422,7 +422,8 @@ def locate_config(config: str | None) -> tuple[str, Path, str | None]:
     config = config or "cifar"
     path = Path(config)
     bare = os.sep not in config and (os.altsep is None or os.altsep not in config)
-    if path.is_file() or (path.suffix in presets.SUFFIXES and os.path.lexists(path)):
+    # a path that exists is that path, even a device or a FIFO: read_yaml says what is wrong with it
+    if path.is_file() or (path.exists() and not path.is_dir()) or (path.suffix in presets.SUFFIXES and os.path.lexists(path)):
         return path.stem, path, None  # read_yaml says what is wrong with a path that cannot be read
     if not bare and path.suffix in presets.SUFFIXES:
         raise ConfigError(f"config file not found: {config}; {presets.not_found(config)}")

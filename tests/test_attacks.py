@@ -308,7 +308,7 @@ TEXT_CASES = [
            "run\\x1b[2J", setup=lambda g: {**escaped_name(g), "other": g.request.getfixturevalue("tiny_runs")["constant"]},
            check=no_control_codes),
     refused("an error naming a config path with ESC", f"train --config {shlex.quote(ESC_NAME + '.yaml')}",
-            "config file not found", "run\\x1b[2J\\x1b]0;owned\\x07 name.yaml", check=no_control_codes),
+            "no such file", "run\\x1b[2J\\x1b]0;owned\\x07 name.yaml", check=no_control_codes),
     refused("an error naming a value with a right-to-left override", "train --set 'train.device=cpu\u202egpu'",
             "train.device = 'cpu\\u202egpu'", check=no_control_codes),
     refused("rich markup in a value is shown as written", "train --set 'train.device=[bold red]gpu[/]'",
