@@ -9,6 +9,7 @@ assertion instead of a message naming the file.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -92,7 +93,7 @@ def read_idx(path: Path, expect_dims: int) -> np.ndarray:
         raise DataError(f"{path}: idx header cut short ({len(data)} bytes); the file is truncated, download it again")
     dims = struct.unpack(f">{expect_dims}I", data[4:4 + 4 * expect_dims])
     body = data[4 + 4 * expect_dims:]
-    need = int(np.prod(dims))
+    need = math.prod(dims)  # exact: numpy's int64 product wraps (2**31 x 2**31 x 4 is 0)
     if len(body) != need:
         raise DataError(f"{path}: header says {'x'.join(map(str, dims))} = {need} bytes, the file holds "
                         f"{len(body)}: the file is truncated or corrupt; download it again")

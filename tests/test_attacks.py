@@ -17,9 +17,8 @@ import os
 import pickle
 import shlex
 import shutil
-import signal
+import struct
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,8 +27,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, Result, assert_usage_error, run_process, write_cifar
-from test_bad_inputs import HIDDEN_WARNINGS, Given, assert_nothing_left_behind, records
+from conftest import Result, assert_usage_error, run_process, write_cifar
+from test_bad_inputs import MNIST, HIDDEN_WARNINGS, Given, assert_nothing_left_behind, mnist, records
 
 
 @dataclass
@@ -527,6 +526,10 @@ VALIDATION_CASES = [
             setup=a_find_summary(suggestions={"valley": "0.01"})),
     refused("a find summary whose lr is true", "train --max-lr {run}", "no usable 'valley' suggestion",
             setup=a_find_summary(suggestions={"valley": {"lr": True}})),
+    refused("an idx header whose sizes multiply past 2**64", f"train {MNIST}", "t10k-images-idx3-ubyte",
+            "header says 2147483648x2147483648x4 = 18446744073709551616 bytes, the file holds 0",
+            setup=mnist(lambda raw: (raw / "t10k-images-idx3-ubyte").write_bytes(
+                b"\x00\x00\x08\x03" + struct.pack(">3I", 2**31, 2**31, 4)))),
     refused("report of a comparison whose summary is not one", "report cmp", "cmp/summary.json is not a comparison",
             setup=a_file("cmp/summary.json", '{"command": "compare", "runs": [1, {"id": 2}], "differing": [1]}')),
     attack("report of a find run whose summary fields have the wrong types", "report {run}", 0,
