@@ -403,7 +403,8 @@ def presets_cmd(json_: Annotated[bool, typer.Option("--json", help="Print the pr
 @app.command("init")
 def init_cmd(name: Annotated[str, typer.Argument(metavar="[NAME]", help="A shipped preset (onecycle presets).",
                                                  autocompletion=completion.preset_names)] = "cifar",
-             path: Annotated[Optional[str], typer.Argument(metavar="[PATH]", help="The file to write, or a folder "
+             path: Annotated[Optional[str], typer.Argument(metavar="[PATH]", callback=_path,
+                                                           help="The file to write, or a folder "
                                                            "to write NAME.yaml into (default: ./NAME.yaml).")] = None,
              force: Annotated[bool, typer.Option("--force", help="Replace a file already there.")] = False) -> int:
     """Write an editable copy of a preset, comments and all: onecycle init cifar -> ./cifar.yaml."""

@@ -498,6 +498,7 @@ VALIDATION_CASES = [
     refused("compare with a part over 255 bytes", f"compare {LONG} {LONG}2", "RUN", "a part of 300 bytes"),
     refused("report with a part over 255 bytes", f"report {LONG}", "RUN_DIR", "a part of 300 bytes"),
     refused("plot with a part over 255 bytes", f"plot {LONG}", "RUN_DIR", "a part of 300 bytes"),
+    refused("init PATH with a part over 255 bytes", f"init cifar {LONG}.yaml", "PATH", "a part of 305 bytes"),
     refused("data check --data-dir with a part over 255 bytes", f"data check --data-dir {LONG}", "data.root",
             "a part of 300 bytes"),
     refused("ONECYCLE_RUNS with a part over 255 bytes", "runs", "ONECYCLE_RUNS", "a part of 300 bytes",
