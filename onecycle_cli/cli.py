@@ -10,6 +10,7 @@ it runs, so `--help`, `config`, `runs`, `init`, `presets` and shell completion n
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import multiprocessing
@@ -71,8 +72,10 @@ class OnecycleGroup(TyperGroup):
         except Exception as e:  # a bug of ours: still one line, with the whole story on request
             if os.environ.get("ONECYCLE_DEBUG"):
                 traceback.print_exc()
-            _error(f"unexpected error: {type(e).__name__}: {e} (set ONECYCLE_DEBUG=1 for the traceback)")
-            code = 1
+            code = _environment_error(e)
+            if code is None:
+                _error(f"unexpected error: {type(e).__name__}: {e} (set ONECYCLE_DEBUG=1 for the traceback)")
+                code = 1
         sys.stdout.flush()
         sys.exit(code)
 
@@ -94,9 +97,27 @@ def _completion_for(option: str, shell: str) -> int:
     return 0
 
 
+def _environment_error(e: Exception) -> int | None:
+    """A full disk or a path too long met where no writer named it first: the usual line, exit 2."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        _error(f"no space left on {e.filename or 'the disk'}")
+        return EXIT_USAGE
+    if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
+        _error(f"{e.filename}: a path or a part of it is longer than the file system takes")
+        return EXIT_USAGE
+    return None
+
+
 def _error(message: str, where: str = "onecycle") -> None:
-    sys.stderr.write(f"{where}: error: " + " ".join(message.split()) + "\n")
+    from .safe_text import one_line  # messages carry paths and values from outside: no control codes
+    sys.stderr.write(f"{where}: error: " + one_line(message) + "\n")
     sys.stderr.flush()
+
+
+def _say(text: object) -> None:
+    """A line on stdout for people and scripts (a path, a message), control characters escaped."""
+    from .safe_text import plain
+    sys.stdout.write(plain(text) + "\n")
 
 
 # add_completion: Typer's --install-completion / --show-completion for bash, zsh and fish
@@ -105,8 +126,21 @@ app = typer.Typer(cls=OnecycleGroup, no_args_is_help=True, pretty_exceptions_ena
 data_app = typer.Typer(cls=OnecycleGroup, no_args_is_help=True, help="Check or fetch the datasets a config needs.")
 app.add_typer(data_app, name="data")
 
+
+def _path(value):
+    """Callback of every path flag and argument: a path no file system can hold (a part over 255
+    bytes, a NUL) is refused by name before any work, not met as an OSError deep inside."""
+    from .safe_files import path_problem
+    for item in value if isinstance(value, list) else [value]:
+        problem = path_problem(str(item)) if item not in (None, "") else None
+        if problem:
+            text = str(item) if len(str(item)) <= 60 else f"{str(item)[:40]}...({len(str(item)):,} characters)"
+            raise typer.BadParameter(f"{text!r}: the path has {problem}")
+    return value
+
+
 # -- options shared by the commands: each names the config key it sets ------------------------------
-Config_ = Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH|NAME",
+Config_ = Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH|NAME", callback=_path,
                                                 help="YAML file, or a shipped preset: cifar, mnist, mnist_sample "
                                                      "(onecycle presets).",
                                                 autocompletion=completion.config_names)]
@@ -227,16 +261,19 @@ def _max_lr_flag(value: str | None, suggest_key: str | None) -> tuple[object, st
         state = (f"a {summary.get('command')} run with status {summary.get('status')!r}" if summary
                  else "not a onecycle run (no readable summary.json)")
         raise UsageError(f"--max-lr {value}: expected a finished find run, but it is {state}")
-    name = suggest_key or summary.get("suggestion", {}).get("name", "valley")
-    s = summary["suggestions"].get(name)
-    if s is None or not isinstance(s.get("lr"), (int, float)) or not math.isfinite(s["lr"]) or s["lr"] <= 0:
+    # a summary is a file from outside: every level is checked for its type before it is used
+    chosen, suggestions = summary.get("suggestion"), summary.get("suggestions")
+    name = suggest_key or (chosen.get("name") if isinstance(chosen, dict) else None) or "valley"
+    s = suggestions.get(name) if isinstance(suggestions, dict) and isinstance(name, str) else None
+    lr = s.get("lr") if isinstance(s, dict) else None
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise UsageError(f"--max-lr {value}: that find run has no usable {name!r} suggestion")
-    return s["lr"], f"find run {path}: {name}", False
+    return lr, f"find run {path}: {name}", False
 
 
 @app.command()
 def train(config: Config_ = None, set_: Set_ = None,
-          max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT|find|FIND_RUN",
+          max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT|find|FIND_RUN", callback=_path,
                             help="schedule.max_lr: a number, 'find' (range test first), or a find run's directory.")] = None,
           epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None,
           device: Device_ = None, runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None,
@@ -250,10 +287,10 @@ def train(config: Config_ = None, set_: Set_ = None,
               "--tensorboard", help="Also write TensorBoard event files (needs onecycle\\[tensorboard]).")] = None,
           seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N|S1,S2,...",
                            help="Run N seeds (or these seeds) and report mean ± std accuracy.")] = None,
-          resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR",
+          resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", callback=_path,
                             help="Continue an interrupted run from its checkpoint.",
                             autocompletion=completion.resumable_runs)] = None,
-          init: Annotated[Optional[str], typer.Option("--init", metavar="RUN_DIR", help=(
+          init: Annotated[Optional[str], typer.Option("--init", metavar="RUN_DIR", callback=_path, help=(
               "model.init: start from a finished run's weights (every tensor whose shape fits; a head of another "
               "size starts afresh)."), autocompletion=completion.run_dirs)] = None,
           suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="valley|steep|minimum|slide",
@@ -301,16 +338,30 @@ def train(config: Config_ = None, set_: Set_ = None,
     return stop.exit_code if summary["status"] == "interrupted" else 0
 
 
+MAX_SEEDS = 1000  # each seed is a whole training run; a typo of a few digits must not queue millions
+
+
 def _parse_seeds(text: str, base: int) -> list[int]:
+    """--seeds as its list of seeds, every one checked before the first trains."""
+    from .config import SEED_MAX
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",")]
         else:
-            seeds = list(range(base, base + int(text)))
+            count = int(text)
+            seeds = list(range(base, base + count)) if count <= MAX_SEEDS else []
+            if count > MAX_SEEDS:
+                raise UsageError(f"--seeds {text}: expected at most {MAX_SEEDS} seeds (each is a whole training run)")
     except ValueError:
         seeds = []
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {text!r}: expected a count (--seeds 3) or distinct seeds >= 0 (--seeds 0,1,2)")
+    if len(seeds) > MAX_SEEDS:
+        raise UsageError(f"--seeds: {len(seeds)} seeds, expected at most {MAX_SEEDS} (each is a whole training run)")
+    above = next((s for s in seeds if s > SEED_MAX), None)
+    if above is not None:
+        raise UsageError(f"--seeds {text!r}: seed {above} is above {SEED_MAX}, the largest train.seed "
+                         f"(numpy's generator takes no more)")
     return seeds
 
 
@@ -336,8 +387,9 @@ def config_cmd(config: Config_ = None, set_: Set_ = None,
     if json_:
         sys.stdout.write(json.dumps(resolved.config.model_dump(mode="json")) + "\n")
     else:
-        sys.stdout.write(f"# resolved from {resolved.path}\n# model.name: {MODEL_NAMES_HELP}\n"
-                         + to_yaml(resolved.config, COMMANDS))
+        _say(f"# resolved from {resolved.path}")
+        _say(f"# model.name: {MODEL_NAMES_HELP}")
+        sys.stdout.write(to_yaml(resolved.config, COMMANDS))
     return 0
 
 
@@ -360,7 +412,8 @@ def presets_cmd(json_: Annotated[bool, typer.Option("--json", help="Print the pr
 @app.command("init")
 def init_cmd(name: Annotated[str, typer.Argument(metavar="[NAME]", help="A shipped preset (onecycle presets).",
                                                  autocompletion=completion.preset_names)] = "cifar",
-             path: Annotated[Optional[str], typer.Argument(metavar="[PATH]", help="The file to write, or a folder "
+             path: Annotated[Optional[str], typer.Argument(metavar="[PATH]", callback=_path,
+                                                           help="The file to write, or a folder "
                                                            "to write NAME.yaml into (default: ./NAME.yaml).")] = None,
              force: Annotated[bool, typer.Option("--force", help="Replace a file already there.")] = False) -> int:
     """Write an editable copy of a preset, comments and all: onecycle init cifar -> ./cifar.yaml."""
@@ -372,6 +425,9 @@ def init_cmd(name: Annotated[str, typer.Argument(metavar="[NAME]", help="A shipp
     return 0
 
 
+MAX_PREVIEW_STEPS = 2_000_000  # the real scheduler, stepped once per step: about 10 s at this size
+
+
 @app.command("schedule")
 def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                  max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT")] = None,
@@ -379,7 +435,8 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                  schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="NAME")] = None,
                  steps_per_epoch: Annotated[Optional[int], typer.Option(
                      "--steps-per-epoch", min=1, help="Override the count taken from the dataset's known size.")] = None,
-                 out: Annotated[Path, typer.Option("--out", help="Where to write the PNG.")] = Path("schedule.png"),
+                 out: Annotated[Path, typer.Option("--out", callback=_path, help="Where to write the PNG.")
+                                ] = Path("schedule.png"),
                  json_: Json_ = False) -> int:
     """Preview the LR and momentum of every step (each parameter group's, and both cycles of fine-tuning),
     without touching any data."""
@@ -389,6 +446,9 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     from .schedules import check_cycles, cycle_phase_changes, cycles, preview_cycles
     resolved = _resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, schedule=schedule))
     cfg = resolved.config
+    if out.is_dir() or not out.parent.is_dir():  # found now, not after stepping through the schedule
+        raise UsageError(f"--out {out}: " + (f"a directory; expected a file name such as {out / 'schedule.png'}"
+                                             if out.is_dir() else f"the folder {out.parent} does not exist"))
     per_epoch = steps_per_epoch or train_size(cfg.data) // cfg.train.batch_size
     if per_epoch < 1:
         raise UsageError(f"train.batch_size = {cfg.train.batch_size} is larger than the {train_size(cfg.data)} "
@@ -397,6 +457,9 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     plan = cycles(cfg, len(groups))
     check_cycles(plan, per_epoch)
     total = per_epoch * sum(c.epochs for c in plan)
+    if total > MAX_PREVIEW_STEPS:
+        raise UsageError(f"a {total:,}-step schedule ({total // per_epoch:,} epochs x {per_epoch:,} steps) is more than "
+                         f"the {MAX_PREVIEW_STEPS:,} steps a preview walks through: lower --epochs or --steps-per-epoch")
     momentum = cfg.optim.betas[0] if cfg.optim.name == "adamw" else cfg.optim.momentum
     group_lrs, moms = preview_cycles(plan, per_epoch, cfg.optim.name, momentum)
     lrs = group_lrs[-1]  # the head's, as steps.csv's lr column
@@ -433,7 +496,7 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
 
 
 @app.command("plot")
-def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory.",
+def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path, help="A run directory.",
                                                      autocompletion=completion.run_dirs)]) -> int:
     """Redraw a run's PNGs from its files."""
     from .plots import plot_run
@@ -441,7 +504,7 @@ def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A 
         raise UsageError(f"{run_dir}: not a onecycle run directory")
     written, errors = plot_run(run_dir)
     for path in written:
-        print(path)
+        _say(path)
     for e in errors:
         _error(f"plot failed: {e}")
     return 1 if errors else 0
@@ -455,7 +518,7 @@ def _runs_root(runs_dir: str | None, config: str | None = None) -> Path:
 
 @app.command("runs")
 def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
-                 metavar="[DIR]", help="Where the runs are (default: run.root, --runs-dir or ONECYCLE_RUNS).")] = None,
+                 metavar="[DIR]", callback=_path, help="Where the runs are (default: run.root, --runs-dir or ONECYCLE_RUNS).")] = None,
              runs_dir: RunsDir_ = None, config: Config_ = None,
              json_: Annotated[bool, typer.Option("--json", help="Print the runs as one JSON list on stdout.")] = False
              ) -> int:
@@ -478,7 +541,7 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
 
 @app.command("compare")
 def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
-                    metavar="RUN...", help="Run directories (or run ids under the runs root).",
+                    metavar="RUN...", callback=_path, help="Run directories (or run ids under the runs root).",
                     autocompletion=completion.comparable_runs)] = None,
                 last: Annotated[Optional[int], typer.Option("--last", min=2, metavar="N",
                                 help="Compare the N newest train runs instead of naming them.")] = None,
@@ -507,8 +570,9 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
 
 
 @app.command("report")
-def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run (or comparison) directory.",
-                                                       autocompletion=completion.run_dirs)]) -> int:
+def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
+                                                      help="A run (or comparison) directory.",
+                                                      autocompletion=completion.run_dirs)]) -> int:
     """(Re)write a run's self-contained report.html and print its path."""
     from .report import write_run_report
     from .runs import is_run_dir
@@ -516,7 +580,7 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="
         raise UsageError(f"{run_dir}: no such run directory")
     if not is_run_dir(run_dir):
         raise UsageError(f"{run_dir}: not a onecycle run directory (no summary.json or config.yaml)")
-    print(write_run_report(run_dir))
+    _say(write_run_report(run_dir))
     return 0
 
 
@@ -530,7 +594,7 @@ def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = N
     report = check_dataset(resolved.config.data)
     _emit(report, json_)
     if not json_:
-        print(report["message"])
+        _say(report["message"])
     return 0 if report["ok"] else EXIT_USAGE
 
 
@@ -546,7 +610,7 @@ def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ 
         report = check_dataset(resolved.config.data)
     _emit(report, json_)
     if not json_:
-        print(report["message"])
+        _say(report["message"])
     return 0 if report["ok"] else EXIT_USAGE
 
 

@@ -125,6 +125,21 @@ def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
     return out.path, summary
 
 
+def check_summary(summary: dict, path: Path) -> None:
+    """A comparison's summary.json read back (`onecycle report DIR`) is a file from outside: refuse one
+    whose runs and settings are not what `compare` writes, rather than fail halfway through the page."""
+    runs, differing = summary.get("runs"), summary.get("differing", {})
+    number = lambda x: x is None or isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    ok = (isinstance(runs, list) and all(
+        isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("id", "path", "label", "status"))
+        and all(number(r.get(k)) for k in (*RESULTS[1:], "best_epoch")) for r in runs)
+        and isinstance(differing, dict) and all(isinstance(v, list) and len(v) == len(runs) for v in differing.values())
+        and isinstance(summary.get("shared", {}), dict) and isinstance(summary.get("not_read") or {}, dict)
+        and all(isinstance(v, list) and len(v) == len(runs) for v in (summary.get("not_read") or {}).values()))
+    if not ok:
+        raise UsageError(f"{path}/summary.json is not a comparison as onecycle compare writes it; run compare again")
+
+
 def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Columns and rows of the side-by-side table: differing settings, then results."""
     from .display import fmt_time
@@ -150,8 +165,9 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
     """Valid loss and accuracy against epoch, smoothed training loss and LR against step, overlaid."""
-    from .plots import pyplot, save_png
+    from .plots import label as literal, pyplot, save_png
     plt = pyplot()
+    labels = [literal(name) for name in labels]  # run ids and config values, shown as written
     from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
     (valid, acc), (loss, lr) = axes

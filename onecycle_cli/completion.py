@@ -35,7 +35,9 @@ def _safe(complete: Callable[..., Candidates]) -> Callable[..., Candidates]:
 def _help(text: Any) -> str:
     """Help as zsh and fish show it: one short line, with no rich markup to misread (Typer renders it)."""
     from rich.markup import escape
-    text = " ".join(str(text).split())
+
+    from .safe_text import one_line
+    text = one_line(text)  # a run's name or config may hold escape codes: zsh and fish print this help
     return escape(text if len(text) <= 70 else text[:69] + "…")
 
 

@@ -14,16 +14,37 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from . import safe_yaml
 from .errors import ConfigError
+from .safe_files import CONFIG_LIMIT, NotRegularFile, TooLarge, path_problem, read_regular
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+# the largest learning rate, weight decay or eps: beyond it lr x weight_decay (or lr / a bias correction)
+# leaves float32, which torch refuses in the middle of a step instead of letting the run diverge
+FLOAT32_SAFE = 1e18
+LearningRate = Annotated[float, Field(gt=0, le=FLOAT32_SAFE)]
+SEED_MAX = 2**32 - 1  # numpy's generator takes no more, and one seed drives torch, numpy and Python
+
+
+def _path(value: str) -> str:
+    problem = path_problem(value)
+    if problem:
+        raise PydanticCustomError("path", "a path, but it has {problem}", {"problem": problem})
+    return value
+
+
+PATH_CHECK = AfterValidator(_path)
+# a path key: always the text as given (`--runs-dir 2024` is the folder "2024", never the number),
+# checked for what no file system takes before any work starts
+PathStr = Annotated[str, PATH_CHECK]
 
 
 class Section(BaseModel):
@@ -33,7 +54,7 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     dataset: Literal["cifar10", "mnist", "fashion_mnist", "mnist_sample", "synthetic"] = "cifar10"
-    root: str = "data"             # where datasets live (torchvision's layouts); ONECYCLE_DATA or --data-dir
+    root: PathStr = "data"         # where datasets live (torchvision's layouts); ONECYCLE_DATA or --data-dir
     download: bool = True          # fetch a missing dataset when the network allows
     train_size: Optional[PositiveInt] = None  # first N training images only (null: all); synthetic: how many to make
     valid_size: Optional[PositiveInt] = None  # first N test images only (null: all)
@@ -50,6 +71,8 @@ class DataConfig(Section):
     classes: Annotated[int, Field(ge=2, le=1000)] = 10
 
 
+SIMPLE_CNN_MAX_WEIGHTS = 10**9  # 4 GB of float32 weights, before gradients and optimiser state
+
 RESNET_NAMES = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 BUILTIN_MODELS = (*RESNET_NAMES, "simple_cnn")
 # where model names come from; the library checks that the name exists when the model is built
@@ -65,7 +88,7 @@ class ModelConfig(Section):
     # where model.download and the network allow; PATH: a torchvision/timm state_dict, .safetensors or a
     # onecycle checkpoint (checkpoints/last.pt); false: random initialisation
     pretrained: Union[bool, str] = False
-    init: Optional[str] = None     # a onecycle run directory whose weights this run starts from (train --init)
+    init: Optional[PathStr] = None  # a onecycle run directory whose weights this run starts from (train --init)
     download: bool = True          # fetch missing pretrained weights when the network allows
     # simple_cnn only: channels[0] is the input, channels[-1] the number of classes (fastai's actns)
     channels: list[PositiveInt] = [1, 8, 16, 32, 64, 10]
@@ -117,6 +140,13 @@ class ModelConfig(Section):
             raise ValueError(f"model.pretrained = true but the built-in {self.name} has no published weights: give the "
                              f"path of a onecycle checkpoint (model.pretrained=PATH), start from a run with "
                              f"--init RUN_DIR, or use tv:NAME / timm:NAME")
+        if self.name == "simple_cnn":  # a few numbers in YAML must not ask for terabytes of weights
+            ks = self.kernel_sizes * n if len(self.kernel_sizes) == 1 else self.kernel_sizes
+            weights = sum(a * b * k * k for a, b, k in zip(self.channels, self.channels[1:], ks))
+            if weights > SIMPLE_CNN_MAX_WEIGHTS:
+                raise ValueError(f"model.channels = {_clip(str(self.channels))} with model.kernel_sizes = "
+                                 f"{_clip(str(self.kernel_sizes))} make {weights:,} conv weights: expected at most "
+                                 f"{SIMPLE_CNN_MAX_WEIGHTS:,} (4 GB in float32); use a ResNet for a large model")
         return self
 
     @property
@@ -130,12 +160,12 @@ class OptimConfig(Section):
     momentum: Fraction = 0.9       # SGD momentum when the schedule does not cycle it
     nesterov: bool = False
     betas: Annotated[list[Fraction], Field(min_length=2, max_length=2)] = [0.9, 0.99]  # AdamW; beta1 is cycled by 1cycle
-    eps: PositiveFloat = 1e-5      # fastai's Adam eps (torch's 1e-8 is touchier at high LR)
-    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    eps: Annotated[float, Field(gt=0, le=FLOAT32_SAFE)] = 1e-5  # fastai's Adam eps (torch's 1e-8 is touchier at high LR)
+    weight_decay: Annotated[float, Field(ge=0, le=FLOAT32_SAFE)] = 1e-4
     wd_bn_bias: bool = True        # false: spare BatchNorm weights and biases from weight decay (fastai's default)
     # discriminative LRs: the first (body) parameter group peaks at max_lr/lr_mult, the head at max_lr, the groups
     # between geometrically (fastai's slice(max_lr/lr_mult, max_lr); its fine_tune uses 100); 1: one LR for all
-    lr_mult: Annotated[float, Field(ge=1)] = 1.0
+    lr_mult: Annotated[float, Field(ge=1, le=1e6)] = 1.0
     label_smoothing: Fraction = 0.0
 
 
@@ -153,7 +183,7 @@ SHAPES: dict[str, dict[str, Any]] = {
 class ScheduleConfig(Section):
     name: Literal["onecycle", "constant", "step", "cosine"] = "onecycle"
     shape: Literal["fastai", "smith", "torch"] = "fastai"  # which 1cycle (onecycle only)
-    max_lr: PositiveFloat = 0.8    # the peak LR; constant/step/cosine start here
+    max_lr: LearningRate = 0.8    # the peak LR; constant/step/cosine start here
     pct_start: Optional[Annotated[float, Field(gt=0, lt=1)]] = None  # share of steps warming up
     div: Optional[Annotated[float, Field(ge=1)]] = None        # start at max_lr/div
     final_div: Optional[Annotated[float, Field(ge=1)]] = None  # end at max_lr/final_div
@@ -196,7 +226,7 @@ class ScheduleConfig(Section):
 class TrainConfig(Section):
     epochs: PositiveInt = 95
     batch_size: PositiveInt = 512  # global batch, split across GPUs under torchrun
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=SEED_MAX)] = 0
     device: str = "auto"           # auto: CUDA when present, else CPU; or cpu, cuda, cuda:1
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     channels_last: Optional[bool] = None  # null: on for CUDA, where convs run faster in NHWC
@@ -216,9 +246,11 @@ class TrainConfig(Section):
 
 
 class FindConfig(Section):
-    start_lr: PositiveFloat = 1e-7
-    end_lr: PositiveFloat = 10.0
-    num_it: Annotated[int, Field(ge=10)] = 100  # mini-batches; the data is cycled when an epoch is shorter
+    start_lr: LearningRate = 1e-7
+    end_lr: LearningRate = 10.0
+    # mini-batches; the data is cycled when an epoch is shorter. A range test is about 100: past 100,000
+    # it is a training run, and the sweep keeps one loss per batch on the device
+    num_it: Annotated[int, Field(ge=10, le=100_000)] = 100
     mode: Literal["exp", "linear"] = "exp"  # log-linear growth by default, as fastai and Smith
     diverge: Annotated[float, Field(gt=1)] = 4.0  # stop once the smoothed loss exceeds this times the best
     beta: Fraction = 0.98          # smoothing of the loss (exponential moving average, bias-corrected)
@@ -236,7 +268,7 @@ class FindConfig(Section):
 
 
 class RunConfig(Section):
-    root: str = "runs"             # where run directories go; ONECYCLE_RUNS or --runs-dir
+    root: PathStr = "runs"         # where run directories go; ONECYCLE_RUNS or --runs-dir
     tensorboard: bool = False      # also write TensorBoard event files (pip install onecycle[tensorboard])
 
 
@@ -421,51 +453,35 @@ def unread(flat: dict[str, Any], commands: frozenset[str] | set[str] = COMMANDS)
 
 
 # ---------------------------------------------------------------------------------------------
-# YAML: floats written as 1e-4 (PyYAML reads those as strings), duplicate keys refused
+# YAML: read by safe_yaml (YAML 1.2 scalars, unique keys, bounded aliases), path keys kept as text
 
 
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+][0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-
-
-def _mapping_without_duplicates(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
-
-
-def parse_scalar(text: str) -> Any:
-    """A `--set` or environment value, typed as YAML would type it (`1e-4` is a float)."""
+def parse_scalar(text: str, source: str = "") -> Any:
+    """A `--set` or environment value, typed as YAML 1.2 would type it (`1e-4` is a float, `010` is 10)."""
     try:
-        return yaml.load(text, Loader=_Loader) if text.strip() else None
+        return safe_yaml.load(text) if text.strip() else None
+    except safe_yaml.TooBig as e:  # an alias bomb is refused, not read as a very long string
+        raise ConfigError(f"{source or repr(_clip(text))}: {e.problem}") from None
     except yaml.YAMLError:
         return text  # left as a string: the schema says what was expected instead
 
 
-def read_yaml(path: Path) -> dict:
-    """The top-level mapping of a config file, or a ConfigError saying what is wrong with it."""
+def read_yaml(path: Path, follow: bool = True) -> dict:
+    """The top-level mapping of a config file, or a ConfigError saying what is wrong with it.
+
+    Only a regular file of at most CONFIG_LIMIT bytes is read: `--config /dev/zero` or a FIFO would
+    otherwise read (or wait) forever. `follow=False` for a run's own config.yaml (no links).
+    """
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, CONFIG_LIMIT, follow=follow)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config path is a directory, expected a YAML file: {path}") from None
+    except NotRegularFile as e:
+        if e.strerror == "a directory":
+            raise ConfigError(f"config path is a directory, expected a YAML file: {path}") from None
+        raise ConfigError(f"config file {path} is {e.strerror}: expected a YAML file") from None
+    except TooLarge as e:
+        raise ConfigError(f"config file {path} is {e.strerror} for a config: expected a YAML file") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     try:
@@ -475,11 +491,13 @@ def read_yaml(path: Path) -> dict:
     if "\x00" in text:
         raise ConfigError(f"config file {path} is binary: expected a YAML file")
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = safe_yaml.load(text, text_keys=PATH_KEYS, nullable=NULLABLE_PATH_KEYS)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if isinstance(e, safe_yaml.TooBig):  # well formed, but more than any config needs
+            raise ConfigError(f"config file {path}: refused: {problem}") from None
         if "'\\t'" in problem:  # PyYAML: "found character '\t' that cannot start any token"
             problem = "a tab character; YAML indents with spaces only"
         raise ConfigError(f"config file {path}{where}: malformed YAML: {problem}") from None
@@ -513,7 +531,8 @@ def locate_config(config: str | None) -> tuple[str, Path, str | None]:
     config = config or "cifar"
     path = Path(config)
     bare = os.sep not in config and (os.altsep is None or os.altsep not in config)
-    if path.is_file() or (path.suffix in presets.SUFFIXES and os.path.lexists(path)):
+    # a path that exists is that path, even a device or a FIFO: read_yaml says what is wrong with it
+    if path.is_file() or (path.exists() and not path.is_dir()) or (path.suffix in presets.SUFFIXES and os.path.lexists(path)):
         return path.stem, path, None  # read_yaml says what is wrong with a path that cannot be read
     if not bare and path.suffix in presets.SUFFIXES:
         raise ConfigError(f"config file not found: {config}; {presets.not_found(config)}")
@@ -529,6 +548,19 @@ def locate_config(config: str | None) -> tuple[str, Path, str | None]:
     raise ConfigError(f"--config {config}: no such file and no shipped preset of that name; "
                       f"{presets.not_found(config)}")
 
+
+def _is_path(annotation: Any, metadata: tuple = ()) -> bool:
+    return PATH_CHECK in metadata or any(_is_path(a, getattr(a, "__metadata__", ())) for a in get_args(annotation))
+
+
+# every key typed PathStr, found from the schema, so a key added as a path is one at once
+PATH_KEYS = frozenset(f"{section}.{key}" for section, field in Config.model_fields.items()
+                      for key, f in field.annotation.model_fields.items() if _is_path(f.annotation, tuple(f.metadata)))
+
+# of those, the ones that may be unset: a plain `null` in a file is no path (`init: null`)
+NULLABLE_PATH_KEYS = frozenset(f"{section}.{key}" for section, field in Config.model_fields.items()
+                               for key, f in field.annotation.model_fields.items()
+                               if f"{section}.{key}" in PATH_KEYS and type(None) in get_args(f.annotation))
 
 ENV_ALIASES = {"ONECYCLE_DATA": "data.root", "ONECYCLE_RUNS": "run.root", "ONECYCLE_DEVICE": "train.device"}
 
@@ -597,23 +629,25 @@ def resolve(config: str | None = None, sets: list[str] | None = None, flags: dic
         name, path, note = from_file.parent.name, from_file, None
     else:
         name, path, note = locate_config(config)
-    tree = read_yaml(path)
+    tree = read_yaml(path, follow=from_file is None)  # a run's own config.yaml is never read through a link
     sources = {leaf: path.name for leaf in _leaves(tree)}
     environ = os.environ if environ is None else environ
+    # a path is the text as given, never YAML: --runs-dir 2024 is the folder "2024", --data-dir null "null"
+    typed = lambda key, text, source: text if key in PATH_KEYS else parse_scalar(text, source)  # noqa: E731
     for key, text, source in env_overrides(dict(environ)):
-        _put(tree, key, parse_scalar(text), source)
+        _put(tree, key, typed(key, text, source), source)
         sources[key] = source
     flagged: dict[str, str] = {}
     for item in sets or []:
         key, text = parse_set(item)
-        _put(tree, key, parse_scalar(text), f"--set {item}")
+        _put(tree, key, typed(key, text, f"--set {_clip(item)}"), f"--set {item}")
         sources[key] = flagged[key] = f"--set {item}"
     for key, (flag, value) in (flags or {}).items():
         if value is None:
             continue
         if key in flagged:
             raise ConfigError(f"conflicting flags: {flag} {value} and {flagged[key]} both set {key}; give one")
-        value = parse_scalar(value) if isinstance(value, str) else value
+        value = typed(key, value, flag) if isinstance(value, str) else value
         _put(tree, key, value, flag)
         sources[key] = flagged[key] = f"{flag} {value}"
     try:
@@ -638,7 +672,7 @@ def _explain(error: ValidationError, sources: dict[str, str]) -> str:
     # the key itself, its section, or (for a mapping where a value goes) a key under it
     source = next((sources[k] for k in (key, key.rsplit(".", 1)[0]) if k in sources), None) or next(
         (s for k, s in sources.items() if k.startswith(key + ".")), None)
-    where = f" (from {source})" if source else ""
+    where = f" (from {_clip(source)})" if source else ""
     kind, ctx = e["type"], e.get("ctx", {})
     if kind == "extra_forbidden":
         if len(loc) == 1:
@@ -663,7 +697,7 @@ def _explain(error: ValidationError, sources: dict[str, str]) -> str:
     elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()))
-        expected = f"a value {op} {bound:g}" if isinstance(bound, (int, float)) else f"a value {op} {bound}"
+        expected = f"a value {op} {bound:g}" if isinstance(bound, float) else f"a value {op} {bound}"
         if isinstance(value, float) and math.isnan(value):
             expected = "a finite number"
     elif kind in ("too_short", "too_long"):
@@ -675,24 +709,29 @@ def _explain(error: ValidationError, sources: dict[str, str]) -> str:
     if isinstance(value, dict):  # a nested mapping: name its keys, not the whole tree
         return (f"config error: {key} = {{{', '.join(f'{k}: ...' for k in value)}}}{where}: expected {expected}"
                 + ("" if kind in ("model_type", "dict_type") else ", not a mapping"))
-    return f"config error: {key} = {value!r}{where}: expected {expected}"
+    return f"config error: {key} = {_clip(repr(value))}{where}: expected {expected}"
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    """A value or source short enough for a one-line error: a 300-byte path is named, not repeated."""
+    return text if len(text) <= limit else f"{text[:limit - 30]}...({len(text):,} characters)"
 
 
 def to_yaml(cfg: Config, commands: frozenset[str] | set[str] | None = None) -> str:
-    """The resolved config as YAML, every key explicit, in schema order.
+    """The resolved config as YAML, every key explicit, in schema order; read back by safe_yaml the same.
 
     With `commands`, each key that a run of those commands does not read keeps its value (the file
     still loads back) and gets a comment saying when it would be read.
     """
     tree = cfg.model_dump(mode="json")
     if commands is None:
-        return yaml.safe_dump(tree, sort_keys=False, default_flow_style=None, width=100)
+        return safe_yaml.dump(tree, sort_keys=False, default_flow_style=None, width=100)
     why = unread(flatten(tree), commands)
     lines = []
     for section, keys in tree.items():
         lines.append(f"{section}:")
         # block style for the key, flow style inside a list value: `strides: [2]` on one line
-        body = [("  " + yaml.safe_dump({k: v}, sort_keys=False, default_flow_style=None if isinstance(v, list)
+        body = [("  " + safe_yaml.dump({k: v}, sort_keys=False, default_flow_style=None if isinstance(v, list)
                                        else False, width=100).rstrip("\n").replace("\n", "\n  "),
                  why.get(f"{section}.{k}")) for k, v in keys.items()]
         width = max((len(text) for text, _ in body if "\n" not in text), default=0)

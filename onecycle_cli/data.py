@@ -9,7 +9,7 @@ assertion instead of a message naming the file.
 
 from __future__ import annotations
 
-import pickle
+import math
 import struct
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import memory, safe_pickle
 from .config import DataConfig
 from .errors import DataError
 
@@ -92,7 +93,7 @@ def read_idx(path: Path, expect_dims: int) -> np.ndarray:
         raise DataError(f"{path}: idx header cut short ({len(data)} bytes); the file is truncated, download it again")
     dims = struct.unpack(f">{expect_dims}I", data[4:4 + 4 * expect_dims])
     body = data[4 + 4 * expect_dims:]
-    need = int(np.prod(dims))
+    need = math.prod(dims)  # exact: numpy's int64 product wraps (2**31 x 2**31 x 4 is 0)
     if len(body) != need:
         raise DataError(f"{path}: header says {'x'.join(map(str, dims))} = {need} bytes, the file holds "
                         f"{len(body)}: the file is truncated or corrupt; download it again")
@@ -132,7 +133,9 @@ CIFAR_LAYOUT = ("<root>/cifar-10-batches-py/ holding data_batch_1 .. data_batch_
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = safe_pickle.load(f)  # a pickle names functions to call: only numpy's own are admitted
+    except safe_pickle.Refused as e:
+        raise DataError(f"{path}: not a readable CIFAR-10 batch: {e}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions, or download it again") from None
     except Exception as e:  # truncated, not a pickle, or a pickle of classes that are not here: all unreadable
@@ -207,7 +210,7 @@ MNIST_SAMPLE = "assets/mnist_sample.npz"
 
 def load_mnist_sample(cfg: DataConfig) -> Dataset:
     """MNIST's 3s and 7s (fastai's MNIST_SAMPLE: 12,396 train, 2,038 test), bundled in the package."""
-    with resources.files("onecycle_cli").joinpath(MNIST_SAMPLE).open("rb") as f, np.load(f) as z:
+    with resources.files("onecycle_cli").joinpath(MNIST_SAMPLE).open("rb") as f, np.load(f, allow_pickle=False) as z:
         parts = [torch.from_numpy(z[k]) for k in ("x_train", "y_train", "x_valid", "y_valid")]
     return _finish("mnist_sample", parts[0].unsqueeze(1), parts[1], parts[2].unsqueeze(1), parts[3],
                    ["3", "7"], cfg)
@@ -219,8 +222,12 @@ def load_synthetic(cfg: DataConfig) -> Dataset:
     The content depends on the shape only (a fixed generator), never on train.seed, so runs with
     different seeds train on the same data.
     """
-    g = torch.Generator().manual_seed(1234)
     c, s, k = cfg.channels, cfg.image_size, cfg.classes
+    n_train, n_valid = cfg.train_size or 2048, cfg.valid_size or 512
+    # measured: generating takes about 18 bytes per pixel at its peak (float temporaries, then uint8)
+    memory.check(18 * (n_train + n_valid) * c * s * s, f"a synthetic set of {n_train:,} + {n_valid:,} images of "
+                 f"{c}x{s}x{s}", "lower data.image_size, data.train_size or data.valid_size")
+    g = torch.Generator().manual_seed(1234)
     coarse = torch.rand(k, c, max(2, s // 4), max(2, s // 4), generator=g)
     templates = torch.nn.functional.interpolate(coarse, size=(s, s), mode="bilinear", align_corners=False)
 
@@ -230,8 +237,8 @@ def load_synthetic(cfg: DataConfig) -> Dataset:
         x = templates[y].roll(shift, dims=(2, 3)) + 0.35 * torch.randn(n, c, s, s, generator=g)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
 
-    xtr, ytr = make(cfg.train_size or 2048)
-    xva, yva = make(cfg.valid_size or 512)
+    xtr, ytr = make(n_train)
+    xva, yva = make(n_valid)
     return _finish("synthetic", xtr, ytr, xva, yva, [str(i) for i in range(k)],
                    cfg.model_copy(update={"train_size": None, "valid_size": None}))
 

@@ -2,6 +2,9 @@
 
 stdout is kept for `--json`. When stderr is not a terminal (a log file, a CI job) there is no
 colour and no animation: the epoch rows and the final tables are printed as plain lines.
+Everything printed is plain text: strings and table cells pass through `safe_text.plain` and reach
+rich as `Text`, never as markup, so a run named `a[/x]` or holding an ESC prints as it is named. A
+style is only ever one this module sets on its own constant words (`styled`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import Iterator, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
+
+from .safe_text import plain
 
 
 def fmt_time(seconds: float) -> str:
@@ -29,10 +35,22 @@ def fmt_num(x: float | None, digits: int = 6) -> str:
     return f"{x:.{digits}f}"
 
 
+def text(value: object) -> Text:
+    """Any value as rich `Text`: its control characters escaped, its brackets and colons literal."""
+    return value if isinstance(value, Text) else Text(plain(value))
+
+
+def styled(constant: str, style: str) -> Text:
+    """One of our own words in a style (`warning:` in yellow); never for text from outside."""
+    return Text(constant, style=style)
+
+
 class Display:
     def __init__(self, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
-        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)  # paths stay whole
+        # markup and emoji off as a second guard: a string that slips past `text()` is still printed as is
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True,  # paths stay whole
+                                          markup=False, emoji=False)
         self._progress: Progress | None = None
 
     @property
@@ -40,11 +58,13 @@ class Display:
         return self.enabled and self.console.is_terminal
 
     def print(self, *objects, **kwargs) -> None:
+        """Strings are printed as plain text; pass a `Text` (see `styled`) for a style of our own."""
         if self.enabled:
+            objects = tuple(text(o) if isinstance(o, str) else o for o in objects)
             (self._progress.console if self._progress else self.console).print(*objects, **kwargs)
 
     def warn(self, message: str) -> None:
-        self.print(f"[yellow]warning:[/] {message}")
+        self.print(Text.assemble(styled("warning:", "yellow"), " ", text(message)))
 
     @contextlib.contextmanager
     def progress(self, total: int, description: str, completed: int = 0) -> Iterator["ProgressTask"]:
@@ -52,13 +72,13 @@ class Display:
         if not self.live:
             yield ProgressTask(None, None)
             return
-        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        bar = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[info]}", markup=False), TimeElapsedColumn(), TimeRemainingColumn(),
                        console=self.console, transient=True, refresh_per_second=4)
         with bar:
             self._progress = bar
             try:
-                yield ProgressTask(bar, bar.add_task(description, total=total, completed=completed, info=""))
+                yield ProgressTask(bar, bar.add_task(plain(description), total=total, completed=completed, info=""))
             finally:
                 self._progress = None
 
@@ -66,7 +86,7 @@ class Display:
     EPOCH_COLUMNS = ("epoch", "train_loss", "valid_loss", "accuracy", "time")
 
     def epoch_header(self) -> None:
-        self.print("[bold]" + "  ".join(f"{c:<11}" for c in self.EPOCH_COLUMNS).rstrip())
+        self.print(styled("  ".join(f"{c:<11}" for c in self.EPOCH_COLUMNS).rstrip(), "bold"))
 
     def epoch_row(self, row: dict) -> None:
         cells = [str(int(row["epoch"])), fmt_num(row["train_loss"]), fmt_num(row["valid_loss"]),
@@ -74,11 +94,11 @@ class Display:
         self.print("  ".join(f"{c:<11}" for c in cells).rstrip())
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+        t = Table(title=text(title), title_justify="left", show_edge=False, pad_edge=False)
         for c in columns:
-            t.add_column(c)
+            t.add_column(text(c))
         for r in rows:
-            t.add_row(*[str(x) for x in r])
+            t.add_row(*[text(x) for x in r])
         if not self.enabled or self.console.is_terminal:
             self.print(t)
             return
@@ -112,12 +132,12 @@ class Display:
             for x in (marks or {}).values():
                 plt.vline(x)
             marked = "  ".join(f"{name} {x:.2e}" for name, x in (marks or {}).items())
-            plt.title(f"{title}  (| {marked})" if marked else title)
+            plt.title(plain(f"{title}  (| {marked})" if marked else title))
             plt.xlabel("lr (log scale)" if xlog else "step")
             if ylabel:
                 plt.ylabel(ylabel)
-            text = re.sub(r"\x1b\[[0-9;]*m", "", plt.build())  # plain characters: logs and pipes stay clean
-            (self._progress.console if self._progress else self.console).file.write(text.rstrip() + "\n")
+            drawn = re.sub(r"\x1b\[[0-9;]*m", "", plt.build())  # plain characters: logs and pipes stay clean
+            (self._progress.console if self._progress else self.console).file.write(drawn.rstrip() + "\n")
         except Exception as e:  # missing plotext, a terminal too small: say so and go on
             self.print(f"(no text plot: {type(e).__name__}: {e})")
 
@@ -128,5 +148,5 @@ class ProgressTask:
 
     def update(self, completed: int, info: str = "") -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=completed, info=info)
+            self.bar.update(self.task, completed=completed, info=plain(info))
 

@@ -36,6 +36,14 @@ class RunDirError(UsageError):
     """A run directory cannot be created, resumed or read."""
 
 
+class DiskFull(RunDirError):
+    """A write failed for want of space (ENOSPC, or a quota): one line naming the file it was for."""
+
+    def __init__(self, path):
+        super().__init__(f"no space left on {path}")
+        self.path = path
+
+
 class Diverged(OnecycleError):
     """Training produced a non-finite loss; everything recorded before it is kept."""
 

@@ -4,9 +4,11 @@ No test can time a signal from outside to land inside an evaluation, or between 
 write and its rename. So, when ONECYCLE_FAULT names a point, the process sends itself that signal
 when it gets there: a real signal, met by the same handlers as a user's Ctrl-C or kill.
 
-    ONECYCLE_FAULT=POINT[@N]:SIGNAL   the Nth time POINT is reached (default the first)
+    ONECYCLE_FAULT=POINT[@N]:SIGNAL[,...]   the Nth time POINT is reached (default the first); a
+                                            list sends each (a second Ctrl-C at a chosen moment)
     points: step (inside a training step, after the backward pass), eval (inside an evaluation),
-            checkpoint (a checkpoint written to its temporary file, not yet renamed into place)
+            checkpoint (a checkpoint written to its temporary file, not yet renamed into place),
+            sweep (inside a step of a range test, after the optimizer's step)
 
 Unset, as everywhere outside the tests, `fault()` is a dictionary lookup and a comparison.
 """
@@ -20,13 +22,12 @@ _seen: dict[str, int] = {}
 
 
 def fault(point: str) -> None:
-    spec = os.environ.get("ONECYCLE_FAULT")
-    if not spec:
-        return
-    where, _, name = spec.partition(":")
-    target, _, nth = where.partition("@")
-    if target != point:
+    specs = os.environ.get("ONECYCLE_FAULT")
+    if not specs:
         return
     _seen[point] = _seen.get(point, 0) + 1
-    if _seen[point] == int(nth or 1):
-        os.kill(os.getpid(), getattr(signal, name))
+    for spec in specs.split(","):
+        where, _, name = spec.partition(":")
+        target, _, nth = where.partition("@")
+        if target == point and _seen[point] == int(nth or 1):
+            os.kill(os.getpid(), getattr(signal, name))

@@ -16,7 +16,6 @@ import contextlib
 import math
 import random
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,8 +34,8 @@ from .lr_find import find_in_run
 from .models import set_frozen, stat_layers
 from .optim import build_optimizer, leading_groups
 from .pipeline import Pipeline, build_pipeline
-from .plots import plot_run
-from .report import write_run_report
+from . import checkpoint as ckpt
+from .report import write_views
 from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, group_lr_columns, keep_rows, now_iso
 from .schedules import Cycle, build_schedule, check_cycles, cycles, momentum_of
 from .signals import StopFlag
@@ -154,10 +153,12 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
     head = opt.param_groups[lead[-1]]
     steps_log = run.log("steps.csv", STEP_COLUMNS + group_lr_columns(len(lead)))
     metrics_log = run.log("metrics.csv", METRIC_COLUMNS)
-    buffer = StepBuffer(cfg.train.log_every, pipe.device, cycle.name if cycle is not None else "train")
+    # every epoch ends with a flush, so no more than an epoch's steps are ever buffered (log_every 10^9 is fine)
+    capacity = min(cfg.train.log_every, per_epoch)
+    buffer = StepBuffer(capacity, pipe.device, cycle.name if cycle is not None else "train")
     acts = None
     if cfg.train.activation_stats:
-        acts = ActivationStats(stat_layers(pipe.model), cfg.train.log_every, pipe.device)
+        acts = ActivationStats(stat_layers(pipe.model), capacity, pipe.device)
         stats_log, hist_log = run.log("activation_stats.csv", STAT_COLUMNS), run.log("activation_hist.csv", HIST_COLUMNS)
     # summed step by step in float64 on the device: the same additions in the same order however the
     # run is cut, so a resumed run's train_loss is bit-identical
@@ -277,9 +278,7 @@ def load_checkpoint(run: RunDir) -> dict:
         raise RunDirError(f"--resume {run.path}: no checkpoint to resume from (the run stopped before its first "
                           f"epoch ended or its first checkpoint); start it again instead")
     try:
-        with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol before refusing it
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return ckpt.read(path)
     except Exception as e:  # a foreign or damaged file: say so rather than show the unpickler's traceback
         raise RunDirError(f"--resume {run.path}: checkpoint {path.name} cannot be read ({type(e).__name__}); "
                           f"the file is damaged or not onecycle's") from None
@@ -316,9 +315,39 @@ def check_resumable(saved: dict, cfg: Config, total_steps: int, path: Path) -> N
     now = cfg.model_dump(mode="json")
     for section, keys in saved["config"].items():
         for key, old in keys.items():
-            if f"{section}.{key}" not in RESUMABLE and now[section][key] != old:
-                raise RunDirError(f"--resume {path}: {section}.{key} was {old!r} and would become {now[section][key]!r}; "
+            if f"{section}.{key}" not in RESUMABLE and now.get(section, {}).get(key, KeyError) != old:
+                became = now.get(section, {}).get(key, "a key this onecycle does not have")
+                raise RunDirError(f"--resume {path}: {section}.{key} was {old!r} and would become {became!r}; "
                                   f"a resumed run keeps its config (start a new run to change it)")
+
+
+def restore(saved: dict, pipe: Pipeline, total: int, path: Path):
+    """The optimizer, schedule, scaler and loop state of a resumed run, loaded from its checkpoint.
+
+    Everything is checked and loaded here, before any file of the run is written: a checkpoint that
+    does not fit is refused with one line and leaves the run as it was. The scheduler is the one of
+    the cycle the checkpoint was taken in (fine_tune: frozen or unfrozen), made before the states it loads.
+    """
+    cfg = pipe.cfg
+    per_epoch = pipe.batches.steps_per_epoch
+    issue = ckpt.problem(saved, LoopState, total_epochs(cfg), per_epoch)
+    plan = cycles(cfg, len(pipe.groups))
+    if not issue and not 0 <= saved["state"]["cycle"] < len(plan):
+        issue = f"its loop is in cycle {saved['state']['cycle']}, and this run has {len(plan)}"
+    if issue:
+        raise RunDirError(f"--resume {path}: checkpoint last.pt is not one this run can continue: {issue}")
+    check_resumable(saved, cfg, total, path)
+    state = LoopState(**saved["state"])
+    cycle = plan[state.cycle]
+    opt = build_optimizer(cfg.optim, pipe.groups, cfg.schedule.max_lr, fused=pipe.fused)
+    sched = start_cycle(pipe, opt, cycle, fresh=False)
+    scaler = torch.amp.GradScaler() if pipe.precision.needs_scaler else None
+    try:
+        ckpt.load_into(saved, pipe.model, opt, sched, scaler, state.step - cycle.first_epoch * per_epoch)
+        set_rng_states(saved["rng"])
+    except Exception as e:
+        raise ckpt.refused(path, e) from None
+    return opt, sched, scaler, state
 
 
 class Tensorboard:
@@ -419,60 +448,62 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
         total = total_epochs(cfg) * per_epoch
         check_cycles(cycles(cfg, len(pipe.groups)), per_epoch)
         if resume is not None:
-            check_resumable(saved, cfg, total, resume)
+            opt, sched, scaler, state = restore(saved, pipe, total, resume)
     except BaseException:
-        run.close()  # a refused resume lets go of the run at once
+        run.close()  # a refused resume lets go of the run at once, its files untouched
         raise
     if resume is None and dist.main:
         run = RunDir.create(cfg.run.root, "train", resolved.name)
     extra = {"config": resolved.name, "max_lr_source": max_lr_source, "started": now_iso(),
              **describe_model(pipe)}
-    state = LoopState()
+    if resume is None:
+        state = LoopState()
     tb = None
+    outcome = False  # completed, interrupted or diverged: what the exit code says, which views never change
     try:
         if resume is None:
             show_model(display, pipe, extra)
             # the commands that read it: the keys neither reads are marked in the file
-            run.write_text("config.yaml", to_yaml(cfg, {"train", "find"} if find_first else {"train"}))
+            run.write_text("config.yaml", (PENDING_MAX_LR if find_first else "")
+                           + to_yaml(cfg, {"train", "find"} if find_first else {"train"}))
             run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name)
             run.write_json("summary.json", {"command": "train", "status": "running", "config": resolved.name,
                                             "run_dir": str(run.path), "started": extra["started"]})
             if find_first:
+                # until the range test ends, no max_lr is this run's: a summary written meanwhile says so
+                extra.update(max_lr=None, max_lr_source="find: the range test in this run, not finished")
                 suggestion = find_in_run(pipe, run, display, stop)
+                if suggestion is None:  # interrupted: a partial curve's suggestion is no choice at all
+                    extra["max_lr_source"] = "find: none chosen, the range test was interrupted"
+                    summary = summary_of(pipe, run, state, "interrupted", f"interrupted by {stop.name} during the "
+                                         f"range test, before training began: no max_lr was chosen and nothing "
+                                         f"was trained; start the run again (a range test is not resumed)",
+                                         started, extra)
+                    run.write_json("summary.json", summary)
+                    outcome = True
+                    return run, summary
+                del extra["max_lr"]
                 cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"max_lr": suggestion.lr})})
                 pipe.cfg = cfg
                 extra["max_lr_source"] = f"find: {suggestion.name} (range test in this run)"
                 run.write_text("config.yaml", to_yaml(cfg, {"train", "find"}))
                 display.print(f"max_lr {suggestion.lr:.3g} from the range test's {suggestion.name} suggestion")
-                if stop.requested:
-                    summary = summary_of(pipe, run, state, "interrupted", f"interrupted by {stop.name} during the "
-                                         f"range test, before training began", started, extra)
-                    run.write_json("summary.json", summary)
-                    return run, summary
+            opt = build_optimizer(cfg.optim, pipe.groups, cfg.schedule.max_lr, fused=pipe.fused)
+            scaler = torch.amp.GradScaler() if pipe.precision.needs_scaler else None
+            sched = None  # each cycle starts its own
         else:
             previous = run.read_json("summary.json")
             # what the first start loaded is its record: a resume takes its weights from the checkpoint
             extra.update({k: previous[k] for k in ("max_lr_source", "started", "config", "weights") if k in previous})
-            extra["resumed"] = previous.get("resumed", 0) + 1
-        plan = cycles(cfg, len(pipe.groups))  # after the range test: max_lr may come from it
-        extra["cycles"] = [{"name": c.name, "epochs": c.epochs, "frozen": c.frozen, "max_lrs": list(c.max_lrs),
-                            "pct_start": c.schedule.pct_start, "div": c.schedule.div} for c in plan]
-        opt = build_optimizer(cfg.optim, pipe.groups, cfg.schedule.max_lr, fused=pipe.fused)
-        scaler = torch.amp.GradScaler() if pipe.precision.needs_scaler else None
-        sched = None
-        if resume is not None:
-            pipe.model.load_state_dict(saved["model"])
-            state = LoopState(**saved["state"])
-            sched = start_cycle(pipe, opt, plan[state.cycle], fresh=False)  # made before the states it loads
-            opt.load_state_dict(saved["optimizer"])
-            sched.load_state_dict(saved["scheduler"])
-            if scaler is not None and saved["scaler"]:
-                scaler.load_state_dict(saved["scaler"])
-            set_rng_states(saved["rng"])
+            resumed = previous.get("resumed", 0)
+            extra["resumed"] = (resumed if isinstance(resumed, int) and not isinstance(resumed, bool) else 0) + 1
             # records written after the checkpoint belong to a future that will now be replayed
             keep_rows(run.path / "steps.csv", lambda r: r["step"] <= state.step)
             keep_rows(run.path / "metrics.csv", lambda r: r["epoch"] < state.epoch)
             display.print(f"resuming {run.path} at epoch {state.epoch}, step {state.step} of {total}", markup=False)
+        plan = cycles(cfg, len(pipe.groups))  # after the range test: max_lr may come from it
+        extra["cycles"] = [{"name": c.name, "epochs": c.epochs, "frozen": c.frozen, "max_lrs": list(c.max_lrs),
+                            "pct_start": c.schedule.pct_start, "div": c.schedule.div} for c in plan]
         if cfg.run.tensorboard and dist.main:
             tb = Tensorboard(run.path / "tensorboard")
 
@@ -497,13 +528,22 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
                   f"continue with: onecycle train --resume {run.path}")
         summary = summary_of(pipe, run, state, status, reason, started, extra)
         run.write_json("summary.json", summary)
+        outcome = True
         return run, summary
     except Diverged as e:
         run.write_json("summary.json", summary_of(pipe, run, state, "diverged", str(e), started, extra))
+        outcome = True
         raise
     except KeyboardInterrupt:
-        run.write_json("summary.json", summary_of(pipe, run, state, "interrupted", "stopped at once by a second "
-                                                  "SIGINT; the last epoch's checkpoint is kept", started, extra))
+        # the loop may have counted steps, even an epoch, past the checkpoint it could not finish writing:
+        # the summary says what the checkpoint on disk holds, which is what a resume continues from
+        kept = ckpt.kept_state(run.path, LoopState, total_epochs(cfg), pipe.batches.steps_per_epoch)
+        kept = LoopState(**kept) if kept is not None else None
+        reason = ("stopped at once by a second SIGINT; " + (
+            f"the checkpoint of step {kept.step} (epoch {kept.epoch}) is kept; continue with: onecycle train "
+            f"--resume {run.path}" if kept is not None else "no checkpoint had been written; start the run again"))
+        run.write_json("summary.json", summary_of(pipe, run, kept or LoopState(), "interrupted", reason, started, extra))
+        outcome = True
         raise
     except BaseException as e:
         run.write_json("summary.json", summary_of(pipe, run, state, "failed", f"{type(e).__name__}: {e}", started, extra))
@@ -512,9 +552,14 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
         if tb is not None:
             tb.close()
         if dist.main:
-            plot_run(run.path)
-            write_run_report(run.path)
+            problems = write_views(run.path)
+            for problem in problems if outcome else ():  # a failed run has said why; its views are best effort
+                display.warn(problem)
         run.close()
+
+
+# the first line of config.yaml while `train --max-lr find` has not chosen: the value below it is the config's
+PENDING_MAX_LR = "# schedule.max_lr is chosen by this run's range test (train --max-lr find); until it ends, the value below is unused\n"
 
 
 def train_seeds(resolved: Resolved, seeds: list[int], display: Display, stop: StopFlag, dist: Dist = Dist(), *,

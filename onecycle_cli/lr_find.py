@@ -35,8 +35,8 @@ from .loader import TrainBatches, eval_batches
 from .models import set_frozen
 from .optim import build_optimizer
 from .pipeline import Pipeline, Precision, build_pipeline
-from .plots import plot_run
-from .report import write_run_report
+from .faults import fault
+from .report import write_views
 from .rundir import NullRunDir, RunDir, argv, now_iso
 from .schedules import group_ratios
 from .signals import StopFlag
@@ -148,6 +148,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
             else:
                 loss.backward()
                 optimizer.step()
+            fault("sweep")
             sched.step()
             losses[i] = (score() if score is not None else loss).detach().float()
             done = i + 1
@@ -303,15 +304,20 @@ def show_curves(display: Display, curves: list[Curve], chosen: str, note: str = 
                       xlog=True, marks={chosen: main.suggestions[chosen].lr}, ylabel="loss")
 
 
-def find_in_run(pipe: Pipeline, run, display: Display, stop: StopFlag) -> Suggestion:
-    """The range test inside a training run (`train --max-lr find`): recorded there, its suggestion returned."""
+def find_in_run(pipe: Pipeline, run, display: Display, stop: StopFlag) -> Suggestion | None:
+    """The range test inside a training run (`train --max-lr find`): recorded there, its suggestion
+    returned; None when a signal cut it short, since a partial curve's suggestion is no choice."""
     curves = run_curves(pipe, pipe.cfg, display, stop)
     record_curves(run, curves)
-    show_curves(display, curves, pipe.cfg.find.suggest, sweep_note(pipe.cfg, pipe.groups))
-    run.write_json("lr_find.json", {"curves": [c.summary() for c in curves], "chosen": pipe.cfg.find.suggest,
+    chosen = None if stop.requested else pipe.cfg.find.suggest
+    run.write_json("lr_find.json", {"curves": [c.summary() for c in curves], "chosen": chosen,
                                     "frozen": sweeps_frozen(pipe.cfg),
                                     "group_ratios": group_ratios(pipe.cfg, len(pipe.groups), sweeps_frozen(pipe.cfg))})
-    return curves[0].suggestions[pipe.cfg.find.suggest]
+    if chosen is None:
+        display.print(f"range test stopped: {curves[-1].stop_reason}; no max_lr chosen")
+        return None
+    show_curves(display, curves, chosen, sweep_note(pipe.cfg, pipe.groups))
+    return curves[0].suggestions[chosen]
 
 
 def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None = None,
@@ -333,6 +339,7 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
             "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "started": now_iso(),
             "frozen": sweeps_frozen(cfg), "group_ratios": group_ratios(cfg, len(pipe.groups), sweeps_frozen(cfg)),
             "groups": [g.name for g in pipe.groups], "normalize": pipe.normalize}
+    failed = False
     try:
         run.write_text("config.yaml", to_yaml(cfg, {"find"}))
         run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name)
@@ -351,11 +358,13 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
         return run, summary
     except BaseException as e:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        failed = status == "failed"
         run.write_json("summary.json", {**base, "status": status, "stop_reason": f"{type(e).__name__}: {e}",
                                         "wall_seconds": round(time.time() - started, 3)})
         raise
     finally:
         if dist.main:
-            plot_run(run.path)
-            write_run_report(run.path)
+            problems = write_views(run.path)  # views of the records: a warning at most, never the exit code
+            for problem in problems if not failed else ():  # a failed run has said why
+                display.warn(problem)
         run.close()

@@ -15,7 +15,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .rundir import atomic_write_bytes, read_csv
+from .errors import OnecycleError
+from .rundir import atomic_write_bytes, open_csv, read_csv
+from .safe_files import read_json
+from .safe_text import plain
 
 MARKERS = {"valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
 
@@ -35,45 +38,54 @@ def save_png(fig, path: Path) -> Path:
     return path
 
 
+def label(text: object) -> str:
+    """Text from outside (a run's name, a config value) as matplotlib shows it literally: control
+    characters escaped (no "missing glyph" warnings), `$` escaped (no mathtext, which can fail)."""
+    return plain(text).replace("$", r"\$")
+
+
 def _finite(xs: Sequence[float]) -> list[float]:
     return [x for x in xs if x is not None and math.isfinite(x)]
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
     rows = read_csv(run / "lr_find.csv")
     if not rows:
         return None
-    import json
     if curves is None:
         for name in ("summary.json", "lr_find.json"):
-            try:
-                curves = json.loads((run / name).read_text()).get("curves")
-            except (OSError, ValueError):
-                curves = None
-            if curves:
+            curves = (read_json(run / name) or {}).get("curves")
+            if isinstance(curves, list) and curves:
                 break
+        curves = [c for c in curves if isinstance(c, dict)] if isinstance(curves, list) else None
     by_curve: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_curve[str(row["curve"])].append(row)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
     tops, bottoms = [], []
-    for (label, pts), color in zip(by_curve.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
+    for (curve, pts), color in zip(by_curve.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
         lrs, smooth = [p["lr"] for p in pts], [p.get("lag_free_loss", math.nan) for p in pts]
         ax.plot(lrs, [p["loss"] for p in pts], ".", color=color, alpha=0.25, markersize=3)
+        name = label(curve) + " " if len(by_curve) > 1 else ""
         ax.plot(lrs, [p["smooth_loss"] for p in pts], "--", color=color, alpha=0.6, linewidth=1,
-                label=f"{label + ' ' if len(by_curve) > 1 else ''}EMA 0.98 (stop rule; steep, slide)")
-        ax.plot(lrs, smooth, color=color,
-                label=f"{label + ' ' if len(by_curve) > 1 else ''}lag-free smoothing (valley, minimum)")
+                label=f"{name}EMA 0.98 (stop rule; steep, slide)")
+        ax.plot(lrs, smooth, color=color, label=f"{name}lag-free smoothing (valley, minimum)")
         finite = _finite(smooth[: max(1, int(len(smooth) * 0.9))]) + _finite([p["smooth_loss"] for p in pts])
         if finite:
             tops.append(max(finite))
             bottoms.append(min(finite))
-        info = next((c for c in curves or [] if (c.get("label") or "lr_find") == label), None)
-        for name, s in (info or {}).get("suggestions", {}).items():
-            if s.get("lr") and math.isfinite(s["lr"]) and s.get("loss") is not None and math.isfinite(s["loss"]):
-                ax.plot([s["lr"]], [s["loss"]], MARKERS.get(name, "x"), color=color, markersize=8,
-                        markeredgecolor="black", label=f"{label + ' ' if len(by_curve) > 1 else ''}{name} {s['lr']:.2e}")
+        info = next((c for c in curves or [] if (c.get("label") or "lr_find") == curve), None)
+        found = (info or {}).get("suggestions")
+        for rule, s in (found.items() if isinstance(found, dict) else []):
+            lr, loss = (s.get("lr"), s.get("loss")) if isinstance(s, dict) else (None, None)
+            if _number(lr) and lr > 0 and _number(loss):
+                ax.plot([lr], [loss], MARKERS.get(rule, "x"), color=color, markersize=8,
+                        markeredgecolor="black", label=f"{name}{label(rule)} {lr:.2e}")
     ax.set_xscale("log")
     if tops:
         span = max(tops) - min(bottoms)
@@ -81,7 +93,7 @@ def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("loss")
     stop = next((c.get("stop_reason") for c in curves or [] if c.get("stop_reason")), "")
-    ax.set_title("LR range test" + (f"\n{stop}" if stop else ""), fontsize=10)
+    ax.set_title("LR range test" + (f"\n{label(stop)}" if stop else ""), fontsize=10)
     ax.grid(True, alpha=0.3)  # major lines only: minor ones over nine decades cost more to draw than the rest
     ax.legend(fontsize=8)
     return save_png(fig, run / "lr_find.png")
@@ -94,8 +106,8 @@ def schedule_figure(steps: Sequence[int], lrs: Sequence[float] | dict[str, Seque
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     series = lrs if isinstance(lrs, dict) else {"": lrs}
-    for label, ys in series.items():
-        a.plot(steps, ys, label=label or None)
+    for name, ys in series.items():
+        a.plot(steps, ys, label=label(name) or None)
     peaks = [max(_finite(ys) or [0]) for ys in series.values()]
     if len(series) > 1:
         a.legend(fontsize=7)
@@ -112,7 +124,7 @@ def schedule_figure(steps: Sequence[int], lrs: Sequence[float] | dict[str, Seque
         for ax in (a, b):
             ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
         a.annotate(name, (step, a.get_ylim()[1]), fontsize=7, rotation=90, va="top", ha="right", color="grey")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(label(title), fontsize=11)
     return save_png(fig, path)
 
 
@@ -168,7 +180,7 @@ def curves_png(run: Path) -> Path | None:
     b.set_xlabel("epoch")
     c.set_title("mean |gradient| over all parameters", fontsize=10)
     c.set_xlabel("step")
-    fig.suptitle(run.name, fontsize=11)
+    fig.suptitle(label(run.name), fontsize=11)
     return save_png(fig, run / "curves.png")
 
 
@@ -179,7 +191,7 @@ def activations_png(run: Path) -> Path | None:
     if not stats_path.exists():
         return None
     series: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    with open(stats_path, newline="") as f:
+    with open_csv(stats_path) as f:
         for r in csv.DictReader(f):
             if None in r.values():
                 continue
@@ -187,7 +199,7 @@ def activations_png(run: Path) -> Path | None:
                 series[r["layer"]][k].append(float(r[k]))
     hists: dict[str, list[list[float]]] = defaultdict(list)
     if hist_path.exists():
-        with open(hist_path, newline="") as f:
+        with open_csv(hist_path) as f:
             for r in csv.DictReader(f):
                 if None in r.values():
                     continue
@@ -203,7 +215,7 @@ def activations_png(run: Path) -> Path | None:
     top = [fig.add_subplot(grid[0, i * (2 * cols // 3):(i + 1) * (2 * cols // 3)]) for i in range(3)]
     for name in layers:
         s = series[name]
-        top[0].plot(s["step"], s["mean"], linewidth=0.8, label=name)
+        top[0].plot(s["step"], s["mean"], linewidth=0.8, label=label(name))
         top[1].plot(s["step"], s["std"], linewidth=0.8)
         top[2].plot(s["step"], s["near_zero"], linewidth=0.8)
     for ax, title in zip(top, ("mean", "std", "share near zero")):
@@ -215,13 +227,18 @@ def activations_png(run: Path) -> Path | None:
         ax = fig.add_subplot(grid[1 + i // cols, (i % cols) * 2:(i % cols) * 2 + 2])
         h = np.array(hists.get(name) or [[0.0]])
         ax.imshow(np.log1p(h).T, origin="lower", aspect="auto", cmap="viridis")
-        ax.set_title(f"{name}: histogram over steps", fontsize=8)
+        ax.set_title(f"{label(name)}: histogram over steps", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     return save_png(fig, run / "activations.png")
 
 
 PLOTTERS = (lr_find_png, schedule_png, curves_png, activations_png)
+
+
+def reason(e: Exception) -> str:
+    """An error as the end of a one-line warning: ours say it all, others need their kind."""
+    return str(e) if isinstance(e, OnecycleError) else f"{type(e).__name__}: {e}"
 
 
 def plot_run(run: Path) -> tuple[list[Path], list[str]]:
@@ -231,7 +248,7 @@ def plot_run(run: Path) -> tuple[list[Path], list[str]]:
         try:
             path = plotter(run)
         except Exception as e:  # a plot is a view of the records: losing it must not lose the run
-            errors.append(f"{plotter.__name__}: {type(e).__name__}: {e}")
+            errors.append(f"{plotter.__name__.replace('_png', '.png')} not written: {reason(e)}")
             continue
         if path is not None:
             written.append(path)

@@ -3,7 +3,9 @@
 The page is self-contained so it survives being mailed, copied off a GPU box or opened from disk:
 the PNGs are embedded as base64 data URIs, the CSS is inline, nothing is fetched. Like the plots it
 is derived only from the run's files, and it must be writable for any directory a run can leave
-behind (killed before its first epoch, a failed range test), so every part is optional.
+behind (killed before its first epoch, a failed range test), so every part is optional. Only the
+PNGs a run writes are embedded, by name, and only when they are regular files holding a PNG: a
+link named `curves.png` (or `secret.png`) never carries another file into a page that gets shared.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 from .display import fmt_num, fmt_time
 from .rundir import atomic_write_text, read_csv
 from .runs import commands_of, describe, read_config, read_json
+from .safe_files import PNG_LIMIT, read_regular
 
-# the order a reader wants them in; any other PNG the directory holds follows, by name
+# every PNG a run or a comparison writes, in the order a reader wants them; nothing else is embedded
 PNG_ORDER = ("compare.png", "lr_find.png", "schedule.png", "curves.png", "activations.png")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -76,24 +80,36 @@ def _num(x, digits: int = 6) -> str | None:
     return fmt_num(float(x), digits) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
+def write_views(run: Path) -> list[str]:
+    """Redraw a run's PNGs and write its report.html; what could not be written, one line each.
+
+    They are views of the records, so a failure here (a full disk, a name matplotlib cannot draw) is
+    a warning for the caller to show: it never changes a run's outcome or its exit code.
+    """
+    from .plots import plot_run, reason
+    _, problems = plot_run(run)
+    try:
+        write_run_report(run)
+    except Exception as e:
+        problems.append(f"report.html not written: {reason(e)}")
+    return problems
+
+
 def _seconds(x) -> str | None:
     return f"{fmt_time(x)} ({x:.1f} s)" if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
 def _images(run: Path) -> str:
-    try:
-        pngs = [p for p in run.iterdir() if p.suffix == ".png" and p.is_file() and not p.name.startswith(".")]
-    except OSError:
-        return ""
-    pngs.sort(key=lambda p: (PNG_ORDER.index(p.name) if p.name in PNG_ORDER else len(PNG_ORDER), p.name))
     parts = []
-    for p in pngs:
+    for name in PNG_ORDER:
         try:
-            data = base64.b64encode(p.read_bytes()).decode("ascii")
+            data = read_regular(run / name, PNG_LIMIT)  # no link followed, no FIFO waited on
         except OSError:
             continue
-        parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{escape(p.name)}">'
-                     f"<figcaption>{escape(p.name)}</figcaption></figure>\n")
+        if not data.startswith(PNG_MAGIC):
+            continue
+        parts.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}" '
+                     f'alt="{escape(name)}"><figcaption>{escape(name)}</figcaption></figure>\n')
     return "".join(parts)
 
 
@@ -136,7 +152,10 @@ def _settings(config: dict | None, commands: frozenset[str]) -> str:
 
 
 def _epochs(run: Path) -> str:
-    rows = read_csv(run / "metrics.csv")
+    try:
+        rows = read_csv(run / "metrics.csv")
+    except OSError:  # a link or a FIFO in its place: the page goes without its epoch table
+        return ""
     if not rows:
         return ""
     # formatted as the terminal's epoch table, so a number read there can be found here
@@ -149,18 +168,20 @@ def _epochs(run: Path) -> str:
 
 def _suggestions(run: Path, summary: dict) -> str:
     found = summary if summary.get("command") == "find" else read_json(run / "lr_find.json") or {}
-    curves = found.get("curves") if isinstance(found.get("curves"), list) else []
+    curves = [c for c in found.get("curves") or [] if isinstance(c, dict)] if isinstance(found.get("curves"), list) else []
     chosen = (found.get("suggestion") or {}).get("name") if isinstance(found.get("suggestion"), dict) \
         else found.get("chosen")
     rows = []
     for c in curves:
-        for name, s in (c.get("suggestions") or {}).items():
+        suggestions = c.get("suggestions") if isinstance(c.get("suggestions"), dict) else {}
+        for name, s in suggestions.items():
+            s = s if isinstance(s, dict) else {}
             lr, loss = s.get("lr"), s.get("loss")
             rows.append([c.get("label") or "lr_find", name + (" (used)" if name == chosen else ""),
-                         f"{lr:.3e}" if isinstance(lr, (int, float)) else "-", _num(loss, 4) or "-", s.get("note") or ""])
+                         f"{lr:.3e}" if _num(lr) else "-", _num(loss, 4) or "-", s.get("note") or ""])
     if not rows:
         return ""
-    stops = "".join(f"<li>{escape(c.get('label') or 'lr_find')}: {escape(str(c.get('stop_reason') or c.get('stop')))}"
+    stops = "".join(f"<li>{escape(str(c.get('label') or 'lr_find'))}: {escape(str(c.get('stop_reason') or c.get('stop')))}"
                     f"</li>" for c in curves)
     return ("<h2>Suggested max_lr</h2>\n" + _table(["curve", "suggestion", "lr", "loss", "note"], rows, {2, 3})
             + (f"<ul>{stops}</ul>\n" if stops else ""))
@@ -229,9 +250,10 @@ def write_run_report(run_dir: Path) -> Path:
 
 def write_compare_report(compare_dir: Path) -> Path:
     """Write `<compare_dir>/report.html` from the comparison's summary.json and compare.png."""
-    from .compare import fmt_value, table
+    from .compare import check_summary, fmt_value, table
     out_dir = Path(compare_dir)
     summary = read_json(out_dir / "summary.json") or {}
+    check_summary(summary, out_dir)
     runs = summary.get("runs") or []
     columns, rows = table(summary)
     links = []

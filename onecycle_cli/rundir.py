@@ -2,13 +2,16 @@
 
 Every file in it is either written whole (a temporary file in the same directory, fsync, rename)
 or appended a line at a time and flushed, so whatever kills a run leaves each file readable: the
-previous checkpoint, a CSV missing only its unfinished line, the last summary written.
+previous checkpoint, a CSV missing only its unfinished line, the last summary written. No file of a
+run is opened through a symbolic link (`safe_files`), and a run directory that holds one is not
+resumed: what a run writes stays inside it.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import errno
 import fcntl
 import io
 import json
@@ -16,14 +19,16 @@ import math
 import os
 import platform
 import socket
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import RunDirError
-from .faults import fault
+from .errors import DiskFull, RunDirError
+from .safe_files import (CSV_LIMIT, NotRegularFile, atomic_write_bytes, atomic_write_text, check_regular_or_dir,
+                         no_space, open_append, open_regular, read_json as read_json_file)
 
 if TYPE_CHECKING:
     import torch
@@ -38,21 +43,6 @@ METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "valid_loss",
 def group_lr_columns(groups: int) -> list[str]:
     """steps.csv's LR of each parameter group, body (lr_0) to head."""
     return [f"lr_{i}" for i in range(groups)]
-
-
-def atomic_write_bytes(path: Path, data: bytes, point: str = "") -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if point:
-        fault(point)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def json_safe(value: Any) -> Any:
@@ -82,23 +72,34 @@ class CsvLog:
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
-        fresh = not path.exists() or path.stat().st_size == 0
-        self.file = open(path, "a", newline="")
+        try:
+            self.file = open_append(path)
+        except NotRegularFile as e:
+            raise RunDirError(f"{path} is {e.strerror}: a run's records are its own files; not writing through it") from None
         self.writer = csv.writer(self.file)
-        if fresh:
-            self.writer.writerow(columns)
+        if os.fstat(self.file.fileno()).st_size == 0:
+            self._flushed(lambda: self.writer.writerow(columns))
+
+    def _flushed(self, write) -> None:
+        try:
+            write()
             self.file.flush()
+        except OSError as e:
+            if no_space(e):
+                raise DiskFull(self.path) from None
+            raise
 
     def write(self, row: dict) -> None:
-        self.writer.writerow([_cell(row.get(c)) for c in self.columns])
-        self.file.flush()
+        self._flushed(lambda: self.writer.writerow([_cell(row.get(c)) for c in self.columns]))
 
     def write_many(self, rows: Iterable[dict]) -> None:
-        self.writer.writerows([_cell(r.get(c)) for c in self.columns] for r in rows)
-        self.file.flush()
+        self._flushed(lambda: self.writer.writerows([_cell(r.get(c)) for c in self.columns] for r in rows))
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:  # the last flush of a full disk: already reported by the write that failed
+            pass
 
 
 def _cell(value: Any) -> Any:
@@ -116,11 +117,19 @@ def _value(text: str | None):
         return text  # a label (the curve of lr_find.csv, the layer of activation_stats.csv)
 
 
+def open_csv(path: Path):
+    """A run's CSV for reading, as text: never through a link, never a FIFO, never past CSV_LIMIT."""
+    return io.TextIOWrapper(open_regular(path, CSV_LIMIT), encoding="utf-8", errors="replace", newline="")
+
+
 def read_csv(path: Path) -> list[dict]:
-    """Rows of a run's CSV, numbers as floats; an unfinished last line (a killed writer) is skipped."""
-    if not path.exists():
+    """Rows of a run's CSV, numbers as floats; an unfinished last line (a killed writer) is skipped.
+    None there: no rows. A link or a FIFO in its place: an OSError for the caller to report."""
+    try:
+        f = open_csv(path)
+    except FileNotFoundError:
         return []
-    with open(path, newline="") as f:
+    with f:
         reader = csv.DictReader(f)
         rows = [{k: _value(v) for k, v in raw.items()} for raw in reader if None not in raw and None not in raw.values()]
     return rows
@@ -128,9 +137,11 @@ def read_csv(path: Path) -> list[dict]:
 
 def keep_rows(path: Path, keep) -> None:
     """Rewrite a CSV with only the rows `keep(row)` accepts (resume drops what came after the checkpoint)."""
-    if not path.exists():
+    try:
+        f = open_csv(path)
+    except FileNotFoundError:
         return
-    with open(path, newline="") as f:
+    with f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         rows = [r for r in reader if None not in r and None not in r.values()
@@ -197,6 +208,8 @@ class RunDir:
         try:
             root.mkdir(exist_ok=True)
         except OSError as e:
+            if no_space(e):
+                raise DiskFull(root) from None
             raise RunDirError(f"runs root {root} cannot be created: {e.strerror}") from None
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = f"{stamp}-{command}-{_slug(config_name)}"
@@ -207,6 +220,8 @@ class RunDir:
             except FileExistsError:
                 continue
             except OSError as e:
+                if no_space(e):
+                    raise DiskFull(path) from None
                 raise RunDirError(f"runs root {root} is not writable: {e.strerror}") from None
             run = cls(path)
             run.lock()
@@ -221,6 +236,7 @@ class RunDir:
             raise RunDirError(f"--resume {path}: no such run directory")
         if not (path / "config.yaml").is_file():
             raise RunDirError(f"--resume {path}: not a onecycle run directory (no config.yaml)")
+        cls.check_own_files(path)
         run = cls(path)
         run.lock()
         # a writer killed between its temporary file and the rename leaves the temporary file behind
@@ -228,8 +244,42 @@ class RunDir:
             stale.unlink(missing_ok=True)
         return run
 
+    @staticmethod
+    def check_own_files(path: Path) -> None:
+        """Refuse a run directory holding a symbolic link (or a FIFO, a device) where its files go:
+        resuming appends to its CSVs and rewrites its summary, and must never do so through a link."""
+        for folder in (path, path / "checkpoints"):
+            try:
+                entries = sorted(os.listdir(folder))
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise RunDirError(f"--resume {path}: {folder} cannot be read ({e.strerror})") from None
+            if folder != path and check_regular_or_dir(folder):
+                raise RunDirError(f"--resume {path}: checkpoints is {check_regular_or_dir(folder)}: a run's files "
+                                  f"are its own, so it is not resumed (copy the run without links to continue it)")
+            for name in entries:
+                problem = check_regular_or_dir(folder / name)
+                if problem:
+                    raise RunDirError(f"--resume {path}: {(folder / name).relative_to(path)} is {problem}: a run's "
+                                      f"files are its own, so it is not resumed (copy the run without links to "
+                                      f"continue it)")
+
     def lock(self) -> None:
-        self._lock_file = open(self.path / ".lock", "a+")
+        path = self.path / ".lock"
+        try:
+            # no link followed (a .lock pointing at ~/.bashrc would be truncated), no FIFO waited on
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if no_space(e):
+                raise DiskFull(path) from None
+            what = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
+            raise RunDirError(f"run {self.path}: .lock cannot be opened ({what}); not writing through it") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunDirError(f"run {self.path}: .lock is not a regular file; not writing through it")
+        os.set_blocking(fd, True)
+        self._lock_file = os.fdopen(fd, "r+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -237,10 +287,17 @@ class RunDir:
             holder = self._lock_file.read().strip() or "another process"
             self._lock_file.close()
             raise RunDirError(f"run {self.path} is in use by {holder}: wait for it to finish") from None
-        self._lock_file.seek(0)
-        self._lock_file.truncate()
-        self._lock_file.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        self._lock_file.flush()
+        try:
+            self._lock_file.seek(0)
+            self._lock_file.truncate()
+            self._lock_file.write(f"pid {os.getpid()} on {socket.gethostname()}")
+            self._lock_file.flush()
+        except OSError as e:
+            self._lock_file.close()
+            self._lock_file = None
+            if no_space(e):
+                raise DiskFull(path) from None
+            raise
 
     def close(self) -> None:
         for log in self._logs.values():
@@ -263,8 +320,16 @@ class RunDir:
         return self._logs[name]
 
     def save_checkpoint(self, state: dict) -> None:
-        (self.path / "checkpoints").mkdir(exist_ok=True)
-        atomic_save(state, self.path / "checkpoints" / "last.pt")
+        folder = self.path / "checkpoints"
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as e:
+            if no_space(e):
+                raise DiskFull(folder) from None
+            raise
+        if check_regular_or_dir(folder):  # a link made since the run began: never write through it
+            raise RunDirError(f"{folder} is {check_regular_or_dir(folder)}; not writing a checkpoint through it")
+        atomic_save(state, folder / "last.pt")
 
     def write_meta(self, argv: list[str], device: "torch.device", seed: int, world: int = 1, **extra) -> None:
         import torch
@@ -275,11 +340,8 @@ class RunDir:
             "pid": os.getpid(), "started": now_iso(), "cwd": os.getcwd(), **extra})
 
     def read_json(self, name: str) -> dict:
-        try:
-            data = json.loads((self.path / name).read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}  # a list or a number is no more a summary than garbage
+        # a list, a number, a link or a FIFO is no more a summary than garbage
+        return read_json_file(self.path / name) or {}
 
 
 class NullRunDir(RunDir):

@@ -9,16 +9,18 @@ Nothing here may crash on what it finds: a listing is most needed when something
 from __future__ import annotations
 
 import fcntl
-import json
 import math
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
 import yaml
 
 from .errors import UsageError
+from .safe_files import CONFIG_LIMIT, read_json as read_json_file, read_regular
+from .safe_yaml import load as load_yaml
 
 STAMP = re.compile(r"^(\d{8}-\d{6})-")  # RunDir.create's prefix: the start of the run, to the second
 
@@ -26,10 +28,13 @@ STAMP = re.compile(r"^(\d{8}-\d{6})-")  # RunDir.create's prefix: the start of t
 def lock_held(path: Path) -> bool | None:
     """Is the run's `.lock` held by a live process? None when there is no lock file to ask."""
     try:
-        fd = os.open(path / ".lock", os.O_RDONLY)
+        # a FIFO named .lock would block a plain open forever; a link is not the run's lock
+        fd = os.open(path / ".lock", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         # a shared lock conflicts with the run's exclusive one and with nothing else of ours
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -43,21 +48,13 @@ def lock_held(path: Path) -> bool | None:
         os.close(fd)
 
 
-def read_json(path: Path) -> dict | None:
-    """A JSON object, {} when the file is absent, None when it is there but unreadable."""
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+read_json = read_json_file  # a JSON object, {} when absent, None when there but unreadable (safe_files)
 
 
 def read_config(path: Path) -> dict | None:
-    """A run's config.yaml as nested dicts, {} when absent, None when unreadable."""
+    """A run's config.yaml as nested dicts, {} when absent, None when unreadable (or an alias bomb)."""
     try:
-        value = yaml.safe_load((path / "config.yaml").read_text())
+        value = load_yaml(read_regular(path / "config.yaml", CONFIG_LIMIT).decode("utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
@@ -113,7 +110,7 @@ def _order(path: Path) -> tuple[str, int]:
     within one second the lock file, created as the run starts, breaks the tie."""
     m = STAMP.match(path.name)
     try:
-        locked = (path / ".lock").stat().st_mtime_ns
+        locked = (path / ".lock").lstat().st_mtime_ns
     except OSError:
         locked = 0
     if m:

@@ -137,11 +137,11 @@ def preview_cycles(plan: list[Cycle], steps_per_epoch: int, optimizer: str = "sg
     for c in plan:
         steps = c.epochs * steps_per_epoch
         sched = build_schedule(c.schedule, opt, steps, list(c.max_lrs), c.name)
+        opt.step()  # once a cycle, so its scheduler knows the optimizer stepped (no gradients: nothing moves)
         for _ in range(steps):
             for i, g in enumerate(opt.param_groups):
                 lrs[i].append(g["lr"])
             moms.append(momentum_of(opt.param_groups[-1]))
-            opt.step()
             sched.step()
     return lrs, moms
 

@@ -1,0 +1,776 @@
+"""The attack corpus (issue 12): onecycle fed what a hostile user, a hostile file or a full disk gives it.
+
+Each case runs the real CLI, grouped by the issue's classes of fault. A case that is refused must
+end as every bad input does (tests/test_bad_inputs.py): exit 2, one line on stderr naming what is
+wrong, no traceback, nothing on stdout, no run directory left but a failed one, no existing summary
+touched. A case that runs (a runs root named `a[/x]`, a report that cannot be written) must end with
+its outcome's exit code, and each case checks what the attack was after (a file written through a
+link, a command run from a pickle, an escape sequence on the terminal) did not happen.
+
+    python tests/test_attacks.py      # cases per class, for the README
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shlex
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import Result, assert_usage_error, run_process, write_cifar
+from test_bad_inputs import MNIST, HIDDEN_WARNINGS, Given, assert_nothing_left_behind, mnist, records
+
+
+@dataclass
+class Attack:
+    """`onecycle ARGS` after `setup` laid out its files; exit `code`, stderr holding every fragment,
+    then `check(given, result, names)` for what the attack was after."""
+
+    args: str
+    code: int
+    fragments: tuple[str, ...]
+    setup: Callable[[Given], dict] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    check: Callable | None = None
+    process: bool = False  # a real process: signals, or a regression that would hang (a FIFO) times out
+
+
+def attack(id: str, args: str, code: int, *fragments: str, setup=None, env=None, check=None, process=False,
+           marks=()):
+    return pytest.param(Attack(args, code, fragments, setup, env or {}, check, process), id=id, marks=marks)
+
+
+def refused(id: str, args: str, *fragments: str, **kwargs):
+    return attack(id, args, 2, *fragments, **kwargs)
+
+
+FIND_FITS_KB = 60  # a tmpfs where a 10-step range test's records fit but its plot and report do not
+MNIST_SAMPLE = "--config mnist_sample --set data.train_size=256 --set data.valid_size=64 --batch-size 32"
+CIFAR = ("--config cifar --data-dir data --set data.download=false --set model.name=resnet20 --set train.epochs=1 "
+         "--batch-size 8")
+BATCHES = "data/cifar-10-batches-py"
+CANARY = "PWNED"
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. data files never run code: a CIFAR-10 batch is a pickle, and a pickle can name any function
+
+class Call:
+    """Pickles as a call of `fn(*args)`: what a hostile batch holds."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def hostile_batch(batch: str, content: Callable[[Path], bytes]):
+    """A tiny CIFAR-10 whose `batch` is replaced by `content(canary path)`."""
+    def setup(given: Given) -> dict:
+        write_cifar(given.root / "data")
+        (given.root / BATCHES / batch).write_bytes(content(given.root / CANARY))
+        return {}
+    return setup
+
+
+def ran_nothing(given: Given, result: Result, names: dict) -> None:
+    assert not (given.root / CANARY).exists(), "the pickle ran its command"
+
+
+def touch(canary: Path) -> str:
+    return f"touch {shlex.quote(str(canary))}"
+
+
+CODE_CASES = [
+    refused("os.system in a batch", f"train {CIFAR}", f"{BATCHES}/data_batch_1", "posix.system",
+            "data files never run code",
+            setup=hostile_batch("data_batch_1", lambda c: pickle.dumps(Call(os.system, touch(c)))), check=ran_nothing),
+    refused("subprocess.Popen in the test batch", f"find {CIFAR}", f"{BATCHES}/test_batch", "subprocess.Popen",
+            setup=hostile_batch("test_batch", lambda c: pickle.dumps(Call(subprocess.Popen, ["touch", str(c)]))),
+            check=ran_nothing),
+    refused("eval in a batch", f"train {CIFAR}", "data_batch_3", "builtins.eval",
+            setup=hostile_batch("data_batch_3", lambda c: pickle.dumps(
+                Call(eval, f"__import__('os').system({touch(c)!r})"))), check=ran_nothing),
+    refused("protocol-0 pickle calling os.system", f"find {CIFAR}", "data_batch_2", "os.system",
+            setup=hostile_batch("data_batch_2", lambda c: f"cos\nsystem\n(S'{touch(c)}'\ntR.".encode()),
+            check=ran_nothing),
+    refused("Python 2 pickle calling __builtin__.exec", f"train {CIFAR}", "data_batch_4", "__builtin__.exec",
+            setup=hostile_batch("data_batch_4", lambda c: (
+                f"c__builtin__\nexec\n(S\"__import__('os').system({touch(c)!r})\"\ntR.").encode()),
+            check=ran_nothing),
+    refused("a numpy function that runs code", f"train {CIFAR}", "numpy.testing._private.utils.runstring",
+            setup=hostile_batch("data_batch_5", lambda c: (
+                "cnumpy.testing._private.utils\nrunstring\n"
+                f"(S\"__import__('os').system({touch(c)!r})\"\n(dtR.").encode()), check=ran_nothing),
+    refused("a real batch with a call hidden in its labels", f"find {CIFAR}", "data_batch_1", "posix.system",
+            setup=hostile_batch("data_batch_1", lambda c: pickle.dumps(
+                {b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2, Call(os.system, touch(c)), 3]})),
+            check=ran_nothing),
+    refused("_codecs.encode with another codec", f"train {CIFAR}", "data_batch_1", "_codecs.encode", "rot13",
+            setup=hostile_batch("data_batch_1", lambda c: b"c_codecs\nencode\n(X\x05\x00\x00\x00hello"
+                                b"X\x05\x00\x00\x00rot13tR.")),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. nothing outside the run directory is written, and no other file is read into a report
+
+def interrupted_copy(given: Given, name: str = "run") -> Path:
+    """A copy of the session's interrupted run (epoch 1 of 2 done), ready to resume."""
+    path = given.root / "given" / name
+    shutil.copytree(given.request.getfixturevalue("interrupted_run"), path)
+    return path
+
+
+def victim(given: Given) -> Path:
+    path = given.root / "victim.txt"
+    path.write_text("a file outside the run\n")
+    return path
+
+
+def link_in_run(name: str, target: str = "victim"):
+    """An interrupted run whose `name` is a link to a file outside it (or to a folder, `target='dir'`)."""
+    def setup(given: Given) -> dict:
+        run, outside = interrupted_copy(given), victim(given)
+        if target == "dir":
+            outside = given.root / "elsewhere"
+            shutil.copytree(run / name, outside)
+            shutil.rmtree(run / name)
+        else:
+            (run / name).unlink(missing_ok=True)
+        (run / name).symlink_to(outside)
+        return {"run": run}
+    return setup
+
+
+def victim_untouched(given: Given, result: Result, names: dict) -> None:
+    assert (given.root / "victim.txt").read_text() == "a file outside the run\n"
+
+
+def fifo_in_run(name: str):
+    def setup(given: Given) -> dict:
+        run = interrupted_copy(given)
+        (run / name).unlink(missing_ok=True)
+        os.mkfifo(run / name)
+        return {"run": run}
+    return setup
+
+
+SECRET = "SECRET-0123456789"
+
+
+def finished_with(links: tuple[str, ...] = (), files: dict[str, bytes] | None = None):
+    """A copy of a finished run with `links` to a secret file outside it, and `files` replaced."""
+    def setup(given: Given) -> dict:
+        run = given.run("onecycle", "finished")
+        (given.root / "secret.txt").write_text(SECRET)
+        for name in links:
+            (run / name).unlink(missing_ok=True)
+            (run / name).symlink_to(given.root / "secret.txt")
+        for name, data in (files or {}).items():
+            (run / name).write_bytes(data)
+        return {"run": run}
+    return setup
+
+
+def report_leaks_nothing(given: Given, result: Result, names: dict) -> None:
+    import base64
+    page = (names["run"] / "report.html").read_text()
+    assert base64.b64encode(SECRET.encode()).decode()[:16] not in page and SECRET not in page
+    assert (given.root / "secret.txt").read_text() == SECRET
+    assert 'alt="schedule.png"' in page  # the run's own plots are still embedded
+
+
+def planted_temporary(given: Given) -> dict:
+    run = given.run("onecycle", "planted")
+    outside = victim(given)
+    (run / f".report.html.{os.getpid()}.tmp").symlink_to(outside)  # the name the in-process writer will use
+    return {"run": run}
+
+
+def png_linked_to_victim(given: Given) -> dict:
+    run = given.run("onecycle", "plotted")
+    (run / "curves.png").unlink()
+    (run / "curves.png").symlink_to(victim(given))
+    return {"run": run}
+
+
+def plot_replaces_the_link(given: Given, result: Result, names: dict) -> None:
+    victim_untouched(given, result, names)
+    assert not (names["run"] / "curves.png").is_symlink() and (names["run"] / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+LINK_CASES = [
+    refused(".lock linked to a file", "train --resume {run}", ".lock is a symbolic link", "not resumed",
+            setup=link_in_run(".lock"), check=victim_untouched),
+    refused("steps.csv linked to a file", "train --resume {run}", "steps.csv is a symbolic link",
+            setup=link_in_run("steps.csv"), check=victim_untouched),
+    refused("metrics.csv linked to a file", "train --resume {run}", "metrics.csv is a symbolic link",
+            setup=link_in_run("metrics.csv"), check=victim_untouched),
+    refused("summary.json linked to a file", "train --resume {run}", "summary.json is a symbolic link",
+            setup=link_in_run("summary.json"), check=victim_untouched),
+    refused("checkpoints linked to a folder", "train --resume {run}", "checkpoints is a symbolic link",
+            setup=link_in_run("checkpoints", target="dir")),
+    refused("the checkpoint linked to a file", "train --resume {run}", "checkpoints/last.pt is a symbolic link",
+            setup=link_in_run("checkpoints/last.pt"), check=victim_untouched),
+    refused(".lock that is a FIFO", "train --resume {run}", ".lock is a FIFO", setup=fifo_in_run(".lock"),
+            process=True),
+    attack("report with a PNG linked to a secret", "report {run}", 0, setup=finished_with(links=("secret.png",)),
+           check=report_leaks_nothing),
+    attack("report with curves.png linked to a secret", "report {run}", 0, setup=finished_with(links=("curves.png",)),
+           check=report_leaks_nothing),
+    attack("report with a PNG name holding text", "report {run}", 0,
+           setup=finished_with(links=("curves.png",), files={"lr_find.png": SECRET.encode()}),
+           check=report_leaks_nothing),
+    attack("report with its temporary file planted as a link", "report {run}", 0, setup=planted_temporary,
+           check=victim_untouched),
+    attack("plot over a PNG linked to a file", "plot {run}", 0, setup=png_linked_to_victim,
+           check=plot_replaces_the_link),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. text from outside is never markup or control codes
+
+ESC_NAME = "run\x1b[2J\x1b]0;owned\x07\rname"
+
+
+def no_control_codes(given: Given, result: Result, names: dict) -> None:
+    out = result.stdout + result.stderr
+    for c in "\x1b\x07\r\x9b\u202e":
+        assert c not in out, f"{c!r} reached the terminal"
+
+
+def a_root(name: str, *runs: str):
+    """A runs root `name` holding copies of the session's runs."""
+    def setup(given: Given) -> dict:
+        root = given.root / name
+        root.mkdir(parents=True)
+        for kind in runs:
+            shutil.copytree(given.request.getfixturevalue("tiny_runs")[kind], root / f"20240101-00000{len(list(root.iterdir()))}-{kind}")
+        return {"root": root}
+    return setup
+
+
+def escaped_name(given: Given) -> dict:
+    root = given.root / "runs"
+    root.mkdir()
+    shutil.copytree(given.request.getfixturevalue("tiny_runs")["onecycle"], root / ESC_NAME)
+    return {}
+
+
+def json_summary(status: str):
+    def check(given: Given, result: Result, names: dict) -> None:
+        summary = result.json()
+        assert summary["status"] == status and Path(summary["run_dir"]).is_dir()
+        no_control_codes(given, result, names)
+    return check
+
+
+def mentions(*texts: str):
+    def check(given: Given, result: Result, names: dict) -> None:
+        for t in texts:
+            assert t in result.stderr + result.stdout, f"{t!r} not shown"
+        no_control_codes(given, result, names)
+    return check
+
+
+def make_dir(name: str):
+    return lambda given: (given.root / name).mkdir(parents=True) or {}
+
+
+TEXT_CASES = [
+    attack("train --json under a runs root named a[/x]", f"train {MNIST_SAMPLE} --epochs 1 --runs-dir 'a[/x]' --json",
+           0, setup=make_dir("a["), check=json_summary("completed")),
+    attack("an interrupted run under exp[lr=0.1] prints its whole --resume command",
+           f"train {MNIST_SAMPLE} --epochs 2 --runs-dir 'exp[lr=0.1]'", 130, "continue with: onecycle train --resume "
+           "exp[lr=0.1]/", setup=make_dir("exp[lr=0.1]"), env={"ONECYCLE_FAULT": "step@3:SIGINT"}, process=True,
+           check=no_control_codes),
+    attack("runs under a root named a[/x]", "runs 'a[/x]'", 0, "1 run in a[/x]", setup=a_root("a[/x]", "onecycle"),
+           check=no_control_codes),
+    attack("compare under a root named exp[lr=0.1]", "compare --last 2 --runs-dir 'exp[lr=0.1]'", 0,
+           "exp[lr=0.1]/", setup=a_root("exp[lr=0.1]", "onecycle", "constant"), check=no_control_codes),
+    attack("runs of a run named with ESC, BEL and CR", "runs", 0, "run\\x1b[2J\\x1b]0;owned\\x07\\x0dname",
+           setup=escaped_name, check=no_control_codes),
+    attack("compare of a run named with ESC, BEL and CR", f"compare runs/{shlex.quote(ESC_NAME)} {{other}}", 0,
+           "run\\x1b[2J", setup=lambda g: {**escaped_name(g), "other": g.request.getfixturevalue("tiny_runs")["constant"]},
+           check=no_control_codes),
+    refused("an error naming a config path with ESC", f"train --config {shlex.quote(ESC_NAME + '.yaml')}",
+            "no such file", "run\\x1b[2J\\x1b]0;owned\\x07 name.yaml", check=no_control_codes),
+    refused("an error naming a value with a right-to-left override", "train --set 'train.device=cpu\u202egpu'",
+            "train.device = 'cpu\\u202egpu'", check=no_control_codes),
+    refused("rich markup in a value is shown as written", "train --set 'train.device=[bold red]gpu[/]'",
+            "train.device = '[bold red]gpu[/]'"),
+    attack("an emoji code in a runs root is shown as written", f"find {MNIST_SAMPLE} --num-it 10 --runs-dir ':fire:'",
+           0, setup=make_dir(":fire:"), check=mentions("run: :fire:/")),
+    attack("runs under a root that is not UTF-8", "runs", 0, "runs\\xff", setup=lambda g: {
+        "moved": shutil.copytree(g.request.getfixturevalue("tiny_runs")["find"], g.root / "runs\udcff" / "a-find")},
+           env={"ONECYCLE_RUNS": "runs\udcff"}, check=no_control_codes),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. the exit code is the outcome's: views that cannot be written are warnings
+
+def blocked_views(*names: str, fixture: str = "interrupted_run"):
+    """A copy of a run to resume, with `names` made folders so that writing them fails."""
+    def setup(given: Given) -> dict:
+        run = given.root / "given" / "blocked"
+        shutil.copytree(given.request.getfixturevalue(fixture), run)
+        for name in names:
+            (run / name).unlink(missing_ok=True)
+            (run / name).mkdir()
+        return {"run": run}
+    return setup
+
+
+def warned(name: str, status: str):
+    """A warning names the view not written; the summary (on stdout with --json, and on disk) is the outcome's."""
+    def check(given: Given, result: Result, files: dict) -> None:
+        assert f"warning: {name} not written" in result.stderr, result.stderr
+        assert json.loads((files["run"] / "summary.json").read_text())["status"] == status
+        if status != "diverged":  # a diverged run says so as its error line, and prints no summary
+            assert "onecycle: error" not in result.stderr and result.json()["status"] == status
+    return check
+
+
+def views_warned_on_a_full_disk(given: Given, result: Result, names: dict) -> None:
+    assert result.json()["status"] == "completed"
+    assert "warning:" in result.stderr and "no space left on" in result.stderr, result.stderr
+    assert not list(Path(names["root"]).rglob("*.tmp")), "a temporary file was left on the full disk"
+
+
+OUTCOME_CASES = [
+    attack("a completed resume whose report.html cannot be written", "train --resume {run} --json", 0,
+           setup=blocked_views("report.html"), check=warned("report.html", status="completed")),
+    attack("a completed resume whose curves.png cannot be written", "train --resume {run} --json", 0,
+           setup=blocked_views("curves.png"), check=warned("curves.png", status="completed")),
+    attack("a diverged run whose report cannot be written", "train --resume {run} --json", 3,
+           "training diverged", setup=blocked_views("report.html", fixture="diverging_run"),
+           check=warned("report.html", status="diverged")),
+    attack("a SIGTERM'd run whose report cannot be written", "train --resume {run} --json", 143,
+           setup=blocked_views("report.html"), env={"ONECYCLE_FAULT": "step@2:SIGTERM"}, process=True,
+           check=warned("report.html", status="interrupted")),
+    attack("train --json under a runs root that is not UTF-8", f"train {MNIST_SAMPLE} --epochs 1 --json", 0,
+           env={"ONECYCLE_RUNS": "runs\udcff"}, check=json_summary("completed")),
+    attack("find --json whose views meet a full disk", f"find {MNIST_SAMPLE} --num-it 10 --json --runs-dir {{root}}",
+           0, setup=lambda g: {"root": g.request.getfixturevalue("full_disk")(FIND_FITS_KB)},
+           check=views_warned_on_a_full_disk),
+]
+
+# ------------------------------------------------------------------------------------------------
+# 5. small inputs, bounded work
+
+LAUGHS = ("{a: &a [x,x,x,x,x,x,x,x,x], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+          "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c], e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], "
+          "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f], h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g], i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]}")
+
+
+def a_file(name: str, content: str | bytes):
+    return lambda given: given.file(name, content) and {}
+
+
+def a_fifo(name: str):
+    return lambda given: os.mkfifo(given.root / name) or {}
+
+
+def completed_quickly(given: Given, result: Result, names: dict) -> None:
+    assert json.loads(result.stdout)["status"] == "completed"
+
+
+def run_with(name: str, make: Callable[[Path], None], kind: str = "onecycle"):
+    """A copy of a finished run in runs/, `make(path of name)` applied to one of its files."""
+    def setup(given: Given) -> dict:
+        run = given.root / "runs" / "20240101-000000-train-x"
+        shutil.copytree(given.request.getfixturevalue("tiny_runs")[kind], run)
+        (run / name).unlink(missing_ok=True)
+        make(run / name)
+        return {"run": run}
+    return setup
+
+
+def listed(status: str):
+    def check(given: Given, result: Result, names: dict) -> None:
+        assert f"{status}" in result.stderr + result.stdout, result.stderr
+    return check
+
+
+BOUND_CASES = [
+    refused("alias bomb in a config file", "train --config bomb.yaml", "bomb.yaml", "more than 100,000 values",
+            setup=a_file("bomb.yaml", f"train:\n  seed: {LAUGHS}\n")),
+    refused("alias bomb in --set", f"find --set 'train.seed={LAUGHS}'", "--set train.seed=", "more than 100,000"),
+    refused("alias bomb in an ONECYCLE_ variable, read by runs", "runs", "ONECYCLE_TRAIN__SEED", "more than 100,000",
+            env={"ONECYCLE_TRAIN__SEED": LAUGHS}),
+    refused("alias bomb in an ONECYCLE_ variable, read by config", "config", "ONECYCLE_OPTIM__BETAS", "aliases",
+            env={"ONECYCLE_OPTIM__BETAS": "[" + ",".join(["&a [1]"] + ["*a"] * 300) + "]"}),
+    refused("an alias inside its own anchor", "train --config loop.yaml", "contains itself",
+            setup=a_file("loop.yaml", "train: &a\n  seed: *a\n")),
+    refused("nesting a thousand deep in --set", "train --set 'model.channels=" + "[" * 1000 + "]" * 1000 + "'",
+            "nested more than 32 levels"),
+    refused("a 5000-digit integer", "train --set 'train.seed=" + "9" * 5000 + "'", "train.seed = '99999",
+            "an integer"),
+    refused("--config /dev/zero", "config --config /dev/zero", "/dev/zero is a device", process=True),
+    refused("--config a FIFO", "config --config pipe.yaml", "pipe.yaml is a FIFO", setup=a_fifo("pipe.yaml"),
+            process=True),
+    refused("--config of two megabytes", "config --config big.yaml", "big.yaml is 2,097,152 bytes",
+            setup=a_file("big.yaml", "#" * (2 << 20))),
+    attack("train.log_every of a billion", f"train {MNIST_SAMPLE} --epochs 1 --set train.log_every=1000000000 --json",
+           0, check=completed_quickly),
+    refused("find --num-it of a billion", "find --num-it 1000000000", "find.num_it = 1000000000", "<= 100000"),
+    refused("--seeds of two hundred million", "train --seeds 200000000", "--seeds 200000000", "at most 1000"),
+    refused("a synthetic set larger than memory", "train --dataset synthetic --set data.image_size=512 "
+            "--set data.train_size=10000000", "synthetic set of 10,000,000", "more than the", "GB available"),
+    refused("simple_cnn of ninety billion weights", "train --config mnist_sample --set model.channels=[1,100000,100000,2]"
+            " --set model.kernel_sizes=[3]", "90,002,700,000 conv weights", "at most 1,000,000,000"),
+    refused("schedule --epochs of a billion", "schedule --epochs 1000000000", "steps a preview walks through",
+            "--epochs"),
+    refused("schedule --steps-per-epoch of a billion", "schedule --steps-per-epoch 1000000000 --epochs 95",
+            "95,000,000,000-step schedule"),
+    attack("runs with a .lock that is a FIFO", "runs", 0, "1 run in runs", process=True,
+           setup=run_with(".lock", os.mkfifo), check=listed("completed")),
+    attack("runs with a summary.json that is a FIFO", "runs", 0, process=True,
+           setup=run_with("summary.json", os.mkfifo), check=listed("unreadable")),
+    refused("--max-lr naming a run whose summary is a FIFO", "train --max-lr {run}", "no readable summary.json",
+            setup=run_with("summary.json", os.mkfifo, kind="find"), process=True),
+    attack("report of a run whose metrics.csv is a FIFO", "report {run}", 0, process=True,
+           setup=run_with("metrics.csv", os.mkfifo)),
+    attack("runs with a config.yaml that is an alias bomb", "runs --json", 0,
+           setup=run_with("config.yaml", lambda p: p.write_text(f"train:\n  seed: {LAUGHS}\n")),
+           check=lambda g, r, f: json.loads(r.stdout)[0]["status"] == "completed" or pytest.fail(r.stdout)),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. what passes validation runs: what would fail later is refused now
+
+LONG = "x" * 300  # one path part over the 255 bytes every common file system takes
+
+
+def checkpoint_changed(change: Callable[[dict], None]):
+    """An interrupted run whose checkpoint unpickles but was changed by `change`."""
+    def setup(given: Given) -> dict:
+        run = interrupted_copy(given)
+        saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+        change(saved)
+        torch.save(saved, run / "checkpoints" / "last.pt")
+        return {"run": run}
+    return setup
+
+
+def first_tensor(d: dict) -> str:
+    return next(k for k, v in d.items() if torch.is_tensor(v) and v.dim())
+
+
+def a_find_summary(**changes):
+    def setup(given: Given) -> dict:
+        return {"run": given.run("find", "a-find", **changes)}
+    return setup
+
+
+VALIDATION_CASES = [
+    refused("--seed 2**32", "train --seed 4294967296", "train.seed = 4294967296", "<= 4294967295"),
+    refused("--seeds crossing 2**32", f"train {MNIST_SAMPLE} --epochs 1 --seeds 4294967295,4294967296",
+            "seed 4294967296 is above 4294967295"),
+    refused("--seeds counting past 2**32", f"train {MNIST_SAMPLE} --epochs 1 --set train.seed=4294967294 --seeds 3",
+            "seed 4294967296 is above"),
+    refused("max_lr that overflows float32", "train --max-lr 3.5e38", "schedule.max_lr = 3.5e+38", "<= 1e+18"),
+    refused("weight decay that overflows float32 with the LR", "train --set optim.weight_decay=1e30",
+            "optim.weight_decay = 1e+30", "<= 1e+18"),
+    refused("end_lr that overflows float32", "find --end-lr 1e39", "find.end_lr = 1e+39", "<= 1e+18"),
+    refused("--runs-dir with a part over 255 bytes", f"train --runs-dir {LONG}", "run.root", "a part of 300 bytes"),
+    refused("--data-dir with a part over 255 bytes", f"find --data-dir data/{LONG}", "data.root", "a part of 300 bytes"),
+    refused("--config with a part over 255 bytes", f"config --config {LONG}.yaml", "--config", "a part of 305 bytes"),
+    refused("--resume with a part over 255 bytes", f"train --resume {LONG}", "--resume", "a part of 300 bytes"),
+    refused("--max-lr with a part over 255 bytes", f"train --max-lr runs/{LONG}", "--max-lr", "a part of 300"),
+    refused("schedule --out with a part over 255 bytes", f"schedule --out {LONG}.png", "--out", "a part of 304"),
+    refused("runs DIR with a part over 255 bytes", f"runs {LONG}", "DIR", "a part of 300 bytes"),
+    refused("compare with a part over 255 bytes", f"compare {LONG} {LONG}2", "RUN", "a part of 300 bytes"),
+    refused("report with a part over 255 bytes", f"report {LONG}", "RUN_DIR", "a part of 300 bytes"),
+    refused("plot with a part over 255 bytes", f"plot {LONG}", "RUN_DIR", "a part of 300 bytes"),
+    refused("init PATH with a part over 255 bytes", f"init cifar {LONG}.yaml", "PATH", "a part of 305 bytes"),
+    refused("data check --data-dir with a part over 255 bytes", f"data check --data-dir {LONG}", "data.root",
+            "a part of 300 bytes"),
+    refused("ONECYCLE_RUNS with a part over 255 bytes", "runs", "ONECYCLE_RUNS", "a part of 300 bytes",
+            env={"ONECYCLE_RUNS": LONG}),
+    refused("a data root holding a NUL", "config --config nul.yaml", "data.root", "a NUL character",
+            setup=a_file("nul.yaml", 'data:\n  root: "da\\0ta"\n')),
+    refused("a checkpoint without its optimizer", "train --resume {run}", "'optimizer' is NoneType",
+            setup=checkpoint_changed(lambda c: c.pop("optimizer"))),
+    refused("a checkpoint of another model's shapes", "train --resume {run}", "does not fit this run", "size mismatch",
+            setup=checkpoint_changed(lambda c: c["model"].__setitem__(first_tensor(c["model"]), torch.zeros(3)))),
+    refused("a checkpoint whose loop step is text", "train --resume {run}", "loop state's step is 'abc'",
+            setup=checkpoint_changed(lambda c: c["state"].__setitem__("step", "abc"))),
+    refused("a checkpoint past the end of its run", "train --resume {run}", "which no run of",
+            setup=checkpoint_changed(lambda c: c["state"].update(step=10**9, epoch=10**6))),
+    refused("a checkpoint whose optimizer state fits no parameter", "train --resume {run}", "optimizer state",
+            "for a parameter of shape", setup=checkpoint_changed(lambda c: [
+                s.__setitem__(k, torch.zeros(7)) for s in c["optimizer"]["state"].values()
+                for k in list(s) if torch.is_tensor(s[k]) and s[k].dim()])),
+    refused("a checkpoint of another schedule's length", "train --resume {run}", "scheduler state 'total_steps'",
+            setup=checkpoint_changed(lambda c: c["scheduler"].__setitem__("total_steps", 5))),
+    refused("a find summary whose suggestions are a list", "train --max-lr {run}", "no usable 'valley' suggestion",
+            setup=a_find_summary(suggestions=[1, 2])),
+    refused("a find summary whose chosen name is a list", "train --max-lr {run}", "no usable",
+            setup=a_find_summary(suggestion={"name": ["valley"]})),
+    refused("a find summary whose suggestion is text", "train --max-lr {run}", "no usable 'valley' suggestion",
+            setup=a_find_summary(suggestions={"valley": "0.01"})),
+    refused("a find summary whose lr is true", "train --max-lr {run}", "no usable 'valley' suggestion",
+            setup=a_find_summary(suggestions={"valley": {"lr": True}})),
+    refused("an idx header whose sizes multiply past 2**64", f"train {MNIST}", "t10k-images-idx3-ubyte",
+            "header says 2147483648x2147483648x4 = 18446744073709551616 bytes, the file holds 0",
+            setup=mnist(lambda raw: (raw / "t10k-images-idx3-ubyte").write_bytes(
+                b"\x00\x00\x08\x03" + struct.pack(">3I", 2**31, 2**31, 4)))),
+    refused("report of a comparison whose summary is not one", "report cmp", "cmp/summary.json is not a comparison",
+            setup=a_file("cmp/summary.json", '{"command": "compare", "runs": [1, {"id": 2}], "differing": [1]}')),
+    attack("report of a find run whose summary fields have the wrong types", "report {run}", 0,
+           setup=a_find_summary(curves=[1, {"suggestions": [1]}, {"suggestions": {"valley": 3}}], suggestion=[1],
+                                best=5, final="x", wall_seconds="fast", batch_size=[]),
+           check=lambda g, r, f: (f["run"] / "report.html").is_file() or pytest.fail("no report")),
+    refused("a YAML key that is a list", "train --config keys.yaml", "keys.yaml line 2", "a key that is a list",
+            setup=a_file("keys.yaml", "train:\n  ? [seed]\n  : 1\n")),
+    refused("a YAML key that is a mapping", "find --config keys.yaml", "a key that is a mapping",
+            setup=a_file("keys.yaml", "{train: 1}: 2\n")),
+    refused("a --set value with a list key", "train --set 'model.channels={[1]: 2}'", "model.channels = '{[1]: 2}'",
+            "a list"),
+    refused("schedule --out into a missing folder", "schedule --out nowhere/s.png", "--out nowhere/s.png",
+            "the folder nowhere does not exist"),
+    refused("schedule --out onto a folder", "schedule --out .", "--out .", "a directory"),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. a path is a path; numbers are read as YAML 1.2 reads them
+
+def resolved(**expected):
+    """`onecycle config --json` printed a config with these dotted keys at these values."""
+    def check(given: Given, result: Result, names: dict) -> None:
+        cfg = result.json()
+        for dotted, value in expected.items():
+            section, key = dotted.split("__")
+            assert cfg[section][key] == value, (dotted, cfg[section][key])
+    return check
+
+
+PATH_CASES = [
+    attack("--runs-dir 2024 is the folder 2024", "config --runs-dir 2024 --json", 0, check=resolved(run__root="2024")),
+    attack("--runs-dir 1e3 is the folder 1e3", "config --runs-dir 1e3 --json", 0, check=resolved(run__root="1e3")),
+    attack("--data-dir null is the folder null", "config --data-dir null --json", 0, check=resolved(data__root="null")),
+    attack("ONECYCLE_RUNS=2024 is the folder 2024", "config --json", 0, env={"ONECYCLE_RUNS": "2024"},
+           check=resolved(run__root="2024")),
+    attack("ONECYCLE_DATA__ROOT=~ is the folder ~", "config --json", 0, env={"ONECYCLE_DATA__ROOT": "~"},
+           check=resolved(data__root="~")),
+    attack("--set run.root=010 is the folder 010", "config --set run.root=010 --json", 0,
+           check=resolved(run__root="010")),
+    attack("root: 2024 in a YAML file is the folder 2024", "config --config paths.yaml --json", 0,
+           setup=a_file("paths.yaml", "run:\n  root: 2024\ndata:\n  root: yes\n"),
+           check=resolved(run__root="2024", data__root="yes")),
+    attack("a quoted path keeps its text", "config --config paths.yaml --json", 0,
+           setup=a_file("paths.yaml", "run:\n  root: '2024 runs'\n"), check=resolved(run__root="2024 runs")),
+    refused("--runs-dir '' (an unset variable)", "config --runs-dir ''", "run.root = ''", "no characters"),
+    refused("--seed 1:30 is not sexagesimal 90", "config --seed 1:30", "train.seed = '1:30'", "an integer"),
+    attack("--epochs 010 is ten, not octal eight", "config --epochs 010 --json", 0, check=resolved(train__epochs=10)),
+    attack("0x10 is sixteen and 0o17 fifteen, as YAML 1.2", "config --set train.seed=0x10 --set train.epochs=0o17 --json",
+           0, check=resolved(train__seed=16, train__epochs=15)),
+    refused("yes is not a boolean", "config --set data.flip=yes", "data.flip = 'yes'", "true or false"),
+    refused("off in a YAML file is not a boolean", "config --config off.yaml", "data.crop = 'off'", "true or false",
+            setup=a_file("off.yaml", "data:\n  crop: off\n")),
+    refused("1_000 is not a thousand", "config", "train.epochs = '1_000'", "an integer",
+            env={"ONECYCLE_TRAIN__EPOCHS": "1_000"}),
+    refused("a date is not a timestamp", "config --set train.seed=2024-01-01", "train.seed = '2024-01-01'"),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. an interrupted `--max-lr find` records no LR, and a second Ctrl-C no epoch it did not keep
+
+def no_lr_recorded(given: Given, result: Result, names: dict) -> None:
+    run = next((given.root / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["max_lr"] is None, summary
+    assert "no max_lr was chosen" in summary["stop_reason"] and "start the run again" in summary["stop_reason"]
+    assert (run / "config.yaml").read_text().startswith("# schedule.max_lr is chosen by this run's range test")
+    assert json.loads((run / "lr_find.json").read_text())["chosen"] is None
+
+
+def kept_what_it_claims(given: Given, result: Result, names: dict) -> None:
+    run = next((given.root / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    kept = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert summary["status"] == "interrupted" and "second SIGINT" in summary["stop_reason"]
+    assert (summary["epochs_done"], summary["steps"]) == (kept["epoch"], kept["step"]) == (1, 8), summary
+    assert not list(run.rglob("*.tmp"))
+
+
+LR_CASES = [
+    attack("SIGTERM during the range test of train --max-lr find", f"train {MNIST_SAMPLE} --epochs 2 --max-lr find",
+           143, "no max_lr chosen", env={"ONECYCLE_FAULT": "sweep@5:SIGTERM"}, process=True, check=no_lr_recorded),
+    attack("a second SIGINT while the epoch's checkpoint is written", f"train {MNIST_SAMPLE} --epochs 3", 130,
+           env={"ONECYCLE_FAULT": "eval@2:SIGINT,checkpoint@2:SIGINT"}, process=True, check=kept_what_it_claims),
+    refused("--resume of a run whose range test was interrupted", "train --resume {run}", "no checkpoint to resume from",
+            "start it again", setup=lambda g: {"run": shutil.copytree(g.request.getfixturevalue("find_interrupted_run"),
+                                                                       g.root / "given" / "find-first")}),
+]
+
+
+CLASSES = {
+    "data files never run code": CODE_CASES,
+    "nothing outside the run directory is written or embedded": LINK_CASES,
+    "text from outside is never markup or control codes": TEXT_CASES,
+    "the exit code is the outcome's": OUTCOME_CASES,
+    "small inputs, bounded work": BOUND_CASES,
+    "what passes validation runs": VALIDATION_CASES,
+    "a path is a path; YAML 1.2 numbers": PATH_CASES,
+    "an interrupted --max-lr find records no false LR": LR_CASES,
+}
+ALL = [case for cases in CLASSES.values() for case in cases]
+
+
+# ------------------------------------------------------------------------------------------------
+# the runs these cases start from, made once
+
+
+def _train(root: Path, *args: str, env: dict | None = None) -> Result:
+    return run_process("train", *MNIST_SAMPLE.split(), "--set", "train.log_every=1", *args, env=env, cwd=root)
+
+
+@pytest.fixture(scope="session")
+def interrupted_run(tmp_path_factory) -> Path:
+    """A train run stopped by SIGINT in its second epoch (8 steps an epoch, 2 epochs): resumable."""
+    root = tmp_path_factory.mktemp("interrupted")
+    r = _train(root, "--epochs", "2", env={"ONECYCLE_FAULT": "step@11:SIGINT"})
+    assert r.code == 130, r.stderr
+    return next((root / "runs").iterdir())
+
+
+@pytest.fixture(scope="session")
+def diverging_run(tmp_path_factory) -> Path:
+    """A run at max_lr 1e12 stopped after its first step: resumed, it diverges (a NaN by step 3)."""
+    root = tmp_path_factory.mktemp("diverging")
+    r = _train(root, "--epochs", "2", "--max-lr", "1e12", env={"ONECYCLE_FAULT": "step@1:SIGINT"})
+    assert r.code == 130, r.stderr
+    return next((root / "runs").iterdir())
+
+
+@pytest.fixture(scope="session")
+def find_interrupted_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("find-interrupted")
+    r = _train(root, "--epochs", "2", "--max-lr", "find", env={"ONECYCLE_FAULT": "sweep@3:SIGTERM"})
+    assert r.code == 143, r.stderr
+    return next((root / "runs").iterdir())
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real file system of a given size in kB (tmpfs), so ENOSPC comes from the kernel, not a mock."""
+    mounted = []
+
+    def make(kb: int) -> Path:
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(path)], capture_output=True)
+        if p.returncode:
+            pytest.skip("no tmpfs to fill: mounting needs root (or CAP_SYS_ADMIN)")
+        mounted.append(path)
+        return path / "runs"
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# the contract
+
+
+def run_attack(a: Attack, tmp_path: Path, request, cli) -> Result:
+    names = a.setup(Given(tmp_path, request)) if a.setup else {}
+    before = records(tmp_path)
+    args = a.args
+    for name, value in names.items():  # not str.format: YAML in an argument has braces of its own
+        args = args.replace("{" + name + "}", shlex.quote(str(value)))
+    args = shlex.split(args)
+    if a.process:
+        env = {k: v for k, v in a.env.items()}
+        try:
+            result = run_process(*args, env=env, timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"onecycle {a.args} hung")
+    else:
+        import warnings
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            result = cli(*args, env=a.env)
+        shown = [w for w in warned if not issubclass(w.category, HIDDEN_WARNINGS)]
+        assert not shown, f"a warning reaches stderr in a real process: {shown[0].message}"
+    if a.code == 2:
+        assert_usage_error(result, *a.fragments)
+        assert result.stdout == "", f"stdout is for --json: {result.stdout!r}"
+        assert_nothing_left_behind(before, records(tmp_path))
+    else:
+        assert result.code == a.code, f"exit {result.code}, stderr: {result.stderr}"
+        assert "Traceback" not in result.stderr and "unexpected error" not in result.stderr, result.stderr
+        for fragment in a.fragments:
+            assert fragment in result.stderr + result.stdout, f"{fragment!r} not in {result.stderr}"
+    if a.check:
+        a.check(Given(tmp_path, request), result, names)
+    return result
+
+
+@pytest.mark.parametrize("a", ALL)
+def test_attack(a, cli, tmp_path, request):
+    run_attack(a, tmp_path, request, cli)
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_no_temporary_file(full_disk, cli):
+    """ENOSPC from a real file system too small for the run's checkpoints: one line, exit 2, no .tmp left."""
+    root = full_disk(40)
+    r = cli("train", *MNIST_SAMPLE.split(), "--epochs", "3", "--runs-dir", root, "--json")
+    errors = [line for line in r.stderr.splitlines() if "error" in line or "Traceback" in line]
+    assert r.code == 2 and r.stdout == "", r.stderr
+    assert len(errors) == 1 and errors[0].startswith(f"onecycle: error: no space left on {root}/"), r.stderr
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_real_cifar_batches_still_load(cli, tmp_path):
+    """What real batches hold passes the restricted unpickler: numpy 1.x names, every protocol,
+    numpy scalars among the labels, bytes written by Python 3 at protocol 2 (_codecs.encode)."""
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        batch = {b"batch_label": b"training batch", b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8),
+                 b"labels": [np.int64(v) if i % 2 else int(v) for v in rng.integers(0, 10, 8)],
+                 b"filenames": [b"a.png"] * 8}
+        data = pickle.dumps(batch, protocol=[0, 2, 3, 4, 5, 2][i])
+        if i == 5:  # as numpy 1.x writes it: numpy.core, not numpy._core
+            data = data.replace(b"numpy._core", b"numpy.core")
+        (folder / name).write_bytes(data)
+    r = cli("data", "check", "--config", "cifar", "--data-dir", "data", "--json")
+    assert r.code == 0, r.stdout + r.stderr
+    assert r.json()["train"] == 40 and r.json()["valid"] == 8
+
+
+def counts() -> dict[str, int]:
+    return {name: len(cases) for name, cases in CLASSES.items()}
+
+
+def test_the_corpus_grows_by_at_least_40_cases_with_distinct_names():
+    assert sum(counts().values()) >= 40, counts()
+    ids = [p.id for p in ALL]
+    assert len(set(ids)) == len(ids), "two cases share an id"
+
+
+if __name__ == "__main__":
+    for name, n in counts().items():
+        print(f"{name}: {n} cases")
+    print(f"total: {sum(counts().values())}")
