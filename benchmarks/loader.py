@@ -21,7 +21,7 @@ import torch
 
 def ours(x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, device: str) -> float:
     from onecycle_cli.config import DataConfig
-    from onecycle_cli.data import Dataset, channel_stats
+    from onecycle_cli.datasets import Dataset, channel_stats
     from onecycle_cli.loader import TrainBatches
     mean, std = channel_stats(x)
     ds = Dataset("bench", x, y, x[:1], y[:1], [str(i) for i in range(10)], mean, std).to(device)

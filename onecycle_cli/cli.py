@@ -299,7 +299,7 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     from .config import resolve
     from .plots import schedule_figure
     from .schedules import phase_changes, preview
-    from .data import train_size
+    from .datasets import train_size
     resolved = resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, schedule=schedule))
     cfg = resolved.config
     per_epoch = steps_per_epoch or train_size(cfg.data) // cfg.train.batch_size
@@ -424,7 +424,7 @@ def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = N
                json_: Json_ = False) -> int:
     """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing)."""
     from .config import resolve
-    from .data import check_dataset
+    from .datasets import check_dataset
     resolved = resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
     report = check_dataset(resolved.config.data)
     _emit(report, json_)
@@ -438,7 +438,7 @@ def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ 
                   json_: Json_ = False) -> int:
     """Fetch the dataset a config needs into the data root (then copy that folder to offline boxes)."""
     from .config import resolve
-    from .data import check_dataset, download_dataset
+    from .datasets import check_dataset, download_dataset
     resolved = resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
     report = check_dataset(resolved.config.data)
     if not report["ok"]:  # already readable: nothing to fetch, and no network needed to say so

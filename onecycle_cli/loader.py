@@ -14,7 +14,7 @@ import torch
 
 from .augment import augment, draw_epoch, epoch_generator, normalize
 from .config import DataConfig
-from .data import Dataset
+from .datasets import Dataset
 from .errors import DataError
 
 

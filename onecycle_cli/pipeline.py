@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
-from .data import Dataset, load_dataset
+from .datasets import Dataset, load_dataset
 from .dist import Dist
 from .errors import DataError, UsageError
 from .loader import TrainBatches

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from onecycle_cli.augment import augment, draw_epoch, epoch_generator, normalize
 from onecycle_cli.config import DataConfig
-from onecycle_cli.data import Dataset, load_synthetic
+from onecycle_cli.datasets import Dataset, load_synthetic
 from onecycle_cli.loader import TrainBatches
 
 CPU = torch.device("cpu")

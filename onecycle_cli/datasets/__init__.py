@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import DataConfig
-from .errors import DataError
+from ..config import DataConfig
+from ..errors import DataError
 
 
 @dataclass(frozen=True)
