@@ -21,12 +21,13 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import RunDirError
 from .faults import fault
+
+if TYPE_CHECKING:  # torch is imported where a checkpoint or meta.json needs it: `data check` never does
+    import torch
 
 STEP_COLUMNS = ["step", "epoch", "lr", "momentum", "loss", "smooth_loss", "grad_abs"]
 METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_s"]
@@ -63,6 +64,7 @@ def to_json(obj: Any, indent: int | None = 1) -> str:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save through a temporary file: a kill mid-write leaves the previous checkpoint intact."""
+    import torch
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue(), point="checkpoint")
@@ -134,6 +136,8 @@ def keep_rows(path: Path, keep) -> None:
 
 
 def _versions() -> dict[str, str | None]:
+    import torch
+
     def version(name: str) -> str | None:
         try:
             return metadata.version(name)
@@ -256,6 +260,7 @@ class RunDir:
         atomic_save(state, self.path / "checkpoints" / "last.pt")
 
     def write_meta(self, argv: list[str], device: torch.device, seed: int, world: int = 1, **extra) -> None:
+        import torch
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         self.write_json("meta.json", {
             "argv": argv, "versions": _versions(), "git_commit": _git_commit(), "device": str(device),
