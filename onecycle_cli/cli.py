@@ -82,7 +82,7 @@ app.add_typer(data_app, name="data")
 
 # -- options shared by the commands: each names the config key it sets ------------------------------
 Config_ = Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH|NAME",
-                                                help="YAML file, or a shipped config: cifar, mnist, mnist_sample.")]
+                                                help="YAML file, or a shipped config: cifar, mnist, mnist_sample, folder.")]
 Set_ = Annotated[Optional[list[str]], typer.Option("--set", metavar="SECTION.KEY=VALUE",
                                                    help="Override any config key (repeatable).")]
 Epochs_ = Annotated[Optional[str], typer.Option("--epochs", metavar="INT", help="train.epochs")]
@@ -422,14 +422,21 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="
 @data_app.command("check")
 def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
                json_: Json_ = False) -> int:
-    """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing)."""
+    """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing).
+
+    A folder is decoded into its cache here, once, with every file that cannot be decoded listed (--json)."""
     from .config import resolve
     from .datasets import check_dataset
     resolved = resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
-    report = check_dataset(resolved.config.data)
+    display = _display()
+    with display.counter("decode") as progress:
+        report = check_dataset(resolved.config.data, progress)
     _emit(report, json_)
     if not json_:
         print(report["message"])
+    if report.get("skipped"):
+        display.warn(f"{len(report['skipped'])} of {report['files']} files could not be decoded and are skipped"
+                     f"{'' if json_ else ' (--json lists them and why)'}")
     return 0 if report["ok"] else EXIT_USAGE
 
 

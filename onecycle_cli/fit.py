@@ -30,7 +30,7 @@ from .faults import fault
 from .loader import eval_batches
 from .lr_find import find_in_run
 from .optim import build_optimizer
-from .pipeline import Pipeline, build_pipeline
+from .pipeline import Pipeline, announce_data, build_pipeline
 from .plots import plot_run
 from .report import write_run_report
 from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, keep_rows, now_iso
@@ -271,7 +271,7 @@ def open_for_resume(path: Path) -> tuple[RunDir, dict]:
 
 
 RESUMABLE = {"train.device", "train.log_every", "train.eval_batch_size", "run.tensorboard", "run.root", "data.root",
-             "data.download"}
+             "data.download", "data.cache", "data.device_budget", "data.strict"}  # where data lives, not what it is
 
 
 def check_resumable(saved: dict, cfg: Config, total_steps: int, path: Path) -> None:
@@ -324,7 +324,7 @@ def summary_of(pipe: Pipeline, run: RunDir, state: LoopState, status: str, reaso
         "optimizer": cfg.optim.name, "schedule": cfg.schedule.name, "shape": cfg.schedule.shape,
         "max_lr": cfg.schedule.max_lr, "epochs": cfg.train.epochs, "epochs_done": state.epoch, "steps": state.step,
         "batch_size": cfg.train.batch_size, "seed": cfg.train.seed, "device": str(pipe.device),
-        "precision": pipe.precision.name, "world_size": pipe.dist.world,
+        "precision": pipe.precision.name, "world_size": pipe.dist.world, "data": pipe.ds.memory,
         "final": {k: last.get(k) for k in ("train_loss", "valid_loss", "accuracy")} if last else None,
         "best": {"accuracy": state.best_accuracy, "epoch": state.best_epoch} if state.best_epoch >= 0 else None,
         "train_seconds": round(state.train_seconds, 3), "wall_seconds": round(time.time() - started, 3),
@@ -345,7 +345,9 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     elif dist.main:
         RunDir.check_root(cfg.run.root)
     try:
-        pipe = build_pipeline(cfg, dist)
+        with display.counter("decode") as progress:
+            pipe = build_pipeline(cfg, dist, progress, stop.pending)
+        announce_data(pipe.ds, display)
         total = cfg.train.epochs * pipe.batches.steps_per_epoch
         check_length(cfg.schedule, total)
         if resume is not None:
@@ -361,7 +363,9 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     try:
         if resume is None:
             run.write_text("config.yaml", to_yaml(cfg))
-            run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name)
+            run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name,
+                           data=pipe.ds.memory)
+            run.write_json("data_report.json", pipe.ds.report)
             run.write_json("summary.json", {"command": "train", "status": "running", "config": resolved.name,
                                             "run_dir": str(run.path), "started": extra["started"]})
             if find_first:

@@ -28,7 +28,7 @@ from .dist import Dist
 from .errors import UsageError
 from .loader import TrainBatches, eval_batches
 from .optim import build_optimizer
-from .pipeline import Pipeline, Precision, build_pipeline
+from .pipeline import Pipeline, Precision, announce_data, build_pipeline
 from .plots import plot_run
 from .report import write_run_report
 from .rundir import NullRunDir, RunDir, argv, now_iso
@@ -279,17 +279,23 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
     cfg = resolved.config
     if dist.main:
         RunDir.check_root(cfg.run.root)
-    pipe = pipe or build_pipeline(cfg, dist)
+    if pipe is None:
+        with display.counter("decode") as progress:
+            pipe = build_pipeline(cfg, dist, progress, stop.pending)
+        announce_data(pipe.ds, display)
     if sweep_over and sweep_over[0] == "batch_size":
         for size in sweep_over[1]:  # a batch the data cannot fill is refused before the run directory exists
             TrainBatches(pipe.ds, cfg.data, size, cfg.train.seed, dist.rank, dist.world)
     run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
-            "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "started": now_iso()}
+            "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "data": pipe.ds.memory,
+            "started": now_iso()}
     try:
         run.write_text("config.yaml", to_yaml(cfg))
-        run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name)
+        run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name,
+                       data=pipe.ds.memory)
+        run.write_json("data_report.json", pipe.ds.report)
         run.write_json("summary.json", {**base, "status": "running"})
         curves = run_curves(pipe, cfg, display, stop, sweep_over)
         record_curves(run, curves)

@@ -1,8 +1,9 @@
 """From a config to tensors and a model on the device: what `find` and `train` both stand on.
 
-`build_pipeline` resolves the device and precision, loads the dataset onto the device, checks
-that the model fits the images, and builds the model from the seed. The CUDA-only choices
-(bf16 autocast, channels_last, cudnn.benchmark, fused optimisers) are each one line here.
+`build_pipeline` resolves the device and precision, loads the dataset onto the device (or into
+pinned host memory when it does not fit: `datasets.tensors`), checks that the model fits the
+images, and builds the model from the seed. The CUDA-only choices (bf16 autocast, channels_last,
+cudnn.benchmark, fused optimisers) are each one line here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
-from .datasets import Dataset, load_dataset
+from .datasets.tensors import Dataset, gb, load_dataset
+from .display import Display
 from .dist import Dist
 from .errors import DataError, UsageError
 from .loader import TrainBatches
@@ -119,7 +121,8 @@ class Pipeline:
         return self.device.type == "cuda"
 
 
-def build_pipeline(cfg: Config, dist: Dist = Dist()) -> Pipeline:
+def build_pipeline(cfg: Config, dist: Dist = Dist(), progress=None, stop=None) -> Pipeline:
+    """`progress` and `stop` follow and end a folder's first decoding (see `datasets.cache.cached_images`)."""
     device = resolve_device(cfg.train.device, dist)
     precision = resolve_precision(cfg.train.precision, device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
@@ -128,12 +131,11 @@ def build_pipeline(cfg: Config, dist: Dist = Dist()) -> Pipeline:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    ds = load_dataset(cfg.data)
+    ds = load_dataset(cfg.data, device, progress, stop)
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, ds.shape[0], len(ds.classes))
     check_fit(model, ds, cfg)
     model = model.to(device, memory_format=memory_format)
-    ds = ds.to(device)
     batches = TrainBatches(ds, cfg.data, cfg.train.batch_size, cfg.train.seed, dist.rank, dist.world, memory_format)
     net = model
     if dist.active:  # gradients averaged across ranks; rank 0's weights and buffers broadcast at the start
@@ -141,3 +143,22 @@ def build_pipeline(cfg: Config, dist: Dist = Dist()) -> Pipeline:
     if cfg.train.compile:
         net = torch.compile(net)
     return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches, net)
+
+
+def announce_data(ds: Dataset, display: Display) -> None:
+    """Where a folder's images came from and where the images live; one warning line for skipped files."""
+    r, m = ds.report, ds.memory
+    where = (f"in {m['device']} memory" if m.get("tier") == "device" else
+             f"in {'pinned ' if m.get('pinned') else ''}host memory, batches copied to {m.get('device')} "
+             f"(more than data.device_budget = {m.get('budget')} of {gb(m.get('free_bytes', 0))} free)")
+    if "cache" in r:
+        c = r["cache"]
+        how = (f"decoded {c['decoded']} ({c['images_per_s'] or 0:,.0f} images/s)" if c["decoded"] else "loaded")
+        display.print(f"data: {r['images']['train']} training and {r['images']['valid']} validation images of "
+                      f"{len(r['classes'])} classes ({r['layout']}); {how} in {c['seconds']:.1f} s from {c['path']}; "
+                      f"{gb(m.get('bytes', 0))} {where}", markup=False)
+    elif m.get("tier") == "host":
+        display.print(f"data: {gb(m['bytes'])} {where}", markup=False)
+    if r.get("skipped"):
+        display.warn(f"{len(r['skipped'])} of {r['files']} files could not be decoded and were skipped; "
+                     f"data_report.json lists them and why (data.strict: true refuses them)")
