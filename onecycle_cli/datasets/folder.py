@@ -279,7 +279,7 @@ def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None 
     mean, std = stats_from_sums(sums[0], sums[1], len(rows["train"]) * stored * stored)
     counts = {k: dict(sorted(Counter(listing.classes[e.label] for e in v).items())) for k, v in splits.items()}
     report = {
-        "dataset": "folder", "root": str(listing.root), "layout": listing.layout, "classes": listing.classes,
+        "dataset": "folder", "root": str(listing.root.resolve()), "layout": listing.layout, "classes": listing.classes,
         "images": {"train": len(splits["train"]), "valid": len(splits["valid"])},
         "counts": {k: {c: v.get(c, 0) for c in listing.classes} for k, v in counts.items()},
         "files": len(listing.entries), "skipped": skipped,
