@@ -143,6 +143,14 @@ def _reserve(path: Path, nbytes: int, directory: Path) -> None:
                         f"({e.strerror}); free some space or set data.cache (or ONECYCLE_CACHE) to another disk") from None
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def cached_images(listing: Listing, cfg: DataConfig, size: int, progress=None,
                   stop: Callable[[], int] | None = None) -> Cached:
     """The listing's images at size x size, from the cache where fresh, decoding the rest.
@@ -200,7 +208,9 @@ def _build(directory: Path, listing: Listing, cfg: DataConfig, settings: Setting
     images_name, sums_name = f"images-{token}.npy", f"sums-{token}.npy"
     shape = (n, settings.channels, settings.size, settings.size)
     try:
-        np.lib.format.open_memmap(directory / images_name, "w+", np.uint8, shape).flush()
+        created = np.lib.format.open_memmap(directory / images_name, "w+", np.uint8, shape)
+        offset = created.offset  # where the pixels start, after the .npy header
+        del created
     except OSError as e:
         raise DataError(f"cache {directory} is not writable ({e.strerror}): set data.cache (or ONECYCLE_CACHE) "
                         f"to a writable folder") from None
@@ -235,7 +245,8 @@ def _build(directory: Path, listing: Listing, cfg: DataConfig, settings: Setting
         done, t0 = 0, time.perf_counter()
         if progress is not None and jobs:
             progress(0, len(jobs), 0.0)
-        for results in decode_files(directory / images_name, jobs, settings.channels, settings.size, settings.resize):
+        for results in decode_files(directory / images_name, offset, jobs, settings.channels, settings.size,
+                                    settings.resize):
             for row, error, s in results:
                 e = entries[row]
                 if error is None:
@@ -249,6 +260,8 @@ def _build(directory: Path, listing: Listing, cfg: DataConfig, settings: Setting
                 break
     finally:  # whatever happened, what was decoded is kept
         np.save(directory / sums_name, sums, allow_pickle=False)
+        for name in (images_name, sums_name):  # on disk before the manifest names them
+            _fsync(directory / name)
         manifest = Manifest(format=FORMAT, settings=settings, images=images_name, sums=sums_name, rows=n, files=files)
         atomic_write_text(directory / "manifest.json", manifest.model_dump_json())
         for stale in [*directory.glob("images-*.npy"), *directory.glob("sums-*.npy")]:

@@ -10,7 +10,7 @@ JPEGs are decoded at the smallest DCT scale that still covers `size` (PIL's draf
 4000 px photo meant for 224 px is not decoded in full.
 
 `decode_files` runs `decode_image` over many files in a pool of processes (one per core), each
-writing its images straight into the cache's memory-mapped .npy file, and hands back, per file, an
+writing its images straight into their rows of the cache's .npy file, and hands back, per file, an
 error message or the image's per-channel sums. A file that cannot be decoded (unreadable,
 truncated, not an image, or more pixels than PIL's decompression-bomb limit) is an error for that
 file only.
@@ -64,6 +64,8 @@ def decode_image(path: str | Path, channels: int, size: int, resize: str) -> np.
                     upright = ImageOps.exif_transpose(im)
                 except Exception:  # a malformed EXIF block: keep the pixels as stored
                     upright = im
+                if upright.mode == "L" and mode == "RGB":  # grey: resize one channel, then copy it thrice
+                    return np.repeat(_square(upright, size, resize), 3, axis=0)
                 return _square(_convert(upright, mode), size, resize)
     except DecodeError:
         raise
@@ -102,26 +104,28 @@ def _square(im, size: int, resize: str) -> np.ndarray:
         out = Image.new(im.mode, (size, size))
         out.paste(im.resize((nw, nh), Image.BILINEAR), ((size - nw) // 2, (size - nh) // 2))
     a = np.asarray(out, dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
-def decode_chunk(target: str, jobs: list[tuple[int, str]], channels: int, size: int, resize: str
+def decode_chunk(target: str, offset: int, jobs: list[tuple[int, str]], channels: int, size: int, resize: str
                  ) -> list[tuple[int, str | None, np.ndarray | None]]:
-    """Decode (row, path) jobs into rows of the .npy at `target`; (row, error or None, [sums, sums of squares])."""
-    images = np.load(target, mmap_mode="r+", allow_pickle=False)
+    """Decode (row, path) jobs into the rows of the .npy at `target` whose data starts at byte `offset`;
+    returns (row, error or None, [per-channel sums, sums of squares]) for each."""
+    fd = os.open(target, os.O_WRONLY)  # pwrite into the page cache: cheaper than faulting in a memory map
     out = []
-    for row, path in jobs:
-        try:
-            a = decode_image(path, channels, size, resize)
-        except DecodeError as e:
-            out.append((row, str(e), None))
-            continue
-        images[row] = a
-        # exact per-channel sums, so any subset's mean and std follow without reading the pixels again
-        sums = np.stack([a.sum((1, 2), dtype=np.uint64), np.square(a, dtype=np.uint16).sum((1, 2), dtype=np.uint64)])
-        out.append((row, None, sums.astype(np.float64)))
-    images.flush()
-    del images
+    try:
+        for row, path in jobs:
+            try:
+                a = decode_image(path, channels, size, resize)
+            except DecodeError as e:
+                out.append((row, str(e), None))
+                continue
+            os.pwrite(fd, a.data, offset + row * a.nbytes)
+            # exact per-channel sums, so any subset's mean and std follow without reading the pixels again
+            flat = a.reshape(channels, -1).astype(np.int64)
+            out.append((row, None, np.stack([flat.sum(1), np.einsum("ij,ij->i", flat, flat)]).astype(np.float64)))
+    finally:
+        os.close(fd)  # no fsync here: the parent syncs the file once, before its manifest names it
     return out
 
 
@@ -136,13 +140,15 @@ def _pool(workers: int) -> futures.ProcessPoolExecutor:
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
-        ctx.set_forkserver_preload([__name__])  # the server imports this module (and PIL) once for all workers
+        # the server imports the main module (as spawn would in each worker) and this one once, for all workers
+        ctx.set_forkserver_preload(["__main__", __name__])
     return futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
 
 
-def decode_files(target: Path, jobs: list[tuple[int, str]], channels: int, size: int, resize: str
+def decode_files(target: Path, offset: int, jobs: list[tuple[int, str]], channels: int, size: int, resize: str
                  ) -> Iterator[list[tuple[int, str | None, np.ndarray | None]]]:
-    """Decode every (row, path) job into the .npy at `target`, yielding each chunk's results as it finishes.
+    """Decode every (row, path) job into the .npy at `target` (its data at byte `offset`), yielding each
+    chunk's results as it finishes.
 
     In-process when there are few files, else in a pool of one process per core. A caller that
     stops iterating keeps what it has been given; the rows decoded meanwhile are just not reported.
@@ -151,11 +157,11 @@ def decode_files(target: Path, jobs: list[tuple[int, str]], channels: int, size:
     workers = min(cores(), len(jobs) // MIN_PER_WORKER)
     if workers <= 1:
         for chunk in chunks:
-            yield decode_chunk(str(target), chunk, channels, size, resize)
+            yield decode_chunk(str(target), offset, chunk, channels, size, resize)
         return
     pool = _pool(workers)
     try:
-        pending = [pool.submit(decode_chunk, str(target), chunk, channels, size, resize) for chunk in chunks]
+        pending = [pool.submit(decode_chunk, str(target), offset, chunk, channels, size, resize) for chunk in chunks]
         for f in futures.as_completed(pending):
             yield f.result()
     finally:
