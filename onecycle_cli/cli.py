@@ -434,10 +434,26 @@ def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = N
     _emit(report, json_)
     if not json_:
         print(report["message"])
+        if report.get("counts"):  # a folder: what each class holds, and the files that were left out
+            print("\n".join(_folder_lines(report)))
     if report.get("skipped"):
+        sys.stdout.flush()  # the report first, then the warning, in a log that takes both
         display.warn(f"{len(report['skipped'])} of {report['files']} files could not be decoded and are skipped"
-                     f"{'' if json_ else ' (--json lists them and why)'}")
+                     f"{'' if json_ else ' (--json lists them all)'}")
     return 0 if report["ok"] else EXIT_USAGE
+
+
+def _folder_lines(report: dict, most: int = 20) -> list[str]:
+    """A folder's classes with their training and validation counts, then the first skipped files and why."""
+    names = report["class_names"]
+    width = max(len("class"), *(len(c) for c in names[:most]))
+    lines = [f"  {'class':<{width}}  {'train':>7}  {'valid':>7}"]
+    lines += [f"  {c:<{width}}  {report['counts']['train'][c]:>7}  {report['counts']['valid'][c]:>7}" for c in names[:most]]
+    if len(names) > most:
+        lines.append(f"  ... and {len(names) - most} more classes (--json lists them all)")
+    for s in report["skipped"][:most // 2]:
+        lines.append(f"  skipped {s['file']}: {s['reason']}")
+    return lines
 
 
 @data_app.command("download")

@@ -121,6 +121,13 @@ def test_train_valid_folders_give_sorted_classes_counts_and_the_skipped_files(cl
     # one warning line, on stderr, with the count
     warnings = [line for line in r.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "2 of 84 files" in warnings[0]
+    # without --json: the classes with their counts, and the skipped files with why
+    text = cli("data", "check", *args(root)[:6]).stdout.splitlines()
+    assert text[0].startswith("folder: ok, 62 training and 20 validation images of 3x16x16, 2 classes")
+    rows = {line.split()[0]: line.split()[1:] for line in text[1:4]}
+    assert rows == {"class": ["train", "valid"], **{c: [str(expected["train"][c]), str(expected["valid"][c])]
+                                                    for c in "37"}}
+    assert any(line.startswith("  skipped train/7/cut.jpg: OSError: image file is truncated") for line in text)
 
 
 def test_val_is_accepted_beside_train(cli, tmp_path):
