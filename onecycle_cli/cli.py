@@ -3,6 +3,9 @@
 Each command parses its flags, resolves the config, calls one plain function and prints. Every
 named flag is a config key in disguise (`--epochs` is `train.epochs`), so flags, `--set`, the
 environment and YAML are validated by the same schema and fail with the same one-line messages.
+
+Only typer and what the commands share are imported here: each command imports what it needs when
+it runs, so `--help`, `config`, `runs`, `init`, `presets` and shell completion never load torch.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import rundir
+from . import completion
 from .errors import EXIT_USAGE, OnecycleError, UsageError
 
 try:  # typer 0.2x carries its own copy of click; older typer uses click itself
@@ -39,9 +42,13 @@ class OnecycleGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
+        from . import rundir
         rundir.INVOCATION[:] = ["onecycle", *args]  # what meta.json records, however onecycle was started
         try:
-            rv = super().main(args, "onecycle", complete_var, standalone_mode=False, **extra)
+            if len(args) == 2 and args[0] in ("--show-completion", "--install-completion") and args[1] in SHELLS:
+                rv = _completion_for(*args)
+            else:
+                rv = super().main(args, "onecycle", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except typer.Exit as e:
             code = e.exit_code
@@ -70,21 +77,42 @@ class OnecycleGroup(TyperGroup):
         sys.exit(code)
 
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _completion_for(option: str, shell: str) -> int:
+    """`--show-completion zsh`: Typer's script for the shell named. Typer's own flag asks the process
+    tree which shell runs it and would ignore the name: wrong for a zsh user in a bash script, and
+    unanswerable in a Dockerfile's `RUN`."""
+    from typer.completion import get_completion_script, install
+    if option == "--show-completion":
+        sys.stdout.write(get_completion_script(prog_name="onecycle", complete_var="_ONECYCLE_COMPLETE", shell=shell)
+                         + "\n")
+    else:
+        shell, path = install(shell=shell, prog_name="onecycle", complete_var="_ONECYCLE_COMPLETE")
+        sys.stderr.write(f"{shell} completion installed in {path}; it takes effect in a new terminal\n")
+    return 0
+
+
 def _error(message: str, where: str = "onecycle") -> None:
     sys.stderr.write(f"{where}: error: " + " ".join(message.split()) + "\n")
     sys.stderr.flush()
 
 
-app = typer.Typer(cls=OnecycleGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# add_completion: Typer's --install-completion / --show-completion for bash, zsh and fish
+app = typer.Typer(cls=OnecycleGroup, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="LR range tests and 1cycle training for image classifiers, headless and reproducible.")
 data_app = typer.Typer(cls=OnecycleGroup, no_args_is_help=True, help="Check or fetch the datasets a config needs.")
 app.add_typer(data_app, name="data")
 
 # -- options shared by the commands: each names the config key it sets ------------------------------
 Config_ = Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH|NAME",
-                                                help="YAML file, or a shipped config: cifar, mnist, mnist_sample, folder.")]
+                                                help="YAML file, or a shipped preset: cifar, mnist, mnist_sample, folder "
+                                                     "(onecycle presets).",
+                                                autocompletion=completion.config_names)]
 Set_ = Annotated[Optional[list[str]], typer.Option("--set", metavar="SECTION.KEY=VALUE",
-                                                   help="Override any config key (repeatable).")]
+                                                   help="Override any config key (repeatable).",
+                                                   autocompletion=completion.config_keys)]
 Epochs_ = Annotated[Optional[str], typer.Option("--epochs", metavar="INT", help="train.epochs")]
 BatchSize_ = Annotated[Optional[str], typer.Option("--batch-size", metavar="INT", help="train.batch_size")]
 DataDir_ = Annotated[Optional[str], typer.Option("--data-dir", metavar="PATH", help="data.root (or ONECYCLE_DATA)")]
@@ -121,6 +149,17 @@ def _display():
     return Display(enabled=rank == 0)
 
 
+def _resolve(config: str | None = None, sets: list[str] | None = None, flags: dict | None = None, **kwargs):
+    """config.resolve, then what it has to tell the user (a preset standing in for a missing file) on stderr."""
+    from .config import resolve
+    resolved = resolve(config, sets, flags, **kwargs)
+    if resolved.notes:
+        display = _display()
+        for note in resolved.notes:
+            display.warn(note)
+    return resolved
+
+
 # -- find ---------------------------------------------------------------------------------------------
 @app.command()
 def find(config: Config_ = None, set_: Set_ = None,
@@ -138,14 +177,13 @@ def find(config: Config_ = None, set_: Set_ = None,
          json_: Json_ = False) -> int:
     """LR range test: grow the LR from start_lr to end_lr over num_it batches and suggest a max_lr."""
     started = time.time()
-    from .config import resolve
     from .lr_find import find as run_find, parse_sweep
     from .signals import StopFlag
     parsed = parse_sweep(sweep) if sweep is not None else None
-    resolved = resolve(config, set_, _named(num_it=num_it, start_lr=start_lr, end_lr=end_lr, val_batches=val_batches,
-                                            suggest=suggest, batch_size=batch_size, data_dir=data_dir, seed=seed,
-                                            device=device, runs_dir=runs_dir, dataset=dataset, model=model,
-                                            precision=precision))
+    resolved = _resolve(config, set_, _named(num_it=num_it, start_lr=start_lr, end_lr=end_lr, val_batches=val_batches,
+                                             suggest=suggest, batch_size=batch_size, data_dir=data_dir, seed=seed,
+                                             device=device, runs_dir=runs_dir, dataset=dataset, model=model,
+                                             precision=precision))
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
     display = _display()
@@ -208,13 +246,13 @@ def train(config: Config_ = None, set_: Set_ = None,
           seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N|S1,S2,...",
                            help="Run N seeds (or these seeds) and report mean ± std accuracy.")] = None,
           resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR",
-                            help="Continue an interrupted run from its checkpoint.")] = None,
+                            help="Continue an interrupted run from its checkpoint.",
+                            autocompletion=completion.resumable_runs)] = None,
           suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="valley|steep|minimum|slide",
                              help="Which suggestion --max-lr find or FIND_RUN uses (find.suggest).")] = None,
           json_: Json_ = False) -> int:
     """1cycle fit (or a baseline schedule), recorded in runs/<id>/ with checkpoints and plots."""
     started = time.time()
-    from .config import resolve
     from .fit import train as run_train, train_seeds
     from .signals import StopFlag
     value, source, find_first = _max_lr_flag(max_lr, suggest)
@@ -230,9 +268,9 @@ def train(config: Config_ = None, set_: Set_ = None,
         if not saved_config.is_file():
             from .rundir import RunDir
             RunDir.open(resume)  # says which: no such directory, or not a onecycle run
-        resolved = resolve(sets=set_, flags=flags, from_file=saved_config)
+        resolved = _resolve(sets=set_, flags=flags, from_file=saved_config)
     else:
-        resolved = resolve(config, set_, flags)
+        resolved = _resolve(config, set_, flags)
     seed_list = _parse_seeds(seeds, resolved.config.train.seed) if seeds is not None else None
     if seed_list is not None and seed is not None:
         raise UsageError("conflicting flags: --seed and --seeds; give one")
@@ -268,21 +306,60 @@ def _parse_seeds(text: str, base: int) -> list[int]:
     return seeds
 
 
-# -- config, schedule, plot ---------------------------------------------------------------------------
+# -- config, presets, init, schedule, plot ------------------------------------------------------------
 @app.command("config")
 def config_cmd(config: Config_ = None, set_: Set_ = None,
                max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT")] = None,
                epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None,
                seed: Seed_ = None, device: Device_ = None, runs_dir: RunsDir_ = None,
+               list_: Annotated[bool, typer.Option("--list", help="List the shipped presets instead "
+                                                   "(as onecycle presets does).")] = False,
                json_: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False) -> int:
-    """Print the resolved config (defaults < YAML < environment < flags) and exit."""
-    from .config import resolve, to_yaml
-    resolved = resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, data_dir=data_dir,
-                                            seed=seed, device=device, runs_dir=runs_dir))
+    """Print the resolved config (defaults < YAML < environment < flags) and exit.
+
+    Keys that the chosen dataset, model, optimiser and schedule never read keep their values (the
+    output loads back as a config) and carry a `# not read` comment saying when they would be.
+    """
+    if list_:
+        return presets_cmd(json_=json_)
+    from .config import COMMANDS, to_yaml
+    resolved = _resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, data_dir=data_dir,
+                                             seed=seed, device=device, runs_dir=runs_dir))
     if json_:
         sys.stdout.write(json.dumps(resolved.config.model_dump(mode="json")) + "\n")
     else:
-        sys.stdout.write(f"# resolved from {resolved.path}\n" + to_yaml(resolved.config))
+        sys.stdout.write(f"# resolved from {resolved.path}\n" + to_yaml(resolved.config, COMMANDS))
+    return 0
+
+
+@app.command("presets")
+def presets_cmd(json_: Annotated[bool, typer.Option("--json", help="Print the presets as one JSON list on stdout.")]
+                = False) -> int:
+    """List the shipped presets, one line each: the names --config and init take."""
+    from .presets import listing
+    rows = listing()
+    if json_:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    display = _display()
+    for r in rows:  # plain text: rich would read a [ in a description as markup
+        display.print(f"{r['name']:<{width}}  {r['description']}", markup=False)
+    return 0
+
+
+@app.command("init")
+def init_cmd(name: Annotated[str, typer.Argument(metavar="[NAME]", help="A shipped preset (onecycle presets).",
+                                                 autocompletion=completion.preset_names)] = "cifar",
+             path: Annotated[Optional[str], typer.Argument(metavar="[PATH]", help="The file to write, or a folder "
+                                                           "to write NAME.yaml into (default: ./NAME.yaml).")] = None,
+             force: Annotated[bool, typer.Option("--force", help="Replace a file already there.")] = False) -> int:
+    """Write an editable copy of a preset, comments and all: onecycle init cifar -> ./cifar.yaml."""
+    from .presets import write_copy
+    written = write_copy(name, path, force)
+    import shlex
+    _display().print(f"wrote {written}: edit it, then onecycle train --config {shlex.quote(str(written))}",
+                     markup=False)
     return 0
 
 
@@ -296,11 +373,10 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                  out: Annotated[Path, typer.Option("--out", help="Where to write the PNG.")] = Path("schedule.png"),
                  json_: Json_ = False) -> int:
     """Preview the LR and momentum of every step, without touching any data."""
-    from .config import resolve
     from .plots import schedule_figure
     from .schedules import phase_changes, preview
     from .datasets import train_size
-    resolved = resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, schedule=schedule))
+    resolved = _resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, schedule=schedule))
     cfg = resolved.config
     per_epoch = steps_per_epoch or train_size(cfg.data) // cfg.train.batch_size
     if per_epoch < 1:
@@ -332,7 +408,8 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
 
 
 @app.command("plot")
-def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory.")]) -> int:
+def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory.",
+                                                     autocompletion=completion.run_dirs)]) -> int:
     """Redraw a run's PNGs from its files."""
     from .plots import plot_run
     if not (run_dir / "summary.json").is_file() and not (run_dir / "config.yaml").is_file():
@@ -348,8 +425,7 @@ def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A 
 # -- runs, compare, report ------------------------------------------------------------------------------
 def _runs_root(runs_dir: str | None, config: str | None = None) -> Path:
     """run.root as a train run would resolve it: --runs-dir < ONECYCLE_RUNS < the config's < 'runs'."""
-    from .config import resolve
-    return Path(resolve(config, None, _named(runs_dir=runs_dir)).config.run.root).expanduser()
+    return Path(_resolve(config, None, _named(runs_dir=runs_dir)).config.run.root).expanduser()
 
 
 @app.command("runs")
@@ -377,7 +453,8 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
 
 @app.command("compare")
 def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
-                    metavar="RUN...", help="Run directories (or run ids under the runs root).")] = None,
+                    metavar="RUN...", help="Run directories (or run ids under the runs root).",
+                    autocompletion=completion.comparable_runs)] = None,
                 last: Annotated[Optional[int], typer.Option("--last", min=2, metavar="N",
                                 help="Compare the N newest train runs instead of naming them.")] = None,
                 runs_dir: RunsDir_ = None, json_: Json_ = False) -> int:
@@ -405,8 +482,8 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
 
 
 @app.command("report")
-def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run (or comparison) directory.")]
-               ) -> int:
+def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run (or comparison) directory.",
+                                                       autocompletion=completion.run_dirs)]) -> int:
     """(Re)write a run's self-contained report.html and print its path."""
     from .report import write_run_report
     from .runs import is_run_dir
@@ -425,9 +502,8 @@ def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = N
     """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing).
 
     A folder is decoded into its cache here, once, with every file that cannot be decoded listed (--json)."""
-    from .config import resolve
     from .datasets import check_dataset
-    resolved = resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
+    resolved = _resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
     display = _display()
     with display.counter("decode") as progress:
         report = check_dataset(resolved.config.data, progress)
@@ -460,9 +536,8 @@ def _folder_lines(report: dict, most: int = 20) -> list[str]:
 def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
                   json_: Json_ = False) -> int:
     """Fetch the dataset a config needs into the data root (then copy that folder to offline boxes)."""
-    from .config import resolve
     from .datasets import check_dataset, download_dataset
-    resolved = resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
+    resolved = _resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
     report = check_dataset(resolved.config.data)
     if not report["ok"]:  # already readable: nothing to fetch, and no network needed to say so
         download_dataset(resolved.config.data)

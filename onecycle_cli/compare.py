@@ -1,7 +1,9 @@
 """Runs side by side: `onecycle compare runs/<1cycle run> runs/<constant-LR run>`.
 
 The settings shown are only those that differ (the flattened keys of each run's config.yaml), so
-the table says at once what the experiment changed; the results are read from each run's files,
+the table says at once what the experiment changed. A key counts only for the runs that read it
+(`config.unread`): a ResNet run's unused `model.channels` differs from nothing, and where some runs
+read a differing key and others do not, the others show "(not read)". The results are read from each run's files,
 and the curves are overlaid in one PNG. The comparison is itself a directory under the runs root
 (`<timestamp>-compare-<n>runs/`) with compare.png, summary.json and report.html, so it can be
 reopened, re-plotted and shared like a run.
@@ -14,7 +16,10 @@ from pathlib import Path
 
 from .errors import UsageError
 from .rundir import RunDir, now_iso, read_csv
-from .runs import describe, is_run_dir, read_config, read_json
+from .config import flatten, unread
+from .runs import commands_of, describe, is_run_dir, read_config, read_json
+
+NOT_READ = "(not read)"
 
 RESULTS = ("status", "epochs_done", "final_accuracy", "best_accuracy", "final_valid_loss", "wall_seconds")
 
@@ -33,38 +38,38 @@ def locate(arg: str | Path, root: Path) -> Path:
     return path
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"schedule.max_lr": 0.05, ...}: the names `--set` takes, one per leaf."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
+def split_settings(configs: list[dict | None], commands: list[frozenset[str]] | None = None
+                   ) -> tuple[dict[str, list], dict[str, object], dict[str, list[bool]]]:
+    """(differing {key: value per run}, shared {key: value}, not_read {differing key: [not read by run i]}).
 
-
-def split_settings(configs: list[dict | None]) -> tuple[dict[str, list], dict[str, object]]:
-    """(differing {key: value per run}, shared {key: value}); an unreadable config counts as unknown."""
+    A key differs when the runs that read it disagree; a key no run reads is left out. An unreadable
+    config counts as unknown.
+    """
+    commands = commands or [frozenset({"train", "find"})] * len(configs)
     flat = [flatten(c) if c else None for c in configs]
-    known = [f for f in flat if f is not None]
-    keys = list(dict.fromkeys(k for f in known for k in f))
-    differing, shared = {}, {}
+    ignored = [unread(f, c) if f is not None else {} for f, c in zip(flat, commands)]
+    keys = list(dict.fromkeys(k for f in flat if f is not None for k in f))
+    differing, shared, not_read = {}, {}, {}
     for key in keys:
-        values = [f.get(key) if f is not None else None for f in flat]
-        if len({repr(f.get(key)) for f in known}) > 1:
-            differing[key] = values
+        readers = [f for f, skip in zip(flat, ignored) if f is not None and key in f and key not in skip]
+        if not readers:
+            continue
+        if len({repr(f[key]) for f in readers}) > 1:
+            differing[key] = [f.get(key) if f is not None else None for f in flat]
+            if any(key in skip for skip in ignored):
+                not_read[key] = [key in skip for skip in ignored]
         else:
-            shared[key] = known[0].get(key)
-    return differing, shared
+            shared[key] = readers[0][key]
+    return differing, shared, not_read
 
 
-def label_of(run: dict, differing: dict[str, list], i: int) -> str:
+def label_of(run: dict, differing: dict[str, list], i: int, not_read: dict[str, list[bool]] | None = None) -> str:
     """A short legend label: the run's values of the settings that differ (its id when none do)."""
     # a name reads alone ("constant"); a number or a switch needs its key ("seed=1", "flip=false")
-    values = [fmt_value(v[i]) if isinstance(v[i], str) else f"{k.rsplit('.', 1)[-1]}={fmt_value(v[i])}"
-              for k, v in differing.items() if k not in ("run.root", "data.root")][:3]
+    shown = {k: v[i] for k, v in differing.items()
+             if k not in ("run.root", "data.root") and not (not_read or {}).get(k, [False] * len(v))[i]}
+    values = [fmt_value(v) if isinstance(v, str) else f"{k.rsplit('.', 1)[-1]}={fmt_value(v)}"
+              for k, v in shown.items()][:3]
     return ", ".join(values) if values and len(", ".join(values)) <= 40 else run["id"]
 
 
@@ -93,8 +98,9 @@ def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
             raise UsageError(f"{arg}: the same run as {seen[path.resolve()]}; give each run once")
         seen[path.resolve()] = str(arg)
     runs = [describe(p) for p in paths]
-    differing, shared = split_settings([read_config(p) for p in paths])
-    labels = [label_of(r, differing, i) for i, r in enumerate(runs)]
+    commands = [commands_of(read_json(p / "summary.json"), read_json(p / "meta.json")) for p in paths]
+    differing, shared, not_read = split_settings([read_config(p) for p in paths], commands)
+    labels = [label_of(r, differing, i, not_read) for i, r in enumerate(runs)]
     if len(set(labels)) < len(labels):  # two runs that differ only beyond the label's three keys
         labels = [f"{label} ({r['id']})" for label, r in zip(labels, runs)]
     out = RunDir.create(root, "compare", f"{len(runs)}runs")
@@ -109,7 +115,7 @@ def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
                              "config": r["config"], **{k: r[k] for k in RESULTS},
                              "best_epoch": r["best_epoch"], "max_lr": r["max_lr"]}
                             for r, label in zip(runs, labels)],
-                   "differing": differing, "shared": shared, "png": png, "png_error": png_error,
+                   "differing": differing, "not_read": not_read, "shared": shared, "png": png, "png_error": png_error,
                    "report": "report.html"}
         out.write_json("summary.json", summary)
         from .report import write_compare_report
@@ -124,7 +130,9 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     from .display import fmt_time
     runs = summary["runs"]
     columns = [""] + [r["id"] for r in runs]
-    rows = [[key] + [fmt_value(v) for v in values] for key, values in summary["differing"].items()]
+    not_read = summary.get("not_read") or {}
+    rows = [[key] + [NOT_READ if not_read.get(key, [False] * len(values))[i] else fmt_value(v)
+                     for i, v in enumerate(values)] for key, values in summary["differing"].items()]
     if not rows:
         rows = [["(no setting differs)"] + [""] * len(runs)]
     num = lambda x, d=4: f"{x:.{d}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"

@@ -13,7 +13,6 @@ import difflib
 import math
 import os
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -221,6 +220,155 @@ class Config(Section):
 
 
 # ---------------------------------------------------------------------------------------------
+# Which keys a run reads. Every config.yaml keeps every key (`train --resume` reads it back), but a
+# key that the chosen dataset, model, optimiser, schedule or command never reads is no setting of
+# the run: `onecycle config`, config.yaml's comments, report.html and `compare` mark it or leave it
+# out. A key that only some choices read gets one line in APPLIES; a key not listed is always read.
+
+COMMANDS = frozenset({"train", "find"})  # `train --max-lr find` is both: it runs the range test first
+
+
+class When:
+    """Read only while another key holds one of these values."""
+
+    def __init__(self, key: str, *values: Any):
+        self.key, self.values = key, values
+
+    def holds(self, flat: dict[str, Any], commands: frozenset[str]) -> bool:
+        return flat.get(self.key) in self.values
+
+    def __str__(self) -> str:
+        words = [_plain(v) for v in self.values]
+        return f"with {self.key} " + (", ".join(words[:-1]) + " or " if len(words) > 1 else "") + words[-1]
+
+
+class By:
+    """Read only by these commands."""
+
+    def __init__(self, *commands: str):
+        self.commands = frozenset(commands)
+
+    def holds(self, flat: dict[str, Any], commands: frozenset[str]) -> bool:
+        return not self.commands.isdisjoint(commands)
+
+    def __str__(self) -> str:
+        return "by " + " or ".join("onecycle find (or train --max-lr find)" if c == "find" else f"onecycle {c}"
+                                   for c in sorted(self.commands))
+
+
+class Either:
+    """Read when any of these rules holds; `why` says so in fewer words than the rules would."""
+
+    def __init__(self, *rules: When | By, why: str = ""):
+        self.rules, self.why = rules, why
+
+    def holds(self, flat: dict[str, Any], commands: frozenset[str]) -> bool:
+        return any(r.holds(flat, commands) for r in self.rules)
+
+    def __str__(self) -> str:
+        return self.why or " or ".join(map(str, self.rules))
+
+
+def _plain(value: Any) -> str:
+    """A value as YAML writes it: true, null, cifar10."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
+
+
+SYNTHETIC = When("data.dataset", "synthetic")
+FOLDER = When("data.dataset", "folder")
+GENERATED_OR_FOLDER = When("data.dataset", "synthetic", "folder")
+BUILT_IN = ("cifar10", "mnist", "fashion_mnist", "mnist_sample", "synthetic")
+SIMPLE_CNN = When("model.name", "simple_cnn")
+SGD, ADAMW = When("optim.name", "sgd"), When("optim.name", "adamw")
+ONECYCLE = When("schedule.name", "onecycle")
+CYCLED = When("schedule.cycle_momentum", True)
+FIND, TRAIN = By("find"), By("train")
+
+# {"section.key" or "section.*": rules that must all hold for a run to read the key}
+APPLIES: dict[str, tuple[When | By | Either, ...]] = {
+    "data.root": (When("data.dataset", "cifar10", "mnist", "fashion_mnist", "folder"),),  # mnist_sample ships inside
+    "data.download": (When("data.dataset", "cifar10", "mnist", "fashion_mnist"),),  # synthetic is generated
+    "data.augment": (When("data.crop", True),),  # which random crop: none without one
+    # the padding only feeds CIFAR's crop: data.augment pad_crop, or null for a built-in set
+    "data.pad": (When("data.crop", True), Either(When("data.augment", "pad_crop"), When("data.dataset", *BUILT_IN),
+                                                 why="with data.augment pad_crop (null: for the built-in sets)"),
+                 When("data.augment", "pad_crop", None)),
+    # the random-resized crop's ranges: data.augment rrc, or null for a folder
+    "data.scale": (When("data.crop", True), Either(When("data.augment", "rrc"), FOLDER,
+                                                   why="with data.augment rrc (null: for a folder)"),
+                   When("data.augment", "rrc", None)),
+    "data.ratio": (When("data.crop", True), Either(When("data.augment", "rrc"), FOLDER,
+                                                   why="with data.augment rrc (null: for a folder)"),
+                   When("data.augment", "rrc", None)),
+    "data.image_size": (GENERATED_OR_FOLDER,),  # a built-in dataset has its own image size,
+    "data.channels": (GENERATED_OR_FOLDER,),    # channels
+    "data.classes": (SYNTHETIC,),               # and classes (a folder's are its class folders)
+    "data.csv": (FOLDER,),                       # the user's own images only: their layout,
+    "data.valid_pct": (FOLDER,),                 # split,
+    "data.split_seed": (FOLDER,),
+    "data.presize": (FOLDER,),                   # decoding
+    "data.resize": (FOLDER,),
+    "data.strict": (FOLDER,),                    # bad files
+    "data.cache": (FOLDER,),                     # and cache
+    "model.channels": (SIMPLE_CNN,),          # a ResNet's layers follow from its depth and the data
+    "model.kernel_sizes": (SIMPLE_CNN,),
+    "model.strides": (SIMPLE_CNN,),
+    "model.batchnorm": (SIMPLE_CNN,),
+    "model.final_relu": (SIMPLE_CNN,),
+    # 1cycle sets SGD's momentum itself when it cycles it; the range test holds it (find.momentum: null)
+    "optim.momentum": (SGD, Either(FIND, When("schedule.name", "constant", "step", "cosine"),
+                                   When("schedule.cycle_momentum", False),
+                                   why="by the range test and by schedules that do not cycle momentum")),
+    "optim.nesterov": (SGD,),
+    "optim.betas": (ADAMW,),
+    "optim.eps": (ADAMW,),
+    "schedule.*": (TRAIN,),                   # the range test sweeps its own LR
+    "schedule.shape": (ONECYCLE,),
+    "schedule.pct_start": (ONECYCLE,),
+    "schedule.div": (ONECYCLE,),
+    "schedule.final_div": (When("schedule.name", "onecycle", "cosine"),),  # cosine ends at max_lr / final_div
+    "schedule.anneal": (ONECYCLE,),
+    "schedule.cycle_momentum": (ONECYCLE,),
+    "schedule.max_momentum": (ONECYCLE, CYCLED),
+    "schedule.base_momentum": (ONECYCLE, CYCLED),
+    "schedule.milestones": (When("schedule.name", "step"),),
+    "schedule.gamma": (When("schedule.name", "step"),),
+    "train.epochs": (TRAIN,),
+    "train.eval_batch_size": (TRAIN,),
+    "train.log_every": (TRAIN,),
+    "train.activation_stats": (TRAIN,),
+    "run.tensorboard": (TRAIN,),
+    "find.*": (FIND,),
+}
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"schedule.max_lr": 0.05, ...}: the names `--set` takes, one per leaf."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def unread(flat: dict[str, Any], commands: frozenset[str] | set[str] = COMMANDS) -> dict[str, str]:
+    """{key: why it is not read} for the keys of a flattened config that a run of `commands` ignores."""
+    commands = frozenset(commands)
+    out = {}
+    for key in flat:
+        rules = APPLIES.get(key.split(".", 1)[0] + ".*", ()) + APPLIES.get(key, ())
+        failing = next((r for r in rules if not r.holds(flat, commands)), None)
+        if failing is not None:  # the first rule that fails says enough: "only with model.name simple_cnn"
+            out[key] = f"only {failing}"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # YAML: floats written as 1e-4 (PyYAML reads those as strings), duplicate keys refused
 
 
@@ -297,26 +445,37 @@ def read_yaml(path: Path) -> dict:
 
 def shipped_configs() -> dict[str, Path]:
     """The presets that ship with onecycle, by name (`cifar`, `mnist`, `mnist_sample`)."""
-    folder = resources.files("onecycle_cli.configs")
-    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".yaml")}
+    from .presets import shipped
+    return shipped()
 
 
-def locate_config(config: str | None) -> tuple[str, Path]:
-    """`--config` as a path or a shipped name; none means the CIFAR-10 / ResNet-56 preset."""
+def locate_config(config: str | None) -> tuple[str, Path, str | None]:
+    """`--config` as a path or a shipped name, and a note to show when a name stood in for a file.
+
+    None means the CIFAR-10 / ResNet-56 preset. `cifar.yaml` that is no file here means the preset
+    `cifar`: the design card's own command, typed from any folder.
+    """
+    from . import presets
     if config is not None and not config.strip():  # an unset shell variable, not a request for the default
-        raise ConfigError("--config '': expected a YAML file or a shipped config name (cifar, mnist, mnist_sample)")
+        raise ConfigError(f"--config '': expected a YAML file or a shipped config name ({', '.join(presets.shipped())})")
     config = config or "cifar"
     path = Path(config)
-    presets = shipped_configs()
-    if path.suffix in (".yaml", ".yml") or os.sep in config or path.is_file():
-        return path.stem, path  # read_yaml says what is wrong with a missing or unreadable path
-    if config in presets:
-        return config, presets[config]
+    bare = os.sep not in config and (os.altsep is None or os.altsep not in config)
+    if path.is_file() or (path.suffix in presets.SUFFIXES and os.path.lexists(path)):
+        return path.stem, path, None  # read_yaml says what is wrong with a path that cannot be read
+    if not bare and path.suffix in presets.SUFFIXES:
+        raise ConfigError(f"config file not found: {config}; {presets.not_found(config)}")
+    preset = presets.lookup(config) if bare else None
+    if preset is not None:
+        note = (None if path.suffix not in presets.SUFFIXES else
+                f"--config {config}: no such file here, so using the shipped preset {preset.stem!r} "
+                f"(onecycle init {preset.stem} writes an editable copy)")
+        return preset.stem, preset, note
     if path.is_dir():
-        raise ConfigError(f"--config {config} is a directory, expected a YAML file or one of: {', '.join(sorted(presets))}")
-    hint = difflib.get_close_matches(config, presets, n=1)
-    raise ConfigError(f"--config {config}: no such file and no shipped config of that name"
-                      f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; shipped: {', '.join(sorted(presets))}")
+        raise ConfigError(f"--config {config} is a directory, expected a YAML file or a shipped preset; "
+                          f"{presets.not_found(config)}")
+    raise ConfigError(f"--config {config}: no such file and no shipped preset of that name; "
+                      f"{presets.not_found(config)}")
 
 
 ENV_ALIASES = {"ONECYCLE_DATA": "data.root", "ONECYCLE_RUNS": "run.root", "ONECYCLE_DEVICE": "train.device",
@@ -374,6 +533,7 @@ class Resolved(BaseModel):
     name: str
     path: Optional[str] = None
     sources: dict[str, str] = {}
+    notes: list[str] = []  # what the CLI should tell the user, e.g. that a preset stood in for a missing file
 
 
 def resolve(config: str | None = None, sets: list[str] | None = None, flags: dict[str, Any] | None = None,
@@ -383,9 +543,9 @@ def resolve(config: str | None = None, sets: list[str] | None = None, flags: dic
     `from_file` reads an already-resolved config (a run's config.yaml) instead of `config`.
     """
     if from_file is not None:
-        name, path = from_file.parent.name, from_file
+        name, path, note = from_file.parent.name, from_file, None
     else:
-        name, path = locate_config(config)
+        name, path, note = locate_config(config)
     tree = read_yaml(path)
     sources = {leaf: path.name for leaf in _leaves(tree)}
     environ = os.environ if environ is None else environ
@@ -409,7 +569,7 @@ def resolve(config: str | None = None, sets: list[str] | None = None, flags: dic
         cfg = Config.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_explain(e, sources)) from None
-    return Resolved(config=cfg, name=name, path=str(path), sources=sources)
+    return Resolved(config=cfg, name=name, path=str(path), sources=sources, notes=[note] if note else [])
 
 
 _SECTIONS: dict[str, type[Section]] = {name: f.annotation for name, f in Config.model_fields.items()}
@@ -467,6 +627,29 @@ def _explain(error: ValidationError, sources: dict[str, str]) -> str:
     return f"config error: {key} = {value!r}{where}: expected {expected}"
 
 
-def to_yaml(cfg: Config) -> str:
-    """The resolved config as YAML, every key explicit, in schema order."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None, width=100)
+def to_yaml(cfg: Config, commands: frozenset[str] | set[str] | None = None) -> str:
+    """The resolved config as YAML, every key explicit, in schema order.
+
+    With `commands`, each key that a run of those commands does not read keeps its value (the file
+    still loads back) and gets a comment saying when it would be read.
+    """
+    tree = cfg.model_dump(mode="json")
+    if commands is None:
+        return yaml.safe_dump(tree, sort_keys=False, default_flow_style=None, width=100)
+    why = unread(flatten(tree), commands)
+    lines = []
+    for section, keys in tree.items():
+        lines.append(f"{section}:")
+        # block style for the key, flow style inside a list value: `strides: [2]` on one line
+        body = [("  " + yaml.safe_dump({k: v}, sort_keys=False, default_flow_style=None if isinstance(v, list)
+                                       else False, width=100).rstrip("\n").replace("\n", "\n  "),
+                 why.get(f"{section}.{k}")) for k, v in keys.items()]
+        width = max((len(text) for text, _ in body if "\n" not in text), default=0)
+        for text, reason in body:
+            if reason is None:
+                lines.append(text)
+            elif "\n" in text:  # a value over several lines: the comment goes above it
+                lines += [f"  # not read: {reason}", text]
+            else:
+                lines.append(f"{text:<{width}}  # not read: {reason}")
+    return "\n".join(lines) + "\n"

@@ -362,7 +362,8 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     tb = None
     try:
         if resume is None:
-            run.write_text("config.yaml", to_yaml(cfg))
+            # the commands that read it: the keys neither reads are marked in the file
+            run.write_text("config.yaml", to_yaml(cfg, {"train", "find"} if find_first else {"train"}))
             run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name,
                            data=pipe.ds.memory)
             run.write_json("data_report.json", pipe.ds.report)
@@ -373,7 +374,7 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
                 cfg = cfg.model_copy(update={"schedule": cfg.schedule.model_copy(update={"max_lr": suggestion.lr})})
                 pipe.cfg = cfg
                 extra["max_lr_source"] = f"find: {suggestion.name} (range test in this run)"
-                run.write_text("config.yaml", to_yaml(cfg))
+                run.write_text("config.yaml", to_yaml(cfg, {"train", "find"}))
                 display.print(f"max_lr {suggestion.lr:.3g} from the range test's {suggestion.name} suggestion")
                 if stop.requested:
                     summary = summary_of(pipe, run, state, "interrupted", f"interrupted by {stop.name} during the "

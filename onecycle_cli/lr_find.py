@@ -292,7 +292,7 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
             "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "data": pipe.ds.memory,
             "started": now_iso()}
     try:
-        run.write_text("config.yaml", to_yaml(cfg))
+        run.write_text("config.yaml", to_yaml(cfg, {"find"}))
         run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name,
                        data=pipe.ds.memory)
         run.write_json("data_report.json", pipe.ds.report)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .display import fmt_num, fmt_time
 from .rundir import atomic_write_text, read_csv
-from .runs import describe, read_config, read_json
+from .runs import commands_of, describe, read_config, read_json
 
 # the order a reader wants them in; any other PNG the directory holds follows, by name
 PNG_ORDER = ("compare.png", "lr_find.png", "schedule.png", "curves.png", "activations.png")
@@ -109,16 +109,29 @@ def _status(status: str) -> str:
     return f'<span class="status {escape(status)}">{escape(status)}</span>'
 
 
-def _settings(config: dict | None) -> str:
+def _settings(config: dict | None, commands: frozenset[str]) -> str:
+    """The keys the run read, by section; the ones its dataset, model, optimiser, schedule or command
+    never read folded away below with the reason, so nobody takes them for the run's settings."""
     if config is None:
         return "<p>config.yaml cannot be read.</p>\n"
     if not config:
         return "<p>(no config.yaml)</p>\n"
     from .compare import fmt_value
+    from .config import flatten, unread
+    ignored = unread(flatten(config), commands)
     parts = []
     for section, keys in config.items():
-        rows = [[k, fmt_value(v)] for k, v in keys.items()] if isinstance(keys, dict) else [["", fmt_value(keys)]]
-        parts.append(f"<h3>{escape(str(section))}</h3>\n" + _table(["key", "value"], rows))
+        if not isinstance(keys, dict):
+            parts.append(f"<h3>{escape(str(section))}</h3>\n" + _table(["key", "value"], [["", fmt_value(keys)]]))
+            continue
+        rows = [[k, fmt_value(v)] for k, v in keys.items() if f"{section}.{k}" not in ignored]
+        if rows:
+            parts.append(f"<h3>{escape(str(section))}</h3>\n" + _table(["key", "value"], rows))
+    if ignored:
+        flat = flatten(config)
+        parts.append(f"<details><summary>{len(ignored)} settings this run did not read</summary>\n"
+                     + _table(["key", "value", "read"], [[k, fmt_value(flat[k]), why] for k, why in ignored.items()])
+                     + "</details>\n")
     return "".join(parts)
 
 
@@ -206,7 +219,8 @@ def write_run_report(run_dir: Path) -> Path:
     images = _images(run)
     body = ("<h2>Summary</h2>\n" + _pairs(facts) + _epochs(run) + _suggestions(run, s)
             + ("<h2>Plots</h2>\n" + images if images else "")
-            + "<h2>Settings</h2>\n" + _settings(read_config(run)) + _meta(read_json(run / "meta.json") or {}))
+            + "<h2>Settings</h2>\n" + _settings(read_config(run), commands_of(s, read_json(run / "meta.json")))
+            + _meta(read_json(run / "meta.json") or {}))
     subtitle = " · ".join(escape(str(x)) for x in (row["command"], row["config"]) if x) + " · " + _status(row["status"])
     out = run / "report.html"
     atomic_write_text(out, _page(run.name, subtitle, body))

@@ -19,14 +19,13 @@ import socket
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import RunDirError
 from .faults import fault
 
-if TYPE_CHECKING:  # torch is imported where a checkpoint or meta.json needs it: `data check` never does
+if TYPE_CHECKING:
     import torch
 
 STEP_COLUMNS = ["step", "epoch", "lr", "momentum", "loss", "smooth_loss", "grad_abs"]
@@ -64,7 +63,7 @@ def to_json(obj: Any, indent: int | None = 1) -> str:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save through a temporary file: a kill mid-write leaves the previous checkpoint intact."""
-    import torch
+    import torch  # here, not at the top: `onecycle runs`, `compare` and `report` read run files without torch
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue(), point="checkpoint")
@@ -136,8 +135,8 @@ def keep_rows(path: Path, keep) -> None:
 
 
 def _versions() -> dict[str, str | None]:
+    from importlib import metadata  # here: every command records its argv in this module, few need versions
     import torch
-
     def version(name: str) -> str | None:
         try:
             return metadata.version(name)
@@ -259,7 +258,7 @@ class RunDir:
         (self.path / "checkpoints").mkdir(exist_ok=True)
         atomic_save(state, self.path / "checkpoints" / "last.pt")
 
-    def write_meta(self, argv: list[str], device: torch.device, seed: int, world: int = 1, **extra) -> None:
+    def write_meta(self, argv: list[str], device: "torch.device", seed: int, world: int = 1, **extra) -> None:
         import torch
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         self.write_json("meta.json", {

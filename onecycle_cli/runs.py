@@ -65,6 +65,22 @@ def read_config(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def commands_of(summary: dict | None, meta: dict | None = None) -> frozenset[str]:
+    """Which commands read a run's config.yaml: find, train, or both (`train --max-lr find` runs the range
+    test first). What `config.unread` needs to tell a run's settings from the keys it never read."""
+    s, m = summary or {}, meta or {}
+    command = s.get("command") or m.get("command")
+    if command == "find":
+        return frozenset({"find"})
+    if command != "train":
+        return frozenset({"train", "find"})  # unknown: only the keys no command would read count as unread
+    if "max_lr_source" in s:  # the finished record says where max_lr came from
+        return frozenset({"train", "find"} if str(s["max_lr_source"]).startswith("find:") else {"train"})
+    argv = [str(a) for a in m.get("argv") or []] if isinstance(m.get("argv"), list) else []
+    in_run = "--max-lr=find" in argv or any(a == "--max-lr" and b == "find" for a, b in zip(argv, argv[1:]))
+    return frozenset({"train", "find"} if in_run else {"train"})
+
+
 def is_run_dir(path: Path) -> bool:
     return path.is_dir() and ((path / "summary.json").is_file() or (path / "config.yaml").is_file())
 

@@ -186,7 +186,8 @@ CONFIG_CASES = [
     # paths that are not a config file
     config("config path is a directory", "train", DIRECTORY, "is a directory", "expected a YAML file",
            path="conf.yaml"),
-    config("missing config file", "find", None, "config file not found", "missing.yaml", path="missing.yaml"),
+    config("missing config file", "find", None, "--config missing.yaml", "no such file", "presets: cifar",
+           path="missing.yaml"),
     config("unknown config name", "train", None, "--config mnst", "did you mean 'mnist'", "shipped", path="mnst"),
     config("empty config name", "train", None, "--config ''", "a shipped config name", path=""),
 ]

@@ -1,6 +1,6 @@
 """Every command the README shows, run as a user would run it (issue 6: the README a new user follows).
 
-The quick start runs verbatim. The GPU-box recipe runs verbatim too, but with the environment
+The quick start and the presets section run verbatim. The GPU-box recipe runs verbatim too, but with the environment
 pointing it at a tiny CIFAR-10 in its real format under ~/data and at a small model, through the
 documented precedence (environment over YAML, flags over both); torchrun gets 2 CPU processes
 instead of 8 GPUs. The test fails when the README gains a command it cannot run.
@@ -60,6 +60,19 @@ def test_quick_start_runs_verbatim_offline(tmp_path):
         p = run(line, tmp_path, {})
         assert p.returncode == 0, f"{line}\n{p.stderr[-1500:]}"
     assert len(list((tmp_path / "runs").iterdir())) == len(lines) - 1  # `onecycle runs` writes nothing
+
+
+def test_presets_init_and_completion_run_verbatim(tmp_path):
+    home = tmp_path / "home"  # --install-completion writes into $HOME's shell files
+    home.mkdir()
+    lines = commands("Presets, your own copy, shell completion")
+    assert [line.split()[1] for line in lines] == ["presets", "init", "train", "--install-completion"]
+    for line in lines:
+        p = run(line, tmp_path, {"HOME": str(home)})
+        assert p.returncode == 0, f"{line}\n{p.stderr[-1500:]}"
+    assert (tmp_path / "mnist_sample.yaml").is_file() and (home / ".bash_completions" / "onecycle.sh").is_file()
+    [trained] = (tmp_path / "runs").iterdir()
+    assert trained.name.endswith("-train-mnist_sample")
 
 
 def test_gpu_recipe_runs_on_tiny_cifar(tmp_path):
