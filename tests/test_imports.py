@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 
-
 from conftest import REPO
 
 PROBE = """
