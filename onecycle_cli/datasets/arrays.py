@@ -93,7 +93,7 @@ def channel_stats(images: Images) -> tuple[np.ndarray, np.ndarray]:
     for part in images.chunks():
         total += part.sum((0, 2, 3), dtype=np.uint64)
         squares += np.square(part, dtype=np.uint16).sum((0, 2, 3), dtype=np.uint64)  # 255^2 fits in 16 bits
-    n = images.nbytes / c
+    n = images.nbytes / c or 1  # no images: zeros, and the reader refuses the empty set by name
     return stats_from_sums(total.astype(np.float64), squares.astype(np.float64), n)
 
 
