@@ -12,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from importlib import resources
 from pathlib import Path
@@ -251,6 +252,12 @@ def test_every_mode_becomes_the_configured_channels(tmp_path):
     assert (rgb[2] == 255 - x[0]).all() and (rgb[0] == x[0]).all()  # alpha dropped, colour kept
     assert (decode_image(tmp_path / "palette.png", 1, 28, "crop")[0] == x[0]).all()
     assert (decode_image(tmp_path / "rgb.bmp", 3, 28, "crop") == rgb).all()
+    # a palette with transparency makes PIL warn when converting; nothing of it reaches the user's terminal
+    grey.convert("P").save(tmp_path / "clear.png", transparency=bytes(range(256)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert decode_image(tmp_path / "clear.png", 3, 28, "crop").shape == (3, 28, 28)
+    assert not caught, [str(w.message) for w in caught]
     grey_of_rgb = decode_image(tmp_path / "rgba.png", 1, 28, "crop")
     assert grey_of_rgb.shape == (1, 28, 28) and (grey_of_rgb[0] == np.asarray(rgba.convert("L"))).all()
     # 16-bit grey is scaled to 8 bits, not clipped

@@ -50,6 +50,9 @@ def decode_image(path: str | Path, channels: int, size: int, resize: str) -> np.
     mode = "L" if channels == 1 else "RGB"
     try:
         with warnings.catch_warnings():
+            # PIL's other warnings (a palette's transparency, an odd EXIF block) would reach the user's terminal
+            # from every worker: the file is decoded or skipped with a reason, which says enough
+            warnings.simplefilter("ignore")
             # above MAX_IMAGE_PIXELS PIL only warns (above twice that it refuses): both are refusals here
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
