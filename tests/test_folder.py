@@ -533,3 +533,28 @@ def test_rrc_batches_keep_labels_and_validation_is_the_centre_crop(tmp_path):
     stored = a.x_valid.source[a.x_valid.rows]
     for (xb, _), start in zip(eval_batches(ds, cfg, 5), range(0, 12, 5)):
         assert torch.equal((xb * 255).round().to(torch.uint8), torch.from_numpy(stored[start:start + 5, :, 2:10, 2:10]))
+
+
+def test_file_and_class_names_that_are_not_utf8_or_look_like_markup(cli, tmp_path):
+    root = tmp_path / "odd"
+    x, _ = digits(12)
+    names = [b"caf\xe9", b"[bold]dogs"]  # a Latin-1 class folder; a name rich would read as markup
+    for split, n in (("train", 8), ("valid", 2)):
+        for k, name in enumerate(names):
+            for i in range(n):
+                folder = os.path.join(os.fsencode(root), split.encode(), name)
+                os.makedirs(folder, exist_ok=True)
+                with open(os.path.join(folder, b"%d\xff.png" % i), "wb") as f:  # not UTF-8 either
+                    Image.fromarray(x[i + k]).save(f, "PNG")
+    with open(os.path.join(os.fsencode(root), b"train", names[0], b"broken\xfe.jpg"), "wb") as f:
+        f.write(b"not an image")
+    report = check(cli, root)
+    assert report["class_names"] == ["[bold]dogs", "caf\\xe9"] and report["train"] == 16
+    assert report["skipped"][0]["file"] == "train/caf\\xe9/broken\\xfe.jpg"
+    text = cli("data", "check", *args(root)[:6])
+    assert text.code == 0 and "  caf\\xe9" in text.stdout and "  [bold]dogs" in text.stdout
+    assert check(cli, root)["cache"]["status"] == "hit"  # the manifest keeps such names, one to one
+    r = cli("train", *args(root), "--epochs", "8", "--json")
+    assert r.code == 0, r.stderr
+    run = tmp_path / r.json()["run_dir"]
+    assert json.loads((run / "data_report.json").read_text())["classes"] == ["[bold]dogs", "caf\\xe9"]

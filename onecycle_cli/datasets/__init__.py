@@ -63,7 +63,7 @@ def check_dataset(cfg: DataConfig, progress: Progress | None = None) -> dict:
         report.update(r, classes=len(arrays.classes), class_names=r["classes"])
         cache = r["cache"]
         report["message"] = (f"folder: ok, {len(arrays.x_train)} training and {len(arrays.x_valid)} validation images "
-                             f"of {c}x{h}x{w}, {len(arrays.classes)} classes ({r['layout']}) in {root}; "
+                             f"of {c}x{h}x{w}, {len(arrays.classes)} classes ({r['layout']}) in {r['root']}; "
                              f"cache {cache['status']} ({cache['decoded']} decoded): {cache['path']}")
         return report
     where = "bundled with onecycle" if cfg.dataset == "mnist_sample" else f"in {root}"

@@ -37,7 +37,7 @@ from ..config import DataConfig
 from ..errors import DataError, Interrupted
 from ..rundir import atomic_write_text
 from .decode import decode_files
-from .folder import Listing
+from .folder import Listing, file_key, printable
 
 FORMAT = 1
 
@@ -56,7 +56,7 @@ class Manifest(BaseModel):
     images: Annotated[str, Field(pattern=r"^images-[0-9a-f]{12}\.npy$")]  # a bare name: nothing outside the folder
     sums: Annotated[str, Field(pattern=r"^sums-[0-9a-f]{12}\.npy$")]
     rows: Annotated[int, Field(ge=0)]
-    files: dict[str, tuple[int, int, int, str]]  # path: (size, mtime_ns, row or -1, why it was skipped)
+    files: dict[str, tuple[int, int, int, str]]  # file_key(path): (size, mtime_ns, row or -1, why it was skipped)
 
 
 @dataclass
@@ -75,9 +75,9 @@ class BadCache(Exception):
 def cache_dir(cfg: DataConfig, root: Path, size: int) -> Path:
     if cfg.cache:
         # a shared cache folder: one subfolder per data root, named for people and told apart by a hash
-        resolved = str(root.resolve())
+        resolved = os.fsencode(root.resolve())  # the bytes: a folder name need not be UTF-8
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in root.resolve().name)[:40] or "root"
-        base = Path(cfg.cache).expanduser() / f"{slug}-{hashlib.sha256(resolved.encode()).hexdigest()[:10]}"
+        base = Path(cfg.cache).expanduser() / f"{slug}-{hashlib.sha256(resolved).hexdigest()[:10]}"
     else:
         base = root / ".onecycle-cache"
     return base / f"{size}px-{cfg.resize}-{'grey' if cfg.channels == 1 else 'rgb'}"
@@ -174,7 +174,7 @@ def cached_images(listing: Listing, cfg: DataConfig, size: int, progress=None,
                 old = _open(directory, m)
             except BadCache as e:
                 m, note = None, str(e)
-        if m is not None and all((rec := m.files.get(e.path)) is not None and rec[:2] == (e.size, e.mtime_ns)
+        if m is not None and all((rec := m.files.get(file_key(e.path))) is not None and rec[:2] == (e.size, e.mtime_ns)
                                  for e in listing.entries):
             cached = _result(listing, m, *old)
             cached.info = _info(directory, "hit", 0, len(listing.entries), cached, time.perf_counter() - started)
@@ -185,7 +185,7 @@ def cached_images(listing: Listing, cfg: DataConfig, size: int, progress=None,
 def _result(listing: Listing, m: Manifest, images: np.ndarray, sums: np.ndarray) -> Cached:
     row, skipped = {}, {}
     for e in listing.entries:
-        _, _, r, why = m.files[e.path]
+        _, _, r, why = m.files[file_key(e.path)]
         if r >= 0:
             row[e.path] = r
         else:
@@ -195,7 +195,7 @@ def _result(listing: Listing, m: Manifest, images: np.ndarray, sums: np.ndarray)
 
 def _info(directory: Path, status: str, decoded: int, files: int, cached: Cached, seconds: float,
           note: str = "") -> dict:
-    return {"path": str(directory), "status": status, "decoded": decoded, "reused": files - decoded,
+    return {"path": printable(str(directory)), "status": status, "decoded": decoded, "reused": files - decoded,
             "seconds": round(seconds, 3), "images_per_s": round(decoded / seconds, 1) if decoded and seconds else None,
             "bytes": int(cached.images.nbytes), **({"note": note} if note else {})}
 
@@ -220,12 +220,12 @@ def _build(directory: Path, listing: Listing, cfg: DataConfig, settings: Setting
     jobs: list[tuple[int, str]] = []
     copies: list[tuple[int, int]] = []  # (old row, new row)
     for i, e in enumerate(entries):
-        rec = m.files.get(e.path) if m is not None else None
+        rec = m.files.get(file_key(e.path)) if m is not None else None
         if rec is not None and rec[:2] == (e.size, e.mtime_ns):
             if rec[2] >= 0:
                 copies.append((rec[2], i))  # recorded once copied
             else:
-                files[e.path] = rec  # still the same unusable file: not tried again
+                files[file_key(e.path)] = rec  # still the same unusable file: not tried again
         else:
             jobs.append((i, str(listing.root / e.path)))
     stopped = 0
@@ -241,7 +241,7 @@ def _build(directory: Path, listing: Listing, cfg: DataConfig, settings: Setting
             images.flush()
             del images
             for src_row, i in copies:
-                files[entries[i].path] = (entries[i].size, entries[i].mtime_ns, i, "")
+                files[file_key(entries[i].path)] = (entries[i].size, entries[i].mtime_ns, i, "")
         done, t0 = 0, time.perf_counter()
         if progress is not None and jobs:
             progress(0, len(jobs), 0.0)
@@ -251,7 +251,7 @@ def _build(directory: Path, listing: Listing, cfg: DataConfig, settings: Setting
                 e = entries[row]
                 if error is None:
                     sums[row] = s
-                files[e.path] = (e.size, e.mtime_ns, row if error is None else -1, error or "")
+                files[file_key(e.path)] = (e.size, e.mtime_ns, row if error is None else -1, printable(error or ""))
             done += len(results)
             if progress is not None:
                 progress(done, len(jobs), done / max(time.perf_counter() - t0, 1e-9))

@@ -56,7 +56,24 @@ class Listing:
 
 def split_key(seed: int, path: str) -> int:
     """A file's place in the seeded order: a hash of the seed and its relative path, nothing else."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}\0{path}".encode(), digest_size=8).digest(), "big")
+    data = f"{seed}\0{path}".encode("utf-8", "surrogateescape")  # a file name's bytes, UTF-8 or not
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def printable(text: str) -> str:
+    """A path (or a message naming one) as text that JSON, terminals and logs take: bytes that are not
+    UTF-8, which the file system may hand over, shown as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def file_key(path: str) -> str:
+    """A relative path as JSON text, one to one: itself, or, for a name that is not UTF-8, a NUL (which
+    no file name holds) and its bytes in hex."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return "\0" + path.encode("utf-8", "surrogateescape").hex()
 
 
 def hold_out(paths: list[str], valid_pct: float, seed: int) -> set[str]:
@@ -254,8 +271,8 @@ def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None 
     listing = scan(cfg)
     stored = cfg.presize or cfg.image_size
     cache = cached_images(listing, cfg, stored, progress, stop)
-    skipped = [{"file": e.path, "split": "valid" if e.valid else "train", "reason": cache.skipped[e.path]}
-               for e in listing.entries if e.path in cache.skipped]
+    skipped = [{"file": printable(e.path), "split": "valid" if e.valid else "train",
+                "reason": printable(cache.skipped[e.path])} for e in listing.entries if e.path in cache.skipped]
     if skipped and cfg.strict:
         first = skipped[0]
         raise DataError(f"data.strict is true and {len(skipped)} of {len(listing.entries)} files could not be decoded, "
@@ -277,11 +294,12 @@ def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None 
     x_valid = Images(cache.images, rows["valid"], size)  # validation: the centre crop, never augmented
     sums = cache.sums[rows["train"]].sum(0)  # exact per-image channel sums of the stored images
     mean, std = stats_from_sums(sums[0], sums[1], len(rows["train"]) * stored * stored)
-    counts = {k: dict(sorted(Counter(listing.classes[e.label] for e in v).items())) for k, v in splits.items()}
+    names = [printable(c) for c in listing.classes]  # for the report and the terminal
+    counts = {k: Counter(e.label for e in v) for k, v in splits.items()}
     report = {
-        "dataset": "folder", "root": str(listing.root.resolve()), "layout": listing.layout, "classes": listing.classes,
-        "images": {"train": len(splits["train"]), "valid": len(splits["valid"])},
-        "counts": {k: {c: v.get(c, 0) for c in listing.classes} for k, v in counts.items()},
+        "dataset": "folder", "root": printable(str(listing.root.resolve())), "layout": listing.layout,
+        "classes": names, "images": {"train": len(splits["train"]), "valid": len(splits["valid"])},
+        "counts": {k: {c: v.get(i, 0) for i, c in enumerate(names)} for k, v in counts.items()},
         "files": len(listing.entries), "skipped": skipped,
         "image_size": cfg.image_size, "stored_size": stored, "channels": cfg.channels, "resize": cfg.resize,
         "split_seed": cfg.split_seed, "cache": cache.info}
