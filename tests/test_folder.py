@@ -76,6 +76,7 @@ def write_photos(root: Path, train: int = 60, valid: int = 20, bad: bool = True)
     expected["train"]["3"] += 1
     expected["train"]["7"] += 1
     (root / "train" / "3" / "README.txt").write_text("not an image, and not named like one: ignored")
+    os.mkfifo(root / "train" / "3" / "pipe.png")  # not a file: reading it would wait forever, so it is not listed
     (root / "train" / ".DS_Store").write_bytes(b"\0\1hidden")
     if bad:
         (root / "train" / "3" / "notes.jpg").write_text("a text file named .jpg")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -110,6 +111,8 @@ def _walk(folder: Path, root: Path) -> list[tuple[str, int, int]]:
                     st = entry.stat()  # follows a link to a file: its content is what gets decoded
                 except OSError:
                     st = None  # a dangling link: listed, and skipped as unreadable when decoded
+                if st is not None and not stat.S_ISREG(st.st_mode):
+                    continue  # a FIFO or a device named x.jpg: reading it could block forever
                 rel = Path(entry.path).relative_to(root).as_posix()
                 found.append((rel, st.st_size if st else -1, st.st_mtime_ns if st else -1))
     return sorted(found)
