@@ -126,7 +126,7 @@ def test_an_mnist_runs_report_lists_only_the_settings_it_used(cli, tiny_runs, tm
     read, unread = settings_tables((run / "report.html").read_text())
     assert "<td>image_size</td>" not in read and "<td>classes</td>" not in read  # issue 14: not the run's settings
     assert "<td>channels</td>" in read  # simple_cnn's channel list is this run's (model section)
-    assert "<td>data.image_size</td><td>32</td><td>only with data.dataset synthetic</td>" in unread
+    assert "<td>data.image_size</td><td>32</td><td>only with data.dataset synthetic or folder</td>" in unread
     assert "<td>find.num_it</td>" in unread
 
 
