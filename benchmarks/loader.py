@@ -21,9 +21,9 @@ import torch
 
 def ours(x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, device: str) -> float:
     from onecycle_cli.config import DataConfig
-    from onecycle_cli.data import Dataset, channel_stats
+    from onecycle_cli.datasets import Dataset, Images, channel_stats
     from onecycle_cli.loader import TrainBatches
-    mean, std = channel_stats(x)
+    mean, std = (torch.from_numpy(v) for v in channel_stats(Images(x.numpy())))
     ds = Dataset("bench", x, y, x[:1], y[:1], [str(i) for i in range(10)], mean, std).to(device)
     batches = TrainBatches(ds, DataConfig(dataset="cifar10", flip=True, crop=True, pad=4), batch, seed=0)
     for xb, _ in batches.epoch(0, start=batches.steps_per_epoch - 2):  # warm-up

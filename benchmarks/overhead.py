@@ -54,7 +54,7 @@ def child_bare(a) -> dict:
     import torch.nn.functional as F
     import torchvision
     from onecycle_cli.config import DataConfig
-    from onecycle_cli.data import load_dataset
+    from onecycle_cli.datasets import load_dataset
     cfg = DataConfig(dataset=a.dataset, root=str(a.data), download=False, train_size=a.train_size,
                      valid_size=a.valid_size, **({"channels": 3, "image_size": 32, "classes": 10}
                                                  if a.dataset == "synthetic" else {}))

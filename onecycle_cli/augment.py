@@ -5,10 +5,15 @@ Each epoch draws, for every training image at once, a crop offset and a flip bit
 padding, the crop window and the mirror. That is the same distribution as torchvision's
 `RandomCrop(32, padding=4, padding_mode="reflect")` + `RandomHorizontalFlip` per image, without a
 padded copy of the dataset, without PIL and without a Python loop over samples.
+
+Photographs get the random-resized crop instead (`onecycle train --config folder`): `draw_boxes`
+draws every image's crop box as torchvision's `RandomResizedCrop.get_params` draws one, all at
+once, and `resized_crop` cuts and resizes a whole batch of boxes with one `roi_align`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +27,7 @@ class EpochDraws:
     dy: torch.Tensor     # crop offsets into the padded image, 0 .. 2*pad (pad: no shift)
     dx: torch.Tensor
     flip: torch.Tensor   # bool: mirror this image
+    boxes: torch.Tensor | None = None  # rrc: x1, y1, x2, y2 of each image's crop, in pixels
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -30,16 +36,22 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
-def draw_epoch(n: int, pad: int, flip: bool, generator: torch.Generator, device: torch.device) -> EpochDraws:
+def draw_epoch(n: int, pad: int, flip: bool, generator: torch.Generator, device: torch.device,
+               rrc: tuple[int, tuple[float, float], tuple[float, float]] | None = None) -> EpochDraws:
+    """The epoch's order, crops and flips; `rrc` = (stored image size, scale, ratio) draws random-resized crops."""
     order = torch.randperm(n, generator=generator, device=device)
-    if pad:
+    boxes = None
+    if rrc is not None:
+        boxes = draw_boxes(n, *rrc, generator=generator, device=device)
+        dy = dx = torch.zeros(n, dtype=torch.long, device=device)
+    elif pad:
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
     else:
         dy = dx = torch.zeros(n, dtype=torch.long, device=device)
     mirror = (torch.rand(n, generator=generator, device=device) < 0.5) if flip else torch.zeros(
         n, dtype=torch.bool, device=device)
-    return EpochDraws(order, dy, dx, mirror)
+    return EpochDraws(order, dy, dx, mirror, boxes)
 
 
 def reflect(i: torch.Tensor, n: int) -> torch.Tensor:
@@ -47,10 +59,11 @@ def reflect(i: torch.Tensor, n: int) -> torch.Tensor:
     return (n - 1) - ((n - 1) - i.abs()).abs()
 
 
-def augment(images: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
+def augment(images: torch.Tensor, index: torch.Tensor | None, dy: torch.Tensor, dx: torch.Tensor,
             mirror: torch.Tensor, pad: int, flip: bool) -> torch.Tensor:
-    """The uint8 batch `images[index]`, each reflect-padded by `pad`, cropped at (dy, dx) and maybe mirrored."""
-    batch = images[index]
+    """The uint8 batch `images[index]` (index None: `images` is the batch), each reflect-padded by `pad`,
+    cropped at (dy, dx) and maybe mirrored."""
+    batch = images if index is None else images[index]
     if not pad and not flip:
         return batch
     b, c, h, w = batch.shape
@@ -63,6 +76,56 @@ def augment(images: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: tor
         batch = batch.gather(2, rows[:, None, :, None].expand(b, c, h, w))
         cols = reflect(dx[:, None] + cols - pad, w)
     return batch.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+def draw_boxes(n: int, size: int, scale: tuple[float, float], ratio: tuple[float, float],
+               generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """n crop boxes (x1, y1, x2, y2) in a size x size image, each drawn as `RandomResizedCrop.get_params` draws one.
+
+    torchvision tries up to 10 (area share, log aspect ratio) pairs and keeps the first whose rounded
+    width and height fit, at a uniform integer offset; if none fits, it takes the centre crop of the
+    nearest allowed aspect ratio. Here all n x 10 tries are drawn at once and the first fit picked
+    per row, in float64 so the rounding is Python's.
+    """
+    opts = dict(dtype=torch.float64, device=device)
+    area = float(size * size)
+    shares = torch.empty(n, 10, **opts).uniform_(scale[0], scale[1], generator=generator)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.empty(n, 10, **opts).uniform_(log_lo, log_hi, generator=generator).exp()
+    w = (area * shares * aspect).sqrt().round()
+    h = (area * shares / aspect).sqrt().round()
+    fits = (w > 0) & (w <= size) & (h > 0) & (h <= size)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)  # the first try that fits (0 when none does)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    found = fits.any(1)
+    # none fits: torchvision's fallback, the centre crop at the allowed aspect ratio nearest the square's 1
+    if ratio[0] > 1:
+        fw, fh = size, round(size / ratio[0])
+    elif ratio[1] < 1:
+        fw, fh = round(size * ratio[1]), size
+    else:
+        fw, fh = size, size
+    w, h = torch.where(found, w, float(fw)), torch.where(found, h, float(fh))
+    u = torch.rand(n, 2, generator=generator, **opts)
+    y1 = torch.where(found, (u[:, 0] * (size - h + 1)).floor(), ((size - h) / 2).floor())
+    x1 = torch.where(found, (u[:, 1] * (size - w + 1)).floor(), ((size - w) / 2).floor())
+    return torch.stack([x1, y1, x1 + w, y1 + h], 1).float()
+
+
+def resized_crop(batch: torch.Tensor, boxes: torch.Tensor, size: int, mirror: torch.Tensor | None) -> torch.Tensor:
+    """Each image's box of the uint8 batch, resized to size x size (float, pixel units) and maybe mirrored.
+
+    `roi_align` with `aligned=True` reads a box as the continuous span of its pixels and, with an
+    adaptive sampling ratio, averages ceil(box/size)^2 bilinear samples per output pixel: a large
+    crop is shrunk with a box filter rather than aliased, a small one enlarged bilinearly.
+    """
+    from torchvision.ops import roi_align
+    x = batch.float()
+    index = torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None]
+    out = roi_align(x, torch.cat([index, boxes.to(x.dtype)], 1), (size, size), 1.0, -1, True)
+    if mirror is not None:
+        out = torch.where(mirror[:, None, None, None], out.flip(3), out)
+    return out
 
 
 def normalize(batch: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:

@@ -141,7 +141,7 @@ def _path(value):
 
 # -- options shared by the commands: each names the config key it sets ------------------------------
 Config_ = Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH|NAME", callback=_path,
-                                                help="YAML file, or a shipped preset: cifar, mnist, mnist_sample "
+                                                help="YAML file, or a shipped preset: cifar, mnist, mnist_sample, folder "
                                                      "(onecycle presets).",
                                                 autocompletion=completion.config_names)]
 Set_ = Annotated[Optional[list[str]], typer.Option("--set", metavar="SECTION.KEY=VALUE",
@@ -440,7 +440,7 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                  json_: Json_ = False) -> int:
     """Preview the LR and momentum of every step (each parameter group's, and both cycles of fine-tuning),
     without touching any data."""
-    from .data import train_size
+    from .datasets import train_size
     from .models.groups import group_names
     from .plots import schedule_figure
     from .schedules import check_cycles, cycle_phase_changes, cycles, preview_cycles
@@ -588,21 +588,45 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callba
 @data_app.command("check")
 def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
                json_: Json_ = False) -> int:
-    """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing)."""
-    from .data import check_dataset
+    """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing).
+
+    A folder is decoded into its cache here, once, with every file that cannot be decoded listed (--json)."""
+    from .datasets import check_dataset
     resolved = _resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
-    report = check_dataset(resolved.config.data)
+    display = _display()
+    with display.counter("decode") as progress:
+        report = check_dataset(resolved.config.data, progress)
     _emit(report, json_)
     if not json_:
         _say(report["message"])
+        if report.get("counts"):  # a folder: what each class holds, and the files that were left out
+            for line in _folder_lines(report):
+                _say(line)
+    if report.get("skipped"):
+        sys.stdout.flush()  # the report first, then the warning, in a log that takes both
+        display.warn(f"{len(report['skipped'])} of {report['files']} files could not be decoded and are skipped"
+                     f"{'' if json_ else ' (--json lists them all)'}")
     return 0 if report["ok"] else EXIT_USAGE
+
+
+def _folder_lines(report: dict, most: int = 20) -> list[str]:
+    """A folder's classes with their training and validation counts, then the first skipped files and why."""
+    names = report["class_names"]
+    width = max(len("class"), *(len(c) for c in names[:most]))
+    lines = [f"  {'class':<{width}}  {'train':>7}  {'valid':>7}"]
+    lines += [f"  {c:<{width}}  {report['counts']['train'][c]:>7}  {report['counts']['valid'][c]:>7}" for c in names[:most]]
+    if len(names) > most:
+        lines.append(f"  ... and {len(names) - most} more classes (--json lists them all)")
+    for s in report["skipped"][:most // 2]:
+        lines.append(f"  skipped {s['file']}: {s['reason']}")
+    return lines
 
 
 @data_app.command("download")
 def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
                   json_: Json_ = False) -> int:
     """Fetch the dataset a config needs into the data root (then copy that folder to offline boxes)."""
-    from .data import check_dataset, download_dataset
+    from .datasets import check_dataset, download_dataset
     resolved = _resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
     report = check_dataset(resolved.config.data)
     if not report["ok"]:  # already readable: nothing to fetch, and no network needed to say so

@@ -1,6 +1,6 @@
 """The config schema and how a config is resolved: `onecycle config --config cifar --set train.seed=1`.
 
-Precedence, lowest first: the defaults below < the YAML file < environment (`ONECYCLE_DATA`,
+Precedence, lowest first: the defaults below < the YAML file < environment (`ONECYCLE_DATA`, `ONECYCLE_CACHE`,
 `ONECYCLE_RUNS`, `ONECYCLE_DEVICE`, or `ONECYCLE_<SECTION>__<KEY>`) < flags (`--set section.key=value`
 and the named flags such as `--max-lr`). Everything is checked before any work starts; a bad
 value becomes one `ConfigError` line naming the key, the value, where it came from and what was
@@ -53,22 +53,59 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dataset: Literal["cifar10", "mnist", "fashion_mnist", "mnist_sample", "synthetic"] = "cifar10"
-    root: PathStr = "data"         # where datasets live (torchvision's layouts); ONECYCLE_DATA or --data-dir
+    dataset: Literal["cifar10", "mnist", "fashion_mnist", "mnist_sample", "synthetic", "folder"] = "cifar10"
+    # where datasets live (torchvision's layouts), or the image folder itself; ONECYCLE_DATA or --data-dir
+    root: PathStr = "data"
     download: bool = True          # fetch a missing dataset when the network allows
     train_size: Optional[PositiveInt] = None  # first N training images only (null: all); synthetic: how many to make
     valid_size: Optional[PositiveInt] = None  # first N test images only (null: all)
     flip: bool = True              # random horizontal mirror per image (wrong for digits)
-    crop: bool = True              # random crop back to size from the padded image
-    pad: Annotated[int, Field(ge=0)] = 4  # reflection padding before the crop (He et al.: 4 px)
+    crop: bool = True              # a random crop per image, of the kind data.augment names (false: the whole image)
+    # the random crop: pad_crop = reflect-pad + crop back to size (He et al.'s CIFAR recipe), rrc = random-resized
+    # crop (torchvision's RandomResizedCrop, for photos); null: rrc for folders, pad_crop for the built-in sets
+    augment: Optional[Literal["pad_crop", "rrc"]] = None
+    pad: Annotated[int, Field(ge=0)] = 4  # pad_crop: reflection padding before the crop (He et al.: 4 px)
+    scale: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [0.08, 1.0]  # rrc: share of the area a crop keeps (torchvision's default)
+    ratio: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [3 / 4, 4 / 3]  # rrc: width/height of a crop (torchvision's default)
     normalize: bool = True         # per-channel standardisation of the inputs (false: pixels scaled to 0..1)
     # whose mean/std: the training images', or the ones the weights were trained with (fastai, timm and
     # torchvision normalise pretrained inputs so); auto: weights when model.pretrained or model.init is set
     stats: Literal["auto", "dataset", "weights"] = "auto"
-    # synthetic only: a generated, learnable set for smoke tests
+    # folder only: the user's own images, decoded once into a cache (README: "Your own images")
+    csv: Optional[PathStr] = None      # a fname,label[,is_valid] file, relative to root (fastai's from_csv); null: class folders
+    valid_pct: Optional[Annotated[float, Field(gt=0, lt=1)]] = None  # share of each class held out when root has no valid/
+    split_seed: Annotated[int, Field(ge=0)] = 0  # which files valid_pct holds out; apart from train.seed so --seeds keeps the split
+    presize: Optional[Annotated[int, Field(ge=4, le=1024)]] = None  # side the cache stores, for rrc to crop from (fastbook: 460 for 224); null: image_size
+    resize: Literal["crop", "squish", "pad"] = "crop"  # to a square: shorter side then centre crop; stretch; fit inside, pad black
+    strict: bool = False           # true: any file that cannot be decoded stops the run (exit 2) instead of being skipped
+    cache: Optional[PathStr] = None    # where decoded images are kept (ONECYCLE_CACHE); null: <root>/.onecycle-cache
+    device_budget: Annotated[float, Field(gt=0, le=1)] = 0.5  # share of the device's free memory the images may fill; beyond it they stay in pinned host memory
+    # synthetic and folder: the size of the images the model sees
     image_size: Annotated[int, Field(ge=4, le=512)] = 32
-    channels: Annotated[int, Field(ge=1, le=16)] = 3
-    classes: Annotated[int, Field(ge=2, le=1000)] = 10
+    channels: Annotated[int, Field(ge=1, le=16)] = 3  # folder: 3 (RGB) or 1 (grey); synthetic: any
+    classes: Annotated[int, Field(ge=2, le=1000)] = 10  # synthetic only: folders take theirs from the layout
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "DataConfig":
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"data.scale = {self.scale}: expected [low, high] with 0 < low <= high <= 1 "
+                             f"(shares of the image's area; torchvision's default is [0.08, 1.0])")
+        if self.ratio[0] > self.ratio[1]:
+            raise ValueError(f"data.ratio = {self.ratio}: expected [low, high] with low <= high "
+                             f"(width/height; torchvision's default is [0.75, 1.333])")
+        if self.presize is not None and self.presize < self.image_size:
+            raise ValueError(f"data.presize = {self.presize} is below data.image_size = {self.image_size}: the cache "
+                             f"keeps images at presize for crops of image_size, so expected presize >= image_size or null")
+        if self.dataset == "folder" and self.channels not in (1, 3):
+            raise ValueError(f"data.channels = {self.channels}: a folder's images become 3 (RGB) or 1 (grey) channels")
+        return self
+
+    @property
+    def crop_kind(self) -> str:
+        """What a training image goes through: rrc, pad_crop, or none (the whole image, or a folder's centre crop)."""
+        if not self.crop:
+            return "none"
+        return self.augment or ("rrc" if self.dataset == "folder" else "pad_crop")
 
 
 SIMPLE_CNN_MAX_WEIGHTS = 10**9  # 4 GB of float32 weights, before gradients and optimiser state
@@ -373,6 +410,9 @@ def _plain(value: Any) -> str:
 
 
 SYNTHETIC = When("data.dataset", "synthetic")
+FOLDER = When("data.dataset", "folder")
+GENERATED_OR_FOLDER = When("data.dataset", "synthetic", "folder")
+BUILT_IN = ("cifar10", "mnist", "fashion_mnist", "mnist_sample", "synthetic")
 SIMPLE_CNN = When("model.name", "simple_cnn")
 SGD, ADAMW = When("optim.name", "sgd"), When("optim.name", "adamw")
 ONECYCLE = When("schedule.name", "onecycle")
@@ -382,12 +422,30 @@ FINE_TUNE = Positive("train.freeze_epochs")
 
 # {"section.key" or "section.*": rules that must all hold for a run to read the key}
 APPLIES: dict[str, tuple[When | By | Either | Positive, ...]] = {
-    "data.root": (When("data.dataset", "cifar10", "mnist", "fashion_mnist"),),  # mnist_sample ships inside
+    "data.root": (When("data.dataset", "cifar10", "mnist", "fashion_mnist", "folder"),),  # mnist_sample ships inside
     "data.download": (When("data.dataset", "cifar10", "mnist", "fashion_mnist"),),  # synthetic is generated
-    "data.pad": (When("data.crop", True),),   # the padding only feeds the random crop
-    "data.image_size": (SYNTHETIC,),          # a real dataset has its own image size,
-    "data.channels": (SYNTHETIC,),            # channels
-    "data.classes": (SYNTHETIC,),             # and classes
+    "data.augment": (When("data.crop", True),),  # which random crop: none without one
+    # the padding only feeds CIFAR's crop: data.augment pad_crop, or null for a built-in set
+    "data.pad": (When("data.crop", True), Either(When("data.augment", "pad_crop"), When("data.dataset", *BUILT_IN),
+                                                 why="with data.augment pad_crop (null: for the built-in sets)"),
+                 When("data.augment", "pad_crop", None)),
+    # the random-resized crop's ranges: data.augment rrc, or null for a folder
+    "data.scale": (When("data.crop", True), Either(When("data.augment", "rrc"), FOLDER,
+                                                   why="with data.augment rrc (null: for a folder)"),
+                   When("data.augment", "rrc", None)),
+    "data.ratio": (When("data.crop", True), Either(When("data.augment", "rrc"), FOLDER,
+                                                   why="with data.augment rrc (null: for a folder)"),
+                   When("data.augment", "rrc", None)),
+    "data.image_size": (GENERATED_OR_FOLDER,),  # a built-in dataset has its own image size,
+    "data.channels": (GENERATED_OR_FOLDER,),    # channels
+    "data.classes": (SYNTHETIC,),               # and classes (a folder's are its class folders)
+    "data.csv": (FOLDER,),                       # the user's own images only: their layout,
+    "data.valid_pct": (FOLDER,),                 # split,
+    "data.split_seed": (FOLDER,),
+    "data.presize": (FOLDER,),                   # decoding
+    "data.resize": (FOLDER,),
+    "data.strict": (FOLDER,),                    # bad files
+    "data.cache": (FOLDER,),                     # and cache
     "model.channels": (SIMPLE_CNN,),          # a ResNet's layers follow from its depth and the data
     "model.kernel_sizes": (SIMPLE_CNN,),
     "model.strides": (SIMPLE_CNN,),
@@ -562,7 +620,8 @@ NULLABLE_PATH_KEYS = frozenset(f"{section}.{key}" for section, field in Config.m
                                for key, f in field.annotation.model_fields.items()
                                if f"{section}.{key}" in PATH_KEYS and type(None) in get_args(f.annotation))
 
-ENV_ALIASES = {"ONECYCLE_DATA": "data.root", "ONECYCLE_RUNS": "run.root", "ONECYCLE_DEVICE": "train.device"}
+ENV_ALIASES = {"ONECYCLE_DATA": "data.root", "ONECYCLE_RUNS": "run.root", "ONECYCLE_DEVICE": "train.device",
+               "ONECYCLE_CACHE": "data.cache"}
 
 
 def env_overrides(environ: dict[str, str]) -> list[tuple[str, str, str]]:

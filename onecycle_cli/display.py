@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -82,6 +82,19 @@ class Display:
             finally:
                 self._progress = None
 
+    @contextlib.contextmanager
+    def counter(self, description: str, unit: str = "images") -> Iterator[Callable[[int, int, float], None]]:
+        """A progress callback (done, total, per second) for library code: a bar from its first call, on a terminal."""
+        with contextlib.ExitStack() as stack:
+            task = None
+
+            def update(done: int, total: int, per_second: float) -> None:
+                nonlocal task
+                if task is None:
+                    task = stack.enter_context(self.progress(total, description))
+                task.update(done, f"{per_second:,.0f} {unit}/s", total=total)
+            yield update
+
     # -- the epoch table users know from fastai ---------------------------------------------
     EPOCH_COLUMNS = ("epoch", "train_loss", "valid_loss", "accuracy", "time")
 
@@ -146,7 +159,7 @@ class ProgressTask:
     def __init__(self, bar: Progress | None, task):
         self.bar, self.task = bar, task
 
-    def update(self, completed: int, info: str = "") -> None:
+    def update(self, completed: int, info: str = "", total: int | None = None) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=completed, info=plain(info))
+            self.bar.update(self.task, completed=completed, info=plain(info), total=total)
 

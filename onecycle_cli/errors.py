@@ -48,3 +48,11 @@ class Diverged(OnecycleError):
     """Training produced a non-finite loss; everything recorded before it is kept."""
 
     exit_code = EXIT_DIVERGED
+
+
+class Interrupted(OnecycleError):
+    """A signal stopped the work before training began; what was done is kept (a folder's cache, say)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_SIGINT):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -33,7 +33,7 @@ from .loader import eval_batches
 from .lr_find import find_in_run
 from .models import set_frozen, stat_layers
 from .optim import build_optimizer, leading_groups
-from .pipeline import Pipeline, build_pipeline
+from .pipeline import Pipeline, announce_data, build_pipeline
 from . import checkpoint as ckpt
 from .report import write_views
 from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, group_lr_columns, keep_rows, now_iso
@@ -302,7 +302,8 @@ def open_for_resume(path: Path) -> tuple[RunDir, dict]:
 
 
 RESUMABLE = {"train.device", "train.log_every", "train.eval_batch_size", "run.tensorboard", "run.root", "data.root",
-             "data.download", "model.download"}
+             "data.download", "model.download",
+             "data.cache", "data.device_budget", "data.strict"}  # where data and weights live, not what they are
 
 
 def check_resumable(saved: dict, cfg: Config, total_steps: int, path: Path) -> None:
@@ -386,7 +387,7 @@ def summary_of(pipe: Pipeline, run: RunDir, state: LoopState, status: str, reaso
         "max_lr": cfg.schedule.max_lr, "epochs": total_epochs(cfg), "freeze_epochs": cfg.train.freeze_epochs,
         "lr_mult": cfg.optim.lr_mult, "epochs_done": state.epoch, "steps": state.step,
         "batch_size": cfg.train.batch_size, "seed": cfg.train.seed, "device": str(pipe.device),
-        "precision": pipe.precision.name, "world_size": pipe.dist.world,
+        "precision": pipe.precision.name, "world_size": pipe.dist.world, "data": pipe.ds.memory,
         "final": {k: last.get(k) for k in ("train_loss", "valid_loss", "accuracy")} if last else None,
         "best": {"accuracy": state.best_accuracy, "epoch": state.best_epoch} if state.best_epoch >= 0 else None,
         "train_seconds": round(state.train_seconds, 3), "wall_seconds": round(time.time() - started, 3),
@@ -443,7 +444,9 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
     elif dist.main:
         RunDir.check_root(cfg.run.root)
     try:
-        pipe = build_pipeline(cfg, dist, saved)
+        with display.counter("decode") as progress:
+            pipe = build_pipeline(cfg, dist, saved, progress=progress, stop=stop.pending)
+        announce_data(pipe.ds, display)
         per_epoch = pipe.batches.steps_per_epoch
         total = total_epochs(cfg) * per_epoch
         check_cycles(cycles(cfg, len(pipe.groups)), per_epoch)
@@ -466,7 +469,9 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
             # the commands that read it: the keys neither reads are marked in the file
             run.write_text("config.yaml", (PENDING_MAX_LR if find_first else "")
                            + to_yaml(cfg, {"train", "find"} if find_first else {"train"}))
-            run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name)
+            run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="train", config=resolved.name,
+                           data=pipe.ds.memory)
+            run.write_json("data_report.json", pipe.ds.report)
             run.write_json("summary.json", {"command": "train", "status": "running", "config": resolved.name,
                                             "run_dir": str(run.path), "started": extra["started"]})
             if find_first:

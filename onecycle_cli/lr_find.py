@@ -34,7 +34,7 @@ from .errors import UsageError
 from .loader import TrainBatches, eval_batches
 from .models import set_frozen
 from .optim import build_optimizer
-from .pipeline import Pipeline, Precision, build_pipeline
+from .pipeline import Pipeline, Precision, announce_data, build_pipeline
 from .faults import fault
 from .report import write_views
 from .rundir import NullRunDir, RunDir, argv, now_iso
@@ -329,20 +329,26 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
     cfg = resolved.config
     if dist.main:
         RunDir.check_root(cfg.run.root)
-    pipe = pipe or build_pipeline(cfg, dist)
+    if pipe is None:
+        with display.counter("decode") as progress:
+            pipe = build_pipeline(cfg, dist, progress=progress, stop=stop.pending)
+        announce_data(pipe.ds, display)
     if sweep_over and sweep_over[0] == "batch_size":
         for size in sweep_over[1]:  # a batch the data cannot fill is refused before the run directory exists
             TrainBatches(pipe.ds, cfg.data, size, cfg.train.seed, dist.rank, dist.world)
     run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
-            "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "started": now_iso(),
-            "frozen": sweeps_frozen(cfg), "group_ratios": group_ratios(cfg, len(pipe.groups), sweeps_frozen(cfg)),
+            "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "data": pipe.ds.memory,
+            "started": now_iso(), "frozen": sweeps_frozen(cfg),
+            "group_ratios": group_ratios(cfg, len(pipe.groups), sweeps_frozen(cfg)),
             "groups": [g.name for g in pipe.groups], "normalize": pipe.normalize}
     failed = False
     try:
         run.write_text("config.yaml", to_yaml(cfg, {"find"}))
-        run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name)
+        run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name,
+                       data=pipe.ds.memory)
+        run.write_json("data_report.json", pipe.ds.report)
         run.write_json("summary.json", {**base, "status": "running"})
         curves = run_curves(pipe, cfg, display, stop, sweep_over)
         record_curves(run, curves)

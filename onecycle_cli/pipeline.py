@@ -1,10 +1,10 @@
 """From a config to tensors and a model on the device: what `find` and `train` both stand on.
 
-`build_pipeline` resolves the device and precision, loads the dataset onto the device, builds the
-model from the seed (with its pretrained weights), checks that it fits the images, splits it into
-parameter groups and chooses the inputs' normalisation: the dataset's statistics, or those the
-weights were trained with. The CUDA-only choices (bf16 autocast, channels_last, cudnn.benchmark,
-fused optimisers) are each one line here.
+`build_pipeline` resolves the device and precision, loads the dataset onto the device (or into
+pinned host memory when it does not fit: `datasets.tensors`), builds the model from the seed (with
+its pretrained weights), checks that it fits the images, splits it into parameter groups and chooses
+the inputs' normalisation: the dataset's statistics, or those the weights were trained with. The
+CUDA-only choices (bf16 autocast, channels_last, cudnn.benchmark, fused optimisers) are each one line here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
-from .data import Dataset, load_dataset
+from .datasets.tensors import Dataset, gb, load_dataset
+from .display import Display
 from .dist import Dist
 from .errors import DataError, UsageError
 from .loader import TrainBatches
@@ -163,8 +164,9 @@ class Pipeline:
         return self.device.type == "cuda"
 
 
-def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None) -> Pipeline:
-    """`saved`: a checkpoint being resumed; its weights replace any pretrained ones, so those are not read."""
+def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None, *, progress=None, stop=None) -> Pipeline:
+    """`saved`: a checkpoint being resumed; its weights replace any pretrained ones, so those are not read.
+    `progress` and `stop` follow and end a folder's first decoding (see `datasets.cache.cached_images`)."""
     device = resolve_device(cfg.train.device, dist)
     precision = resolve_precision(cfg.train.precision, device)
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else device.type == "cuda"
@@ -173,7 +175,7 @@ def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None) 
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    ds = load_dataset(cfg.data)
+    ds = load_dataset(cfg.data, device, progress, stop)
     seed_everything(cfg.train.seed)
     built = build(cfg.model, ds.shape[0], len(ds.classes), load_weights=saved is None)
     model = built.model
@@ -181,7 +183,25 @@ def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None) 
     groups = layer_groups(model, cfg.model.name, built.head)
     ds, normalize = choose_stats(ds, cfg, built, (saved or {}).get("normalize"))
     model = model.to(device, memory_format=memory_format)
-    ds = ds.to(device)
     batches = TrainBatches(ds, cfg.data, cfg.train.batch_size, cfg.train.seed, dist.rank, dist.world, memory_format)
     return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches, groups=groups, built=built,
                     normalize=normalize)
+
+
+def announce_data(ds: Dataset, display: Display) -> None:
+    """Where a folder's images came from and where the images live; one warning line for skipped files."""
+    r, m = ds.report, ds.memory
+    where = (f"in {m['device']} memory" if m.get("tier") == "device" else
+             f"in {'pinned ' if m.get('pinned') else ''}host memory, batches copied to {m.get('device')} "
+             f"(more than data.device_budget = {m.get('budget')} of {gb(m.get('free_bytes', 0))} free)")
+    if "cache" in r:
+        c = r["cache"]
+        how = (f"decoded {c['decoded']} ({c['images_per_s'] or 0:,.0f} images/s)" if c["decoded"] else "loaded")
+        display.print(f"data: {r['images']['train']} training and {r['images']['valid']} validation images of "
+                      f"{len(r['classes'])} classes ({r['layout']}); {how} in {c['seconds']:.1f} s from {c['path']}; "
+                      f"{gb(m.get('bytes', 0))} {where}", markup=False)
+    elif m.get("tier") == "host":
+        display.print(f"data: {gb(m['bytes'])} {where}", markup=False)
+    if r.get("skipped"):
+        display.warn(f"{len(r['skipped'])} of {r['files']} files could not be decoded and were skipped; "
+                     f"data_report.json lists them and why (data.strict: true refuses them)")

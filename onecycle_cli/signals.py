@@ -26,6 +26,10 @@ class StopFlag:
     def exit_code(self) -> int:
         return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
 
+    def pending(self) -> int:
+        """The exit code a stop asks for, 0 while none is asked for: what long library work polls."""
+        return self.exit_code if self.requested else 0
+
     @property
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum else ""

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from onecycle_cli.augment import augment, draw_epoch, epoch_generator, normalize
 from onecycle_cli.config import DataConfig
-from onecycle_cli.data import Dataset, load_synthetic
+from onecycle_cli.datasets import Dataset, load_dataset
 from onecycle_cli.loader import TrainBatches
 
 CPU = torch.device("cpu")
@@ -58,7 +58,7 @@ def test_labels_travel_with_their_images():
 
 
 def test_same_seed_same_batches_other_seed_or_epoch_differs():
-    ds = load_synthetic(DataConfig(dataset="synthetic", train_size=128, valid_size=16))
+    ds = load_dataset(DataConfig(dataset="synthetic", train_size=128, valid_size=16))
     cfg = DataConfig(dataset="synthetic")
 
     def epoch(seed, e):
@@ -70,7 +70,7 @@ def test_same_seed_same_batches_other_seed_or_epoch_differs():
 
 
 def test_resuming_mid_epoch_gives_the_remaining_batches():
-    ds = load_synthetic(DataConfig(dataset="synthetic", train_size=160, valid_size=16))
+    ds = load_dataset(DataConfig(dataset="synthetic", train_size=160, valid_size=16))
     batches = TrainBatches(ds, DataConfig(dataset="synthetic"), 32, seed=5)
     whole = list(batches.epoch(2))
     rest = list(batches.epoch(2, start=3))
@@ -78,7 +78,7 @@ def test_resuming_mid_epoch_gives_the_remaining_batches():
 
 
 def test_epoch_is_a_permutation_without_repeats_and_drops_the_last_partial_batch():
-    ds = load_synthetic(DataConfig(dataset="synthetic", train_size=100, valid_size=16))
+    ds = load_dataset(DataConfig(dataset="synthetic", train_size=100, valid_size=16))
     batches = TrainBatches(ds, DataConfig(dataset="synthetic", flip=False, crop=False, normalize=False), 32, seed=0)
     assert batches.steps_per_epoch == 3
     seen = torch.cat([x for x, _ in batches.epoch(0)])

@@ -56,11 +56,11 @@ def test_commands_and_flags():
 def test_config_completes_presets_with_their_descriptions_and_yaml_files_here(tmp_path):
     (tmp_path / "mine.yaml").write_text("train:\n  epochs: 1\n")
     (tmp_path / "notes.txt").write_text("")
-    assert bash("onecycle train --config ", cwd=tmp_path) == ["cifar", "mnist", "mnist_sample", "mine.yaml"]
+    assert bash("onecycle train --config ", cwd=tmp_path) == ["cifar", "folder", "mnist", "mnist_sample", "mine.yaml"]
     assert bash("onecycle find -c mnist", cwd=tmp_path) == ["mnist", "mnist_sample"]
     found = fish("onecycle find --config ", cwd=tmp_path)
     assert found["cifar"].startswith("ResNet-56 on CIFAR-10") and found["mine.yaml"] == "YAML file"
-    assert bash("onecycle init ", cwd=tmp_path) == ["cifar", "mnist", "mnist_sample"]  # presets only
+    assert bash("onecycle init ", cwd=tmp_path) == ["cifar", "folder", "mnist", "mnist_sample"]  # presets only
     assert bash("onecycle train --config zz", cwd=tmp_path) == []  # nothing: the shell completes file names
 
 

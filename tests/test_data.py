@@ -7,7 +7,7 @@ import torch
 
 from conftest import assert_usage_error, write_cifar, write_idx, write_mnist
 from onecycle_cli.config import DataConfig
-from onecycle_cli.data import load_dataset
+from onecycle_cli.datasets import load_dataset
 
 
 def test_cifar10_pickles_read_in_channel_order(tmp_path):
@@ -78,7 +78,7 @@ def test_missing_data_names_the_path_and_the_layout(cli, tmp_path):
 def test_failed_download_is_a_clear_error(cli, tmp_path, monkeypatch):
     # the download is replaced by one that fails as it does without a network, so the test does not
     # depend on whether the machine running it can reach the MNIST mirrors
-    import onecycle_cli.data as data
+    import onecycle_cli.datasets.builtin as data
 
     def offline(root):
         raise OSError("Network is unreachable")

@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from conftest import REPO
 
 PROBE = """
@@ -70,8 +68,6 @@ def test_commands_that_touch_no_tensor_import_no_torch(tiny_runs, tmp_path):
     assert (tmp_path / "mnist.yaml").is_file() and (tmp_path / "copy.yml").is_file()  # the commands did run
 
 
-@pytest.mark.xfail(strict=True, reason="data.py imports torch at its top; the datasets/ sub-package that replaces it "
-                                       "makes the check torch-free: drop this mark when it lands")
 def test_data_check_of_a_bundled_set_imports_no_torch(tmp_path):
     [result] = probe([(["data", "check", "--config", "mnist_sample"], {})], tmp_path)
     assert result["code"] == 0, result["stderr"]

@@ -18,7 +18,7 @@ def test_the_wheel_carries_the_presets_and_the_bundled_sample(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     wheel = next(tmp_path.glob("onecycle-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for preset in ("cifar", "mnist", "mnist_sample"):
+    for preset in ("cifar", "mnist", "mnist_sample", "folder"):
         assert f"onecycle_cli/configs/{preset}.yaml" in names
     assert "onecycle_cli/assets/mnist_sample.npz" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -49,8 +49,11 @@ def test_every_rule_names_a_real_key_and_depends_on_real_keys():
 def test_config_marks_what_the_mnist_preset_never_reads_and_keeps_every_key(cli, tmp_path):
     text = config_yaml(cli, "--config", "mnist")
     marked = marks(text)
-    for key in ("data.image_size", "data.channels", "data.classes"):  # the synthetic set's
-        assert marked[key] == "only with data.dataset synthetic"
+    for key in ("data.image_size", "data.channels"):  # the synthetic set's and a folder's
+        assert marked[key] == "only with data.dataset synthetic or folder"
+    assert marked["data.classes"] == "only with data.dataset synthetic"
+    for key in ("data.csv", "data.valid_pct", "data.presize", "data.resize", "data.strict", "data.cache"):
+        assert marked[key] == "only with data.dataset folder", key
     assert marked["data.pad"] == "only with data.crop true"           # mnist.yaml crops nothing
     assert marked["optim.momentum"].startswith("only with optim.name sgd")  # an AdamW run
     assert marked["optim.nesterov"] == "only with optim.name sgd"
@@ -78,6 +81,12 @@ def test_the_marks_follow_the_choices(cli):
         assert step[key] == "only with schedule.name onecycle", key
     cosine = marks(config_yaml(cli, "--config", "cifar", "--set", "schedule.name=cosine"))
     assert "schedule.final_div" not in cosine  # cosine anneals to max_lr / final_div
+    assert cifar["data.scale"] == cifar["data.ratio"] == "only with data.augment rrc (null: for a folder)"
+    assert "data.pad" not in cifar and "data.augment" not in cifar
+    folder = marks(config_yaml(cli, "--config", "folder"))  # rrc: CIFAR's padding is no setting of it
+    assert folder["data.pad"] == "only with data.augment pad_crop (null: for the built-in sets)"
+    assert not {"data.scale", "data.ratio", "data.root", "data.image_size", "data.csv", "data.cache"} & set(folder)
+    assert folder["data.download"].startswith("only with data.dataset cifar10")
     still = marks(config_yaml(cli, "--config", "cifar", "--set", "schedule.cycle_momentum=false"))
     assert still["schedule.max_momentum"] == "only with schedule.cycle_momentum true"
 
@@ -87,7 +96,7 @@ def test_a_runs_config_yaml_marks_what_its_command_did_not_read_and_resume_reads
     find = (tiny_runs["find"] / "config.yaml").read_text()
     t, f = marks(train), marks(find)
     assert t["find.num_it"] == t["find.suggest"] == "only by onecycle find (or train --max-lr find)"
-    assert t["data.image_size"] == "only with data.dataset synthetic" and "model.channels" not in t
+    assert t["data.image_size"] == "only with data.dataset synthetic or folder" and "model.channels" not in t
     assert f["schedule.max_lr"] == f["train.epochs"] == "only by onecycle train"
     assert "find.num_it" not in f and "train.batch_size" not in f and "optim.weight_decay" not in f
     # the file is the whole resolved config, as --resume reads it back
@@ -117,7 +126,7 @@ def test_an_mnist_runs_report_lists_only_the_settings_it_used(cli, tiny_runs, tm
     read, unread = settings_tables((run / "report.html").read_text())
     assert "<td>image_size</td>" not in read and "<td>classes</td>" not in read  # issue 14: not the run's settings
     assert "<td>channels</td>" in read  # simple_cnn's channel list is this run's (model section)
-    assert "<td>data.image_size</td><td>32</td><td>only with data.dataset synthetic</td>" in unread
+    assert "<td>data.image_size</td><td>32</td><td>only with data.dataset synthetic or folder</td>" in unread
     assert "<td>find.num_it</td>" in unread
 
 

@@ -1,74 +1,38 @@
-"""Datasets as whole uint8 tensors: `onecycle data check --config cifar`.
+"""The built-in datasets as uint8 arrays: `onecycle data check --config cifar`.
 
 Each loader reads one of torchvision's on-disk layouts (or the bundled / generated sets) into
-`Dataset`: images N x C x H x W uint8, labels int64, plus the per-channel mean and std of the
+`Arrays`: images N x C x H x W uint8, labels int64, plus the per-channel mean and std of the
 training images. Reading is done here, by hand, rather than through torchvision's Dataset classes:
 those decode to PIL per image, and their integrity checks turn a truncated file into an opaque
-assertion instead of a message naming the file.
+assertion instead of a message naming the file. Nothing here imports torch until a download or the
+synthetic set needs it, so `onecycle data check` on files already there starts quickly.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, replace
 from importlib import resources
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
-from . import memory, safe_pickle
-from .config import DataConfig
-from .errors import DataError
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    x_train: torch.Tensor  # N x C x H x W, uint8
-    y_train: torch.Tensor  # N, int64
-    x_valid: torch.Tensor
-    y_valid: torch.Tensor
-    classes: list[str]
-    mean: torch.Tensor     # C, in pixel units (0..255)
-    std: torch.Tensor
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
-
-    def to(self, device: torch.device | str) -> "Dataset":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return replace(self, x_train=move(self.x_train), y_train=move(self.y_train),
-                       x_valid=move(self.x_valid), y_valid=move(self.y_valid),
-                       mean=move(self.mean), std=move(self.std))
+from .. import memory, safe_pickle
+from ..config import DataConfig
+from ..errors import DataError
+from .arrays import Arrays, Images, channel_stats
 
 
-def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of uint8 images, accumulated in float64 a chunk at a time."""
-    c = x.shape[1]
-    total = torch.zeros(c, dtype=torch.float64)
-    squares = torch.zeros(c, dtype=torch.float64)
-    for i in range(0, len(x), chunk):
-        part = x[i:i + chunk].to(torch.float64).transpose(0, 1).reshape(c, -1)
-        total += part.sum(1)
-        squares += (part * part).sum(1)
-    n = x.numel() / c
-    mean = total / n
-    std = (squares / n - mean * mean).clamp_min(1e-12).sqrt()
-    return mean.float(), std.float()
-
-
-def _finish(name: str, xtr, ytr, xva, yva, classes, cfg: DataConfig) -> Dataset:
+def _finish(name: str, xtr, ytr, xva, yva, classes, cfg: DataConfig) -> Arrays:
     if cfg.train_size:
         xtr, ytr = xtr[:cfg.train_size], ytr[:cfg.train_size]
     if cfg.valid_size:
         xva, yva = xva[:cfg.valid_size], yva[:cfg.valid_size]
-    xtr, xva = xtr.contiguous(), xva.contiguous()
+    xtr, xva = Images(xtr), Images(xva)
     mean, std = channel_stats(xtr)
-    return Dataset(name, xtr, ytr.long(), xva, yva.long(), list(classes), mean, std)
+    return Arrays(name, xtr, ytr.astype(np.int64), xva, yva.astype(np.int64), list(classes), mean, std)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +70,7 @@ def _idx_layout(folder: str) -> str:
 
 
 def _load_idx_dataset(folder: str, classes: list[str], download: Callable[[Path], None]):
-    def load(cfg: DataConfig) -> Dataset:
+    def load(cfg: DataConfig) -> Arrays:
         raw = Path(cfg.root).expanduser() / folder / "raw"
         _ensure([raw / f for pair in IDX_FILES.values() for f in pair], cfg, download, _idx_layout(folder))
         parts = {}
@@ -116,7 +80,7 @@ def _load_idx_dataset(folder: str, classes: list[str], download: Callable[[Path]
                 raise DataError(f"{raw}: {images} holds {len(x)} images but {labels} {len(y)} labels")
             if y.size and y.max() >= len(classes):
                 raise DataError(f"{raw / labels}: label {y.max()} out of range for {len(classes)} classes")
-            parts[split] = torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+            parts[split] = x[:, None], y.astype(np.int64)
         return _finish(folder.lower(), *parts["train"], *parts["valid"], classes, cfg)
     return load
 
@@ -157,14 +121,14 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(-1, 3, 32, 32), y
 
 
-def load_cifar10(cfg: DataConfig) -> Dataset:
+def load_cifar10(cfg: DataConfig) -> Arrays:
     folder = Path(cfg.root).expanduser() / "cifar-10-batches-py"
     _ensure([folder / b for b in CIFAR_BATCHES + ["test_batch"]], cfg, _download_cifar10, CIFAR_LAYOUT)
     train = [read_cifar_batch(folder / b) for b in CIFAR_BATCHES]
     xva, yva = read_cifar_batch(folder / "test_batch")
-    xtr = torch.from_numpy(np.concatenate([x for x, _ in train]))
-    ytr = torch.from_numpy(np.concatenate([y for _, y in train]))
-    return _finish("cifar10", xtr, ytr, torch.from_numpy(xva.copy()), torch.from_numpy(yva), CIFAR_CLASSES, cfg)
+    xtr = np.concatenate([x for x, _ in train])
+    ytr = np.concatenate([y for _, y in train])
+    return _finish("cifar10", xtr, ytr, xva, yva, CIFAR_CLASSES, cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,20 +172,20 @@ def _ensure(paths: list[Path], cfg: DataConfig, download: Callable[[Path], None]
 MNIST_SAMPLE = "assets/mnist_sample.npz"
 
 
-def load_mnist_sample(cfg: DataConfig) -> Dataset:
+def load_mnist_sample(cfg: DataConfig) -> Arrays:
     """MNIST's 3s and 7s (fastai's MNIST_SAMPLE: 12,396 train, 2,038 test), bundled in the package."""
     with resources.files("onecycle_cli").joinpath(MNIST_SAMPLE).open("rb") as f, np.load(f, allow_pickle=False) as z:
-        parts = [torch.from_numpy(z[k]) for k in ("x_train", "y_train", "x_valid", "y_valid")]
-    return _finish("mnist_sample", parts[0].unsqueeze(1), parts[1], parts[2].unsqueeze(1), parts[3],
-                   ["3", "7"], cfg)
+        parts = [z[k] for k in ("x_train", "y_train", "x_valid", "y_valid")]
+    return _finish("mnist_sample", parts[0][:, None], parts[1], parts[2][:, None], parts[3], ["3", "7"], cfg)
 
 
-def load_synthetic(cfg: DataConfig) -> Dataset:
+def load_synthetic(cfg: DataConfig) -> Arrays:
     """A learnable set of any size: one smooth random template per class, plus noise and a shift.
 
     The content depends on the shape only (a fixed generator), never on train.seed, so runs with
     different seeds train on the same data.
     """
+    import torch  # generated with torch's generator, as it always was: the same images as before
     c, s, k = cfg.channels, cfg.image_size, cfg.classes
     n_train, n_valid = cfg.train_size or 2048, cfg.valid_size or 512
     # measured: generating takes about 18 bytes per pixel at its peak (float temporaries, then uint8)
@@ -239,11 +203,11 @@ def load_synthetic(cfg: DataConfig) -> Dataset:
 
     xtr, ytr = make(n_train)
     xva, yva = make(n_valid)
-    return _finish("synthetic", xtr, ytr, xva, yva, [str(i) for i in range(k)],
+    return _finish("synthetic", xtr.numpy(), ytr.numpy(), xva.numpy(), yva.numpy(), [str(i) for i in range(k)],
                    cfg.model_copy(update={"train_size": None, "valid_size": None}))
 
 
-LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
+LOADERS: dict[str, Callable[[DataConfig], Arrays]] = {
     "cifar10": load_cifar10,
     "mnist": _load_idx_dataset("MNIST", [str(i) for i in range(10)], _download_torchvision("MNIST")),
     "fashion_mnist": _load_idx_dataset(
@@ -254,7 +218,7 @@ LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
 }
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+def read_builtin(cfg: DataConfig) -> Arrays:
     ds = LOADERS[cfg.dataset](cfg)
     if len(ds.x_train) == 0 or len(ds.x_valid) == 0:
         raise DataError(f"dataset {cfg.dataset!r} has {len(ds.x_train)} training and {len(ds.x_valid)} test "
@@ -263,7 +227,10 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         train, test = ("x".join(map(str, x.shape[1:])) for x in (ds.x_train, ds.x_valid))
         raise DataError(f"dataset {cfg.dataset!r} in {Path(cfg.root).expanduser()}: training images are {train} "
                         f"but test images {test}: expected one size; a file is from another dataset, download it again")
-    return ds
+    where = "bundled" if cfg.dataset == "mnist_sample" else "generated" if cfg.dataset == "synthetic" else (
+        str(Path(cfg.root).expanduser()))
+    return replace(ds, report={"dataset": cfg.dataset, "root": where, "classes": ds.classes,
+                               "images": {"train": len(ds.x_train), "valid": len(ds.x_valid)}})
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,24 +243,9 @@ DOWNLOADERS: dict[str, Callable[[Path], None]] = {
 
 
 def train_size(cfg: DataConfig) -> int:
-    """How many training images a config uses, known without reading them (for `onecycle schedule`)."""
+    """How many training images a built-in set uses, known without reading them (for `onecycle schedule`)."""
     n = TRAIN_SIZES[cfg.dataset]
     return cfg.train_size if cfg.train_size and (cfg.dataset == "synthetic" or cfg.train_size < n) else n
-
-
-def check_dataset(cfg: DataConfig) -> dict:
-    """Read the dataset without downloading: what is there, or exactly what is missing."""
-    try:
-        ds = load_dataset(cfg.model_copy(update={"download": False}))
-    except DataError as e:
-        return {"ok": False, "dataset": cfg.dataset, "root": str(Path(cfg.root).expanduser()), "message": str(e)}
-    c, h, w = ds.shape
-    where = "bundled with onecycle" if cfg.dataset == "mnist_sample" else (
-        "generated" if cfg.dataset == "synthetic" else f"in {Path(cfg.root).expanduser()}")
-    return {"ok": True, "dataset": cfg.dataset, "root": str(Path(cfg.root).expanduser()),
-            "train": len(ds.x_train), "valid": len(ds.x_valid), "shape": [c, h, w], "classes": len(ds.classes),
-            "message": f"{cfg.dataset}: ok, {len(ds.x_train)} training and {len(ds.x_valid)} test images of "
-                       f"{c}x{h}x{w}, {len(ds.classes)} classes, {where}"}
 
 
 def download_dataset(cfg: DataConfig) -> None:

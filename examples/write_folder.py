@@ -1,0 +1,33 @@
+"""Write an image folder to try `--config folder` on, offline: `python examples/write_folder.py digits`.
+
+The bundled 3-vs-7 sample (MNIST's 3s and 7s) as PNG files in fastai's and torchvision's layout:
+    digits/train/3/00000.png ... digits/train/7/...    (--train images)
+    digits/valid/3/...           digits/valid/7/...    (--valid images)
+A stand-in for your own photos: point --data-dir at your folder instead.
+"""
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("root", type=Path, help="the folder to write (created)")
+    p.add_argument("--train", type=int, default=1000, help="training images (of 12,396)")
+    p.add_argument("--valid", type=int, default=500, help="validation images (of 2,038)")
+    a = p.parse_args()
+    with resources.files("onecycle_cli").joinpath("assets/mnist_sample.npz").open("rb") as f, np.load(f) as z:
+        for split, n, x, y in (("train", a.train, z["x_train"], z["y_train"]), ("valid", a.valid, z["x_valid"], z["y_valid"])):
+            for i in range(min(n, len(x))):
+                folder = a.root / split / ("3", "7")[y[i]]
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(x[i]).save(folder / f"{i:05d}.png")
+    print(f"wrote {min(a.train, 12396)} training and {min(a.valid, 2038)} validation PNGs under {a.root}")
+
+
+if __name__ == "__main__":
+    main()
