@@ -31,6 +31,7 @@ the fit under way. Prints one JSON object (`--markdown`: the tables of docs/benc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onecycle_cli.config import FindConfig, resolve
+from onecycle_cli.config import FindConfig, resolve, to_yaml
 from onecycle_cli.display import Display
 from onecycle_cli.errors import Diverged
 from onecycle_cli.fit import LoopState, evaluate, fit
@@ -235,24 +236,37 @@ def grid(task: str, points: int) -> list[float]:
     return [float(v) for v in np.geomspace(lo, hi, points)]
 
 
-def lr_key(lr: float) -> str:
-    return f"{lr:.6e}"  # two fits 1e-6 apart in relative LR are the same fit
+def same_lr(a: float, b: float) -> bool:
+    # fastai holds LRs in float32: its pick of the same recorded point differs from ours in the 8th digit
+    return abs(a / b - 1) < 1e-6
+
+
+def fingerprint(task: str, quick: bool) -> str:
+    """What a task's record depends on besides seed and max_lr: its whole resolved config (where the
+    data lives aside). A record made under other settings, or before a preset changed, is not reused."""
+    cfg = task_config(task, 0, Path("data"), quick, 1.0)
+    return f"{task}@" + hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:12]
 
 
 class Journal:
     """The JSONL file: every finished range test and fit, one line each, appended and flushed."""
 
-    def __init__(self, path: Path, quick: bool):
-        self.path, self.quick = path, quick
+    def __init__(self, path: Path, tasks: list[str], quick: bool):
+        self.path = path
+        self.prints = {t: fingerprint(t, quick) for t in tasks}
         self.records: list[dict] = []
         if path.exists():
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            for line in text.splitlines():
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:  # a line cut short by a kill: that work is redone
                     continue
-                if record.get("quick") == quick:
+                if record.get("fingerprint") == self.prints.get(record.get("task")):
                     self.records.append(record)
+            if text and not text.endswith("\n"):  # start the next record on a line of its own
+                with path.open("a") as f:
+                    f.write("\n")
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def curve(self, task: str, seed: int) -> dict | None:
@@ -260,10 +274,10 @@ class Journal:
 
     def fit(self, task: str, seed: int, lr: float) -> dict | None:
         return next((r for r in self.records if r["kind"] == "fit" and r["task"] == task and r["seed"] == seed
-                     and lr_key(r["max_lr"]) == lr_key(lr)), None)
+                     and same_lr(r["max_lr"], lr)), None)
 
     def add(self, record: dict) -> dict:
-        record["quick"] = self.quick
+        record["fingerprint"] = self.prints[record["task"]]
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -302,6 +316,7 @@ def run_task(task: str, seeds: list[int], points: int, data: Path, quick: bool, 
 def summarize(journal: Journal, tasks: list[str], seeds: list[int], points: int) -> dict:
     out: dict = {"tasks": {}}
     regrets: dict[str, list[float]] = {r: [] for r in RULES}
+    accuracies: dict[str, dict[str, list[float]]] = {r: {} for r in RULES}  # rule -> task -> one per seed
     for task in tasks:
         curves = [journal.curve(task, s) for s in seeds]
         if any(c is None for c in curves):
@@ -325,8 +340,9 @@ def summarize(journal: Journal, tasks: list[str], seeds: list[int], points: int)
             accuracy = statistics.fmean(f["accuracy"] for f in fits)
             regret = 100 * (best["accuracy"] - accuracy)
             regrets[rule].append(regret)
+            accuracies[rule][task] = [f["accuracy"] for f in fits]
             rules[rule] = {"lrs": lrs, "lr_geomean": math.exp(statistics.fmean(math.log(v) for v in lrs)),
-                           "accuracies": [f["accuracy"] for f in fits], "accuracy": accuracy,
+                           "accuracies": accuracies[rule][task], "accuracy": accuracy,
                            "diverged": sum(f["diverged"] for f in fits), "regret": regret}
         out["tasks"][task] = {"grid": rows, "best": {"max_lr": best["max_lr"], "accuracy": best["accuracy"]},
                               "best_at_grid_edge": best is rows[0] or best is rows[-1], "rules": rules}
@@ -340,6 +356,24 @@ def summarize(journal: Journal, tasks: list[str], seeds: list[int], points: int)
         out["best_onecycle_rule"] = min(ours, key=ours.get) if ours else None
         out["default_rule"] = FindConfig().suggest
         out["default_is_best_onecycle_rule"] = out["best_onecycle_rule"] == out["default_rule"]
+        out["versus_default"] = versus(accuracies, f"onecycle:{out['default_rule']}", complete, list(mean))
+    return out
+
+
+def versus(accuracies: dict, default: str, tasks: list[str], rules: list[str]) -> dict:
+    """Each rule's mean regret minus the default's, from differences paired by task and seed (the same
+    seed's range test and initial weights), and its standard error: per task the spread of the paired
+    differences over the seeds, then the mean over tasks. |difference| under ~2 standard errors is
+    within what other seeds could reverse."""
+    out = {}
+    for rule in rules:
+        if rule == default or default not in rules:
+            continue
+        diffs = {t: [100 * (a - b) for a, b in zip(accuracies[default][t], accuracies[rule][t])] for t in tasks}
+        n = len(next(iter(diffs.values())))
+        var = sum(statistics.variance(d) / n for d in diffs.values()) if n > 1 else math.nan
+        out[rule] = {"regret_minus_default": statistics.fmean(statistics.fmean(d) for d in diffs.values()),
+                     "standard_error": math.sqrt(var) / len(tasks)}
     return out
 
 
@@ -362,11 +396,15 @@ def markdown(summary: dict) -> str:
         lines += ["", f"grid (max_lr: mean accuracy %): {grid_row}", ""]
     if summary.get("mean_regret"):
         tasks = summary["complete_tasks"]
-        lines += ["| rule | " + " | ".join(tasks) + " | mean regret | worst |",
-                  "| --- " * (len(tasks) + 3) + "|"]
+        default = f"onecycle:{summary['default_rule']}"
+        lines += ["| rule | " + " | ".join(tasks) + f" | mean regret | worst | minus {default} (± s.e.) |",
+                  "| --- " * (len(tasks) + 4) + "|"]
         for rule, mean in summary["mean_regret"].items():
             cells = [f"{summary['tasks'][t]['rules'][rule]['regret']:+.2f}" for t in tasks]
-            lines.append(f"| {rule} | " + " | ".join(cells) + f" | **{mean:+.2f}** | {summary['worst_regret'][rule]:+.2f} |")
+            v = summary["versus_default"].get(rule)
+            paired = f"{v['regret_minus_default']:+.2f} ± {v['standard_error']:.2f}" if v else "(the default)"
+            lines.append(f"| {rule} | " + " | ".join(cells) + f" | **{mean:+.2f}** | "
+                         f"{summary['worst_regret'][rule]:+.2f} | {paired} |")
     return "\n".join(lines)
 
 
@@ -418,7 +456,7 @@ def main() -> None:
         a.seeds, a.grid_points, a.tasks = 1, 4, a.tasks or ["mnist_sample/adamw", "mnist_sample/sgd"]
     tasks = a.tasks or [t for t in TASKS if data_at_hand(t, a.data)]
     seeds = list(range(a.seeds))
-    journal = Journal(a.out, a.quick)
+    journal = Journal(a.out, tasks, a.quick)
     started = time.time()
     if not a.summary:
         for task in tasks:
