@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from onecycle_cli.config import FindConfig, resolve, to_yaml
+from onecycle_cli.config import FindConfig, resolve
 from onecycle_cli.display import Display
 from onecycle_cli.errors import Diverged
 from onecycle_cli.fit import LoopState, evaluate, fit
@@ -241,11 +241,17 @@ def same_lr(a: float, b: float) -> bool:
     return abs(a / b - 1) < 1e-6
 
 
+# keys that change no loss and no accuracy: a record made before they changed still holds
+INERT = {("data", "root"), ("data", "download"), ("find", "suggest"), ("train", "log_every"), ("run", "root")}
+
+
 def fingerprint(task: str, quick: bool) -> str:
-    """What a task's record depends on besides seed and max_lr: its whole resolved config (where the
-    data lives aside). A record made under other settings, or before a preset changed, is not reused."""
-    cfg = task_config(task, 0, Path("data"), quick, 1.0)
-    return f"{task}@" + hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:12]
+    """What a task's records depend on besides seed and max_lr: its resolved config, inert keys aside.
+    A record made under other settings, or before a preset changed, is not reused."""
+    cfg = task_config(task, 0, Path("data"), quick, 1.0).model_dump(mode="json")
+    for section, key in INERT:
+        del cfg[section][key]
+    return f"{task}@" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class Journal:
@@ -329,12 +335,15 @@ def summarize(journal: Journal, tasks: list[str], seeds: list[int], points: int)
                              "accuracies": [f["accuracy"] for f in fits], "diverged": sum(f["diverged"] for f in fits)})
         if len(rows) < points:
             continue
+        trained = {rule: [journal.fit(task, c["seed"], c["suggestions"][rule]["lr"]) if c["suggestions"][rule]["lr"]
+                          else "none" for c in curves] for rule in RULES}
+        if any(f is None for fits in trained.values() for f in fits):
+            continue  # still under way
         best = max(rows, key=lambda r: r["accuracy"])
         rules = {}
         for rule in RULES:
-            lrs = [c["suggestions"][rule]["lr"] for c in curves]
-            fits = [journal.fit(task, c["seed"], lr) for c, lr in zip(curves, lrs) if lr]
-            if len(fits) < len(curves):
+            lrs, fits = [c["suggestions"][rule]["lr"] for c in curves], trained[rule]
+            if "none" in fits:
                 rules[rule] = {"lrs": lrs, "accuracy": None, "regret": None, "note": "no suggestion on some seeds"}
                 continue
             accuracy = statistics.fmean(f["accuracy"] for f in fits)

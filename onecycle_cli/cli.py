@@ -184,7 +184,8 @@ def _max_lr_flag(value: str | None, suggest_key: str | None) -> tuple[object, st
         state = (f"a {summary.get('command')} run with status {summary.get('status')!r}" if summary
                  else "not a onecycle run (no readable summary.json)")
         raise UsageError(f"--max-lr {value}: expected a finished find run, but it is {state}")
-    name = suggest_key or summary.get("suggestion", {}).get("name", "valley")
+    from .config import FindConfig
+    name = suggest_key or summary.get("suggestion", {}).get("name", FindConfig().suggest)
     s = summary["suggestions"].get(name)
     if s is None or not isinstance(s.get("lr"), (int, float)) or not math.isfinite(s["lr"]) or s["lr"] <= 0:
         raise UsageError(f"--max-lr {value}: that find run has no usable {name!r} suggestion")
