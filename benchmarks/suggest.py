@@ -22,10 +22,10 @@ Every range test and every fit is appended to --out as one JSON line as soon as 
 rerun of the same command skips what the file already holds: an interrupted benchmark loses at most
 the fit under way. Prints one JSON object (`--markdown`: the tables of docs/benchmarks.md instead).
 
-    python benchmarks/suggest.py --quick                          # smoke run: the bundled set, ~1 min
-    python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl     # all tasks
-    python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl --markdown
-    python benchmarks/suggest.py ... --fastai-python /tmp/fastai/bin/python   # check the rules against fastai
+    python benchmarks/suggest.py --quick       # smoke run: the bundled set, 2,000 images, 1 seed; under a minute
+    python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl   # 6 tasks x 5 seeds: 75 min here
+    python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl --summary --markdown
+    python benchmarks/suggest.py ... --summary --fastai-python /tmp/fastai/bin/python  # replay through fastai
 """
 
 from __future__ import annotations
@@ -380,10 +380,14 @@ def versus(accuracies: dict, default: str, tasks: list[str], rules: list[str]) -
             continue
         diffs = {t: [100 * (a - b) for a, b in zip(accuracies[default][t], accuracies[rule][t])] for t in tasks}
         n = len(next(iter(diffs.values())))
-        var = sum(statistics.variance(d) / n for d in diffs.values()) if n > 1 else math.nan
+        var = sum(statistics.variance(d) / n for d in diffs.values()) if n > 1 else None  # one seed: no spread
         out[rule] = {"regret_minus_default": statistics.fmean(statistics.fmean(d) for d in diffs.values()),
-                     "standard_error": math.sqrt(var) / len(tasks)}
+                     "standard_error": math.sqrt(var) / len(tasks) if var is not None else None}
     return out
+
+
+def points(x: float) -> str:
+    return "0.00" if round(x, 2) == 0 else f"{x:+.2f}"
 
 
 def markdown(summary: dict) -> str:
@@ -400,7 +404,7 @@ def markdown(summary: dict) -> str:
                 continue
             lrs = ", ".join(f"{v:.2g}" for v in r["lrs"])
             div = f" ({r['diverged']} diverged)" if r["diverged"] else ""
-            lines.append(f"| {rule} | {lrs} | {100 * r['accuracy']:.2f}%{div} | {r['regret']:+.2f} |")
+            lines.append(f"| {rule} | {lrs} | {100 * r['accuracy']:.2f}%{div} | {points(r['regret'])} |")
         grid_row = ", ".join(f"{g['max_lr']:.2g}: {100 * g['accuracy']:.2f}" for g in t["grid"])
         lines += ["", f"grid (max_lr: mean accuracy %): {grid_row}", ""]
     if summary.get("mean_regret"):
@@ -409,11 +413,12 @@ def markdown(summary: dict) -> str:
         lines += ["| rule | " + " | ".join(tasks) + f" | mean regret | worst | minus {default} (± s.e.) |",
                   "| --- " * (len(tasks) + 4) + "|"]
         for rule, mean in summary["mean_regret"].items():
-            cells = [f"{summary['tasks'][t]['rules'][rule]['regret']:+.2f}" for t in tasks]
+            cells = [points(summary["tasks"][t]["rules"][rule]["regret"]) for t in tasks]
             v = summary["versus_default"].get(rule)
-            paired = f"{v['regret_minus_default']:+.2f} ± {v['standard_error']:.2f}" if v else "(the default)"
-            lines.append(f"| {rule} | " + " | ".join(cells) + f" | **{mean:+.2f}** | "
-                         f"{summary['worst_regret'][rule]:+.2f} | {paired} |")
+            spread = f" ± {v['standard_error']:.2f}" if v and v["standard_error"] is not None else ""
+            paired = f"{points(v['regret_minus_default'])}{spread}" if v else "(the default)"
+            lines.append(f"| {rule} | " + " | ".join(cells) + f" | **{points(mean)}** | "
+                         f"{points(summary['worst_regret'][rule])} | {paired} |")
     return "\n".join(lines)
 
 
@@ -451,7 +456,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "onecycle-suggest" / "suggest.jsonl",
                    help="the JSONL journal: rerun with the same file to continue")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: every task whose data is at hand")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     p.add_argument("--grid-points", type=int, default=12)
     p.add_argument("--quick", action="store_true", help="smoke run: the bundled set only, 2,000 images, 1 epoch, "
                                                         "1 seed, 4 grid points (journalled apart from full runs)")
