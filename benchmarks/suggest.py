@@ -207,7 +207,8 @@ def run_range_test(task: str, seed: int, data: Path, quick: bool) -> dict:
     ours = {name: {"lr": s.lr, **({"note": s.note} if s.note else {})} for name, s in curve.suggestions.items()}
     theirs = fastai_suggestions(curve.lrs, curve.losses, cfg.find.num_it, curve.stop)
     return {"kind": "curve", "task": task, "seed": seed, "stop": curve.stop, "stop_lr": curve.stop_lr,
-            "num_it": cfg.find.num_it, "seconds": round(curve.seconds, 3),
+            "num_it": cfg.find.num_it, "start_lr": cfg.find.start_lr, "end_lr": cfg.find.end_lr,
+            "seconds": round(curve.seconds, 3),
             "suggestions": {**{f"onecycle:{k}": v for k, v in ours.items()},
                             **{f"fastai:{k}": v for k, v in theirs.items()}},
             "lrs": curve.lrs, "losses": curve.losses}
@@ -430,16 +431,18 @@ def check_against_fastai(fastai_python: str, journal: Journal, tasks: list[str],
     """Feed each recorded sweep's raw losses to fastai's own `Learner.lr_find` (benchmarks/fastai_replay.py)
     and compare its four suggestions with `fastai_suggestions` on the same losses and fastai's own LRs."""
     curves = [c for t in tasks for s in seeds if (c := journal.curve(t, s))]
-    payload = [{"losses": c["losses"], "num_it": c["num_it"], "start_lr": 1e-7, "end_lr": 10.0} for c in curves]
+    sweeps = [(c.get("start_lr", 1e-7), c.get("end_lr", 10.0)) for c in curves]  # the presets' range
+    payload = [{"losses": c["losses"], "num_it": c["num_it"], "start_lr": lo, "end_lr": hi}
+               for c, (lo, hi) in zip(curves, sweeps)]
     p = subprocess.run([fastai_python, str(REPO / "benchmarks" / "fastai_replay.py")], input=json.dumps(payload),
                        capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"fastai replay failed ({p.returncode}):\n{p.stderr[-2000:]}")
     theirs = json.loads(p.stdout.strip().splitlines()[-1])
     worst, disagree = 0.0, []
-    for c, fa in zip(curves, theirs["suggestions"]):
+    for c, (lo, hi), fa in zip(curves, sweeps, theirs["suggestions"]):
         n = c["num_it"]
-        lrs = [1e-7 * (10.0 / 1e-7) ** (i / n) for i in range(len(c["losses"]))]  # fastai's sweep: i / num_it
+        lrs = [lo * (hi / lo) ** (i / n) for i in range(len(c["losses"]))]  # fastai's sweep: i / num_it
         ours = fastai_suggestions(lrs, c["losses"], n, c["stop"])
         for rule, lr in fa.items():
             rel = abs(ours[rule]["lr"] / lr - 1)
