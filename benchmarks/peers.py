@@ -104,7 +104,7 @@ def main() -> None:
     # -- onecycle -------------------------------------------------------------------------------------
     f0 = finds[0][0]
     const = onecycle("train", "--config", "mnist_sample", "--schedule", "constant", runs=runs)[0]
-    at_valley = onecycle("train", "--config", "mnist_sample", "--max-lr", f0["run_dir"], runs=runs)[0]
+    at_default = onecycle("train", "--config", "mnist_sample", "--max-lr", f0["run_dir"], runs=runs)[0]
     result["onecycle"] = {
         "find_process_seconds": median(w for _, w in finds),
         "find_sweep_seconds": median(s["curves"][0]["seconds"] for s, _ in finds),
@@ -112,7 +112,7 @@ def main() -> None:
         "p1_one_cycle_accuracy": p1[0]["final"]["accuracy"], "p1_constant_accuracy": const["final"]["accuracy"],
         "p1_train_seconds": median(s["train_seconds"] for s in p1),
         "p1_fit_seconds": median(fit_seconds(s) for s in p1),
-        "p1_at_default_suggestion": {"max_lr": at_valley["max_lr"], "accuracy": at_valley["final"]["accuracy"]},
+        "p1_at_default_suggestion": {"max_lr": at_default["max_lr"], "accuracy": at_default["final"]["accuracy"]},
         "p2_accuracy": p2[0]["final"]["accuracy"], "p2_train_seconds": median(s["train_seconds"] for s in p2),
         "p2_fit_seconds": median(fit_seconds(s) for s in p2)}
     ours = result["onecycle"]

@@ -262,8 +262,9 @@ def _max_lr_flag(value: str | None, suggest_key: str | None) -> tuple[object, st
                  else "not a onecycle run (no readable summary.json)")
         raise UsageError(f"--max-lr {value}: expected a finished find run, but it is {state}")
     # a summary is a file from outside: every level is checked for its type before it is used
+    from .config import FindConfig
     chosen, suggestions = summary.get("suggestion"), summary.get("suggestions")
-    name = suggest_key or (chosen.get("name") if isinstance(chosen, dict) else None) or "valley"
+    name = suggest_key or (chosen.get("name") if isinstance(chosen, dict) else None) or FindConfig().suggest
     s = suggestions.get(name) if isinstance(suggestions, dict) and isinstance(name, str) else None
     lr = s.get("lr") if isinstance(s, dict) else None
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:

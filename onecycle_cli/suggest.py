@@ -9,10 +9,13 @@ Two smoothings of the same raw losses are read:
 
 Four rules, as fastai names them, each a small function of (lrs, smoothed losses):
   valley   (lag-free) the floor of the loss's fall: the first LR where the loss has done 90% of its
-           fall from the starting plateau to its lowest point. The default.
+           fall from the starting plateau to its lowest point
   minimum  (lag-free) a tenth of the LR at the lowest loss
   steep    (EMA, as fastai) where the loss falls fastest against log(lr)
-  slide    (EMA, as fastai) walk left from the end until the slope stops changing
+  slide    (EMA, as fastai) walk left from the end until the slope stops changing. The default:
+           trained at, it cost the least accuracy of the four (`benchmarks/suggest.py`: 0.48 points
+           below the best of a max_lr grid, mean of 6 tasks x 5 seeds; minimum 0.49, valley 2.01,
+           steep 10.2; docs/benchmarks.md)
 valley and minimum locate the floor, which the EMA's lag moves by decades; steep and slide are
 fastai's slope heuristics, kept on the curve their thresholds were tuned for. fastai's own valley
 (the middle of the longest decreasing run of the EMA) also counts the flat start as part of the

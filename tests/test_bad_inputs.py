@@ -247,7 +247,7 @@ FLAG_CASES = [
          "status 'interrupted'", setup=lambda g: a_find_run(g, status="interrupted")),
     case("--max-lr names a failed find run", "train --max-lr {run}", "status 'failed'",
          setup=lambda g: a_find_run(g, status="failed")),
-    case("--max-lr names a find run without that suggestion", "train --max-lr {run}", "no usable 'valley' suggestion",
+    case("--max-lr names a find run without that suggestion", "train --max-lr {run}", "no usable 'slide' suggestion",
          setup=lambda g: a_find_run(g, suggestions={"steep": {"lr": 0.1}})),
     case("--max-lr names an empty dir", "train --max-lr {run}", "not a onecycle run", "no readable summary.json",
          setup=lambda g: {"run": g.file("empty/.keep").parent}),

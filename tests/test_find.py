@@ -32,7 +32,7 @@ def test_a_find_run_leaves_its_records_and_prints_only_json_on_stdout(cli, tmp_p
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "meta.json", "lr_find.csv", "lr_find.png", "summary.json"}
     assert s["status"] == "completed" and set(s["suggestions"]) == {"valley", "steep", "minimum", "slide"}
     assert all(0 < v["lr"] < 10 for v in s["suggestions"].values())
-    assert s["max_lr"] == s["suggestions"]["valley"]["lr"]
+    assert s["max_lr"] == s["suggestions"]["slide"]["lr"]  # the default rule
     rows = read_csv(run / "lr_find.csv")
     assert len(rows) == s["curves"][0]["steps"] and rows[0]["lr"] == pytest.approx(1e-7)
     # log-linear: a constant ratio between steps, ending at end_lr on the last step
@@ -132,7 +132,7 @@ def test_train_after_find_starts_from_the_same_weights(cli, tmp_path):
     found = cli("train", *args, "--max-lr", "find")
     assert found.code == 0, found.stderr
     s = found.json()
-    assert s["max_lr_source"].startswith("find: valley") and (tmp_path / s["run_dir"] / "lr_find.png").exists()
+    assert s["max_lr_source"].startswith("find: slide") and (tmp_path / s["run_dir"] / "lr_find.png").exists()
     plain = cli("train", *args, "--max-lr", repr(s["max_lr"])).json()
     a = torch.load(tmp_path / s["run_dir"] / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / plain["run_dir"] / "checkpoints" / "last.pt", weights_only=True)["model"]
@@ -145,7 +145,7 @@ def test_max_lr_from_a_finished_find_run(cli, tmp_path):
     s = cli("train", *SMALL, "--epochs", "1", "--json", "--max-lr", f["run_dir"], "--suggest", "steep").json()
     assert s["max_lr"] == f["suggestions"]["steep"]["lr"] and s["max_lr_source"] == f"find run {f['run_dir']}: steep"
     t = cli("train", *SMALL, "--epochs", "1", "--json", "--max-lr", f["run_dir"]).json()
-    assert t["max_lr"] == f["suggestions"]["valley"]["lr"]
+    assert t["max_lr"] == f["suggestions"]["slide"]["lr"]  # the one the find run used: the default
 
 
 def test_sweep_over_weight_decay_draws_every_curve_from_the_same_start(cli, tmp_path):
