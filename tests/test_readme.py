@@ -6,13 +6,12 @@ documented precedence (environment over YAML, flags over both); torchrun gets 2 
 instead of 8 GPUs. The test fails when the README gains a command it cannot run.
 """
 
-import os
 import re
 import shlex
 import subprocess
 import sys
 
-from conftest import REPO, write_cifar
+from conftest import REPO, env_running_this_onecycle, write_cifar
 
 README = (REPO / "README.md").read_text()
 
@@ -38,8 +37,7 @@ def run(line: str, cwd, env: dict) -> subprocess.CompletedProcess:
                 *" ".join(argv[1:]).replace("--nproc-per-node 8", "--nproc-per-node 2").split()]
     elif argv[0] == "bash":
         argv = ["bash", str(REPO / argv[1]), *argv[2:]]
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
-    full.update(PYTHONPATH=str(REPO), **env)
+    full = {**env_running_this_onecycle(cwd / "bin"), **env}
     return subprocess.run(argv, cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
 
 
