@@ -63,6 +63,20 @@ def run_process(*args: str, env: dict | None = None, timeout: float = 120, cwd=N
     return Result(p.returncode, p.stdout, p.stderr)
 
 
+def env_running_this_onecycle(bin_dir: Path) -> dict:
+    """The environment for a shell script under test: its `onecycle` and `python` are this checkout under this
+    interpreter, whatever else is on PATH, so that the script exercises the torch under test (scripts/floor.sh
+    runs the suite on the oldest torch supported while a newer one may be installed system-wide)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, command in (("onecycle", f'"{sys.executable}" -m onecycle_cli'), ("python", f'"{sys.executable}"')):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 def assert_usage_error(r: Result, *fragments: str) -> None:
     """Exit 2, exactly one line on stderr naming what is wrong, no traceback."""
     lines = [line for line in r.stderr.splitlines() if line.strip()]

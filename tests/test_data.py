@@ -1,6 +1,8 @@
 """Datasets read from their real on-disk formats: `onecycle data check`."""
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,33 @@ def test_images_that_do_not_fit_the_model_are_refused_before_training(cli, tmp_p
     r = cli("train", "--config", "mnist_sample", "--batch-size", "20000", "--epochs", "1")
     assert_usage_error(r, "train.batch_size = 20000", "12396 training images")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+class ChattyMNIST:
+    """torchvision's MNIST download as torchvision < 0.20 does it: print()s to stdout as it goes."""
+
+    fail = False
+
+    def __init__(self, root, train=True, download=False):
+        print("Downloading https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz")
+        if self.fail:
+            print("Failed to download (trying next):\n<urlopen error [Errno 101] Network is unreachable>\n")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://ossci-datasets...")
+        write_mnist(Path(root))
+        print(f"Extracting {root}/MNIST/raw/train-images-idx3-ubyte.gz to {root}/MNIST/raw")
+
+
+def test_download_chatter_never_reaches_stdout(cli, tmp_path, monkeypatch):
+    # torch 2.4's torchvision prints its progress lines to stdout; `--json` keeps stdout for its one
+    # object, so they go to stderr when the download works and give way to the one-line error when it fails
+    import torchvision.datasets
+    monkeypatch.setattr(torchvision.datasets, "MNIST", ChattyMNIST)
+    r = cli("data", "download", "--config", "mnist", "--data-dir", tmp_path / "d", "--json")
+    assert r.code == 0 and r.json()["ok"] and r.json()["train"] == 64, r.stderr
+    assert "Downloading https://" in r.stderr and "Extracting" in r.stderr
+
+    monkeypatch.setattr(ChattyMNIST, "fail", True)
+    for command in ("data", "download"), ("train",):
+        r = cli(*command, "--config", "mnist", "--data-dir", tmp_path / "e", "--json")
+        assert_usage_error(r, "Error downloading train-images-idx3-ubyte.gz")
+        assert r.stdout == ""

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
-from conftest import REPO
+from conftest import REPO, env_running_this_onecycle
 
 
 def test_mnist_sample_example_compares_1cycle_with_a_constant_lr(tmp_path):
-    # `onecycle` on PATH is this checkout under this interpreter, whatever else is installed
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "onecycle").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m onecycle_cli "$@"\n')
-    (bin_dir / "onecycle").chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = env_running_this_onecycle(tmp_path / "bin")
     root = tmp_path / "runs"
     p = subprocess.run(["bash", str(REPO / "examples" / "mnist_sample.sh"), str(root)], capture_output=True,
                        text=True, env=env, timeout=300, cwd=tmp_path)

@@ -7,13 +7,12 @@ instead of 8 GPUs. The test fails when the README gains a command it cannot run.
 """
 
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
 
-from conftest import REPO, write_cifar
+from conftest import REPO, env_running_this_onecycle, write_cifar
 
 README = (REPO / "README.md").read_text()
 
@@ -41,16 +40,19 @@ def run(line: str, cwd, env: dict) -> subprocess.CompletedProcess:
         argv = ["bash", str(REPO / argv[1]), *argv[2:]]
     elif argv[0] == "python":  # a script of the checkout, under this interpreter
         argv = [sys.executable, str(REPO / argv[1]), *argv[2:]]
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
-    full.update(PYTHONPATH=str(REPO), **env)
+    full = {**env_running_this_onecycle(cwd / "bin"), **env}
     return subprocess.run(argv, cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
 
 
-def test_the_readme_starts_with_the_two_setup_lines_ci_runs():
+def test_the_readme_starts_with_the_setup_lines_ci_runs():
+    # one line installs, one tests on the newest torch, one tests again on the oldest supported (scripts/floor.sh):
+    # CI runs exactly these, in this order, so a new user's set-up is the one CI proves
     first_block = README.split("```")[1].strip().splitlines()
-    assert [line.split("#")[0].strip() for line in first_block] == ['pip install -e ".[dev]"', "pytest"]
-    ci = (REPO / ".ci" / "run").read_text()
-    assert 'pip install -e ".[dev]"' in ci and ci.strip().endswith("pytest")
+    setup = [line.split("#")[0].strip() for line in first_block]
+    assert setup == ['pip install -e ".[dev]"', "pytest", "bash scripts/floor.sh"]
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    ci = [line for line in ci if line and not line.startswith("#")]
+    assert ci[-len(setup):] == setup
 
 
 def test_quick_start_runs_verbatim_offline(tmp_path):

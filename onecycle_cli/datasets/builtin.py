@@ -10,12 +10,15 @@ synthetic set needs it, so `onecycle data check` on files already there starts q
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import struct
+import sys
 from importlib import resources
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -135,16 +138,30 @@ def load_cifar10(cfg: DataConfig) -> Arrays:
 # downloads: torchvision knows the mirrors and checksums; imported only when a file is missing
 
 
-def _download_cifar10(root: Path) -> None:
-    from torchvision.datasets import CIFAR10
-    CIFAR10(str(root), train=True, download=True)
+@contextlib.contextmanager
+def _stdout_held_for_stderr() -> Iterator[None]:
+    """Third-party chatter goes to stderr, never to stdout, which `--json` keeps for its one object.
+
+    torchvision before 0.20 print()s "Downloading URL", "Failed to download (trying next)" and
+    "Extracting ..." to stdout. The lines are held and written to stderr once the download has worked;
+    when it fails, the one-line DataError says why instead, and the held lines would break that one line.
+    (tqdm's progress bar writes to stderr itself, live.)
+    """
+    held = io.StringIO()
+    with contextlib.redirect_stdout(held):
+        yield
+    sys.stderr.write(held.getvalue())
 
 
 def _download_torchvision(cls_name: str) -> Callable[[Path], None]:
     def download(root: Path) -> None:
         import torchvision.datasets
-        getattr(torchvision.datasets, cls_name)(str(root), train=True, download=True)
+        with _stdout_held_for_stderr():
+            getattr(torchvision.datasets, cls_name)(str(root), train=True, download=True)
     return download
+
+
+_download_cifar10 = _download_torchvision("CIFAR10")
 
 
 def _ensure(paths: list[Path], cfg: DataConfig, download: Callable[[Path], None], layout: str) -> None:
