@@ -226,11 +226,9 @@ def find(config: Config_ = None, set_: Set_ = None,
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
     display = _display()
-    try:
-        with StopFlag() as stop:
-            run, summary = run_find(resolved, display, stop, dist, parsed, started=started)
-    finally:
-        shutdown()
+    with StopFlag() as stop:
+        run, summary = run_find(resolved, display, stop, dist, parsed, started=started)
+    shutdown()  # after an error the process's exit lets go of the group: the other ranks may never arrive
     display.print(f"run: {run.path}")
     if dist.main:
         _emit(summary, json_)
@@ -323,17 +321,15 @@ def train(config: Config_ = None, set_: Set_ = None,
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
     display = _display()
-    try:
-        with StopFlag() as stop:
-            if seed_list is not None:
-                summary = train_seeds(resolved, seed_list, display, stop, dist, max_lr_source=source,
-                                      find_first=find_first)
-            else:
-                run, summary = run_train(resolved, display, stop, dist, max_lr_source=source, find_first=find_first,
-                                         resume=resume, started=started)
-                display.print(f"run: {run.path}  ({summary['status']}: {summary['stop_reason']})")
-    finally:
-        shutdown()
+    with StopFlag() as stop:
+        if seed_list is not None:
+            summary = train_seeds(resolved, seed_list, display, stop, dist, max_lr_source=source,
+                                  find_first=find_first)
+        else:
+            run, summary = run_train(resolved, display, stop, dist, max_lr_source=source, find_first=find_first,
+                                     resume=resume, started=started)
+            display.print(f"run: {run.path}  ({summary['status']}: {summary['stop_reason']})")
+    shutdown()  # after an error the process's exit lets go of the group: the other ranks may never arrive
     if dist.main:
         _emit(summary, json_)
     return stop.exit_code if summary["status"] == "interrupted" else 0

@@ -69,5 +69,13 @@ def init_distributed(device_name: str) -> Dist:
 
 
 def shutdown() -> None:
+    """Leave the process group once every rank has finished.
+
+    The barrier first: torch 2.4's gloo can deadlock in destroy_process_group, whose thread holds the GIL
+    while it joins a worker thread that still needs the GIL to free the last broadcast's tensors (seen
+    on a loaded machine: rank 0 completed, then hung for good). Waiting at a barrier releases the GIL
+    and lets that worker finish first.
+    """
     if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
         torch_dist.destroy_process_group()
