@@ -527,7 +527,7 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
             if sched is None or index != state.cycle:
                 sched = start_cycle(pipe, opt, cycle)
                 state.cycle = index
-            if len(plan) > 1:
+            if len(plan) > 1 or cycle.frozen:
                 display.print(cycle_line(cycle))
             status = fit(pipe, run, display, stop, state, opt, sched, scaler, checkpoint, tb, cycle)
             if status != "completed":
