@@ -23,13 +23,14 @@ target for the same number of epochs, over 3 seeds:
 Every arm's max_lr is the `slide` suggestion of a range test on the target, run once per kind of start
 (seed 0) and shared by the arms that start alike: a random network (a); the pretrained network with its
 body frozen, as fastai's users run lr_find before fine_tune (b, c, f); the pretrained network unfrozen
-(d, e). The head is always new: the source's 5 classes are not the target's 5 (its checkpoint records
-their names, and --init keeps a head only for the same classes).
+(d, e; `--unfrozen-lr X` trains those two at X instead). The head is always new: the source's 5 classes
+are not the target's 5 (its checkpoint records their names, and --init keeps a head only for the same
+classes).
 
 Everything runs through `onecycle` (`python -m onecycle_cli ... --json`) into `<work>/runs`; the script
 prints one line per step on stderr, a table at the end, and one JSON summary on stdout (also written to
-`<work>/summary.json`). About 25 minutes on 2 CPU cores with OMP_NUM_THREADS=1; `--quick` is a smoke run
-of tiny sizes (about a minute).
+`<work>/summary.json`). About 20 minutes on 2 CPU cores with OMP_NUM_THREADS=1; `--quick` is a smoke run
+of tiny sizes (about a minute); `--arms` runs some of the arms only.
 
 The data: torchvision's Fashion-MNIST layout, `<data-root>/FashionMNIST/raw/` with the four uncompressed
 idx files (train-images-idx3-ubyte, ...). `--data-root` defaults to `../shared/data` beside this checkout;
@@ -58,6 +59,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 SOURCE, TARGET = range(0, 5), range(5, 10)
+# which range test gives each arm its max_lr: the one that starts as the arm starts
+LR_FROM = {"a": "random", "b": "frozen", "c": "frozen", "d": "unfrozen", "e": "unfrozen", "f": "frozen"}
 
 # full: the experiment; quick: the same steps at sizes that run in seconds (a smoke test, not a result)
 SIZES = {
@@ -72,6 +75,12 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def fail(message: str, code: int = 2) -> None:
+    """Stop with one line on stderr: exit 2 for what was asked of this script, onecycle's own code for its failures."""
+    say(f"transfer.py: {message}")
+    raise SystemExit(code)
+
+
 # ------------------------------------------------------------------------------------------------
 # the data: two image folders written from the idx files
 
@@ -79,13 +88,17 @@ def say(text: str) -> None:
 def read_fashion(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Fashion-MNIST's train and test splits as (images N x 28 x 28, labels N), read by onecycle's own checked reader."""
     from onecycle_cli.datasets.builtin import IDX_FILES, read_idx
+    from onecycle_cli.errors import DataError
     raw = root / "FashionMNIST" / "raw"
     missing = [name for pair in IDX_FILES.values() for name in pair if not (raw / name).is_file()]
     if missing:
-        raise SystemExit(f"transfer.py: no Fashion-MNIST idx files in {raw} (missing {', '.join(missing)}): pass "
+        fail(f"no Fashion-MNIST idx files in {raw} (missing {', '.join(missing)}): pass "
                          f"--data-root DIR, the folder holding FashionMNIST/raw/ (torchvision's layout, uncompressed)")
-    return {split: (read_idx(raw / images, 3), read_idx(raw / labels, 1))
-            for split, (images, labels) in IDX_FILES.items()}
+    try:  # a truncated or foreign file is one line naming it, as onecycle itself says it
+        return {split: (read_idx(raw / images, 3), read_idx(raw / labels, 1))
+                for split, (images, labels) in IDX_FILES.items()}
+    except DataError as e:
+        fail(str(e))
 
 
 def write_folder(folder: Path, data: dict, classes: range, train: int, valid: int) -> dict:
@@ -132,7 +145,7 @@ class Onecycle:
             f.write(f"$ {shown}\n{p.stderr}\n")
         if p.returncode != 0:
             tail = "\n".join(p.stderr.strip().splitlines()[-5:])
-            raise SystemExit(f"transfer.py: onecycle exited {p.returncode}:\n{tail}\n(the whole output: {self.log})")
+            fail(f"onecycle exited {p.returncode}:\n{tail}\n(the whole output: {self.log})", p.returncode)
         return json.loads(p.stdout)
 
 
@@ -162,6 +175,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every step, not a result")
     p.add_argument("--seeds", type=int, help="seeds per arm (default: 3; 2 with --quick)")
     p.add_argument("--epochs", type=int, help="epochs of every arm on the target (default: 8; 4 with --quick)")
+    p.add_argument("--arms", default=",".join(LR_FROM), help="which arms to run (default: all, a,b,c,d,e,f)")
+    p.add_argument("--unfrozen-lr", type=float, help="train (d) and (e) at this max_lr instead of the unfrozen "
+                   "range test's suggestion (a check of how much the comparison depends on it)")
     p.add_argument("--jobs", type=int, help="commands run at once where they do not depend on each other (default: "
                    "1; 2 with --quick); the seconds measured are comparable only at 1")
     a = p.parse_args()
@@ -169,16 +185,20 @@ def main() -> None:
     size.update({k: v for k, v in (("seeds", a.seeds), ("epochs", a.epochs), ("jobs", a.jobs)) if v is not None})
     seeds, epochs, jobs = size["seeds"], size["epochs"], size["jobs"]
     if seeds < 1 or epochs < 4 or jobs < 1:
-        raise SystemExit("transfer.py: expected --seeds >= 1, --jobs >= 1 and --epochs >= 4 (two short cycles of "
+        fail("expected --seeds >= 1, --jobs >= 1 and --epochs >= 4 (two short cycles of "
                          "half each, and a head cycle of a quarter)")
+    chosen = [k.strip() for k in a.arms.split(",") if k.strip()]
+    if not chosen or any(k not in LR_FROM for k in chosen) or len(set(chosen)) != len(chosen):
+        fail(f"--arms {a.arms}: expected some of {','.join(LR_FROM)}, each once")
+    if a.unfrozen_lr is not None and not 0 < a.unfrozen_lr < 10:
+        fail(f"--unfrozen-lr {a.unfrozen_lr}: expected a learning rate between 0 and 10")
     pool = ThreadPoolExecutor(jobs)
     started = time.time()
     work = a.work
-    work.mkdir(parents=True, exist_ok=True)
     runs = work / "runs"
-
-    say(f"writing the image folders under {work} from {a.data_root / 'FashionMNIST' / 'raw'}")
     data = read_fashion(a.data_root)
+    say(f"writing the image folders under {work} from {a.data_root / 'FashionMNIST' / 'raw'}")
+    work.mkdir(parents=True, exist_ok=True)
     source = write_folder(work / "source", data, SOURCE, size["source_train"], size["source_valid"])
     target = write_folder(work / "target", data, TARGET, size["target_train"], size["target_valid"])
     cli = Onecycle(work / "onecycle.log")
@@ -197,35 +217,40 @@ def main() -> None:
     pretrained = pre["run_dir"]
     say(f"  source accuracy {pre['final']['accuracy']:.4f} at max_lr {pre['max_lr']:.3g}, {pre['wall_seconds']:.0f} s")
 
-    say("range tests on the target, one per kind of start (seed 0)")
+    say("range tests on the target, one per kind of start the arms make (seed 0)")
     num_it = ["--num-it", size["num_it"]]
     starts = {"random": [], "frozen": ["--freeze", "--set", f"model.init={pretrained}"],
               "unfrozen": ["--set", f"model.init={pretrained}"]}
+    needed = {LR_FROM[k] for k in chosen} - ({"unfrozen"} if a.unfrozen_lr is not None else set())
+    starts = {k: v for k, v in starts.items() if k in needed}
     finds = dict(zip(starts, pool.map(lambda extra: cli("find", *on_target, *num_it, *extra), starts.values())))
     lr = {k: f["run_dir"] for k, f in finds.items()}  # --max-lr FIND_RUN: train at that test's suggestion
     for k, f in finds.items():
         say(f"  {k}: {f['suggestion']['name']} {f['suggestion']['lr']:.3g}")
+    if a.unfrozen_lr is not None:
+        lr["unfrozen"] = a.unfrozen_lr
 
     half, head_epochs = epochs // 2, max(1, epochs // 4)
     init = ["--init", pretrained]
+    lr = {k: lr.get(LR_FROM[k]) for k in LR_FROM}  # each arm's --max-lr
     arms = {
         "a": ("scratch", "random weights, one 1cycle of the whole network",
-              [*on_target, "--epochs", epochs, "--max-lr", lr["random"]]),
+              [*on_target, "--epochs", epochs, "--max-lr", lr["a"]]),
         "b": ("head only", "body frozen throughout, one 1cycle on a new head (freeze_epochs all, epochs 0)",
               [*on_target, *init, "--set", f"train.freeze_epochs={epochs}", "--epochs", 0,
-               "--set", "schedule.freeze_pct_start=0.25", "--max-lr", lr["frozen"]]),
+               "--set", "schedule.freeze_pct_start=0.25", "--max-lr", lr["b"]]),
         "c": ("fine_tune", "fastai's fine_tune: 1 frozen epoch, then unfrozen, lr_mult 100",
               [*on_target, *init, "--set", "train.freeze_epochs=1", "--epochs", epochs - 1,
-               "--set", "optim.lr_mult=100", "--max-lr", lr["frozen"]]),
+               "--set", "optim.lr_mult=100", "--max-lr", lr["c"]]),
         "d": ("two short", f"unfrozen, two 1cycles of {half} + {epochs - half} epochs (the second from the first, --init)",
-              [*on_target, *init, "--epochs", half, "--max-lr", lr["unfrozen"]]),
+              [*on_target, *init, "--epochs", half, "--max-lr", lr["d"]]),
         "e": ("one long", f"unfrozen, one 1cycle of {epochs} epochs",
-              [*on_target, *init, "--epochs", epochs, "--max-lr", lr["unfrozen"]]),
+              [*on_target, *init, "--epochs", epochs, "--max-lr", lr["e"]]),
         "f": ("head cycle", f"a full 1cycle on the head ({head_epochs} epochs, pct_start 0.25), then unfrozen, "
               f"lr_mult 100",
               [*on_target, *init, "--set", f"train.freeze_epochs={head_epochs}", "--set",
                "schedule.freeze_pct_start=0.25", "--epochs", epochs - head_epochs, "--set", "optim.lr_mult=100",
-               "--max-lr", lr["frozen"]]),
+               "--max-lr", lr["f"]]),
     }
 
     def arm(key: str) -> dict:
@@ -234,7 +259,7 @@ def main() -> None:
         if key == "d":  # the second short cycle of each seed continues that seed's first, head and all
             for r in runs_of:
                 second = accuracies(cli("train", *on_target, "--init", r["run_dir"], "--epochs", epochs - half,
-                                        "--max-lr", lr["unfrozen"], "--seed", r["seed"]))[0]
+                                        "--max-lr", lr["d"], "--seed", r["seed"]))[0]
                 r.update(accuracy=second["accuracy"], first_cycle_accuracy=r["accuracy"],
                          train_seconds=r["train_seconds"] + second["train_seconds"],
                          wall_seconds=r["wall_seconds"] + second["wall_seconds"],
@@ -248,12 +273,13 @@ def main() -> None:
                 "runs": runs_of}
 
     say("the arms, each over seeds " + seed_list)
-    results = dict(zip(arms, pool.map(arm, arms)))
+    results = dict(zip(chosen, pool.map(arm, chosen)))
     pool.shutdown()
 
     summary = {
         "experiment": "Fashion-MNIST 0-4 -> 5-9 transfer, ResNet-20 at 28 px",
-        "quick": a.quick, "sizes": size, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "source": source, "target": target,
+        "quick": a.quick, "sizes": size, "unfrozen_lr": a.unfrozen_lr,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "source": source, "target": target,
         "pretrained": {"run_dir": pretrained, "accuracy": pre["final"]["accuracy"], "max_lr": pre["max_lr"],
                        "wall_seconds": pre["wall_seconds"]},
         "range_tests": {k: {"run_dir": f["run_dir"], "suggestion": f["suggestion"]} for k, f in finds.items()},
