@@ -290,8 +290,8 @@ def train(config: Config_ = None, set_: Set_ = None,
                             help="Continue an interrupted run from its checkpoint.",
                             autocompletion=completion.resumable_runs)] = None,
           init: Annotated[Optional[str], typer.Option("--init", metavar="RUN_DIR", callback=_path, help=(
-              "model.init: start from a finished run's weights (every tensor whose shape fits; a head of another "
-              "size starts afresh)."), autocompletion=completion.run_dirs)] = None,
+              "model.init: start from a finished run's weights (every tensor whose shape fits; the head only "
+              "for the same classes)."), autocompletion=completion.run_dirs)] = None,
           suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="valley|steep|minimum|slide",
                              help="Which suggestion --max-lr find or FIND_RUN uses (find.suggest).")] = None,
           json_: Json_ = False) -> int:

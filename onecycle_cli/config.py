@@ -261,7 +261,9 @@ class ScheduleConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: PositiveInt = 95
+    # epochs of the (unfrozen) 1cycle; 0 with freeze_epochs > 0 trains the head alone, the body frozen
+    # throughout (fastai's freeze() then fit_one_cycle: the "head only" baseline of transfer learning)
+    epochs: Annotated[int, Field(ge=0)] = 95
     batch_size: PositiveInt = 512  # global batch, split across GPUs under torchrun
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)] = 0
     device: str = "auto"           # auto: CUDA when present, else CPU; or cpu, cuda, cuda:1
@@ -279,6 +281,9 @@ class TrainConfig(Section):
     def _device_name(self) -> "TrainConfig":
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ValueError(f"train.device = {self.device!r}: expected auto, cpu, cuda or cuda:N")
+        if self.epochs == 0 and not self.freeze_epochs:
+            raise ValueError("train.epochs = 0 trains nothing: expected at least 1 (0 only with train.freeze_epochs "
+                             "> 0, which trains the head alone)")
         return self
 
 
@@ -420,6 +425,7 @@ ONECYCLE = When("schedule.name", "onecycle")
 CYCLED = When("schedule.cycle_momentum", True)
 FIND, TRAIN = By("find"), By("train")
 FINE_TUNE = Positive("train.freeze_epochs")
+UNFROZEN = Positive("train.epochs")  # with freeze_epochs, 0 epochs: the head alone, no unfrozen cycle
 
 # {"section.key" or "section.*": rules that must all hold for a run to read the key}
 APPLIES: dict[str, tuple[When | By | Either | Positive, ...]] = {
@@ -474,9 +480,9 @@ APPLIES: dict[str, tuple[When | By | Either | Positive, ...]] = {
     "schedule.gamma": (When("schedule.name", "step"),),
     "schedule.freeze_pct_start": (FINE_TUNE,),  # the two cycles of fastai's fine_tune
     "schedule.freeze_body_div": (FINE_TUNE,),
-    "schedule.unfreeze_lr_div": (FINE_TUNE,),
-    "schedule.unfreeze_pct_start": (FINE_TUNE,),
-    "schedule.unfreeze_div": (FINE_TUNE,),
+    "schedule.unfreeze_lr_div": (FINE_TUNE, UNFROZEN),
+    "schedule.unfreeze_pct_start": (FINE_TUNE, UNFROZEN),
+    "schedule.unfreeze_div": (FINE_TUNE, UNFROZEN),
     "train.freeze_epochs": (TRAIN,),
     "train.epochs": (TRAIN,),
     "train.eval_batch_size": (TRAIN,),

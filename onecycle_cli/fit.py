@@ -33,7 +33,7 @@ from .loader import eval_batches
 from .lr_find import find_in_run
 from .models import set_frozen, stat_layers
 from .optim import build_optimizer, leading_groups
-from .pipeline import Pipeline, announce_data, build_pipeline
+from .pipeline import Pipeline, announce_data, build_pipeline, class_names
 from . import checkpoint as ckpt
 from .report import write_views
 from .rundir import METRIC_COLUMNS, STEP_COLUMNS, NullRunDir, RunDir, argv, group_lr_columns, keep_rows, now_iso
@@ -265,11 +265,13 @@ def total_epochs(cfg: Config) -> int:
 
 def checkpoint_state(pipe: Pipeline, opt, sched, scaler, state: LoopState) -> dict:
     """Everything a resume needs; `sched` is the scheduler of cycle `state.cycle`, `normalize` the inputs'
-    statistics (a run started from these weights normalises as this one did)."""
+    statistics (a run started from these weights normalises as this one did), `classes` what the head's
+    outputs mean (a run started from these weights keeps the head only for the same classes)."""
     return {"format": 1, "model": pipe.model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "state": asdict(state), "rng": rng_states(), "config": pipe.cfg.model_dump(mode="json"),
-            "total_steps": total_epochs(pipe.cfg) * pipe.batches.steps_per_epoch, "normalize": pipe.normalize}
+            "total_steps": total_epochs(pipe.cfg) * pipe.batches.steps_per_epoch, "normalize": pipe.normalize,
+            "classes": class_names(pipe.ds)}
 
 
 def load_checkpoint(run: RunDir) -> dict:
@@ -408,8 +410,10 @@ def show_model(display: Display, pipe: Pipeline, extra: dict) -> None:
     """One line each: the weights taken, what was adapted, whose statistics normalise the inputs, the groups."""
     loaded = pipe.built.loaded if pipe.built is not None else None
     if loaded is not None:
-        skipped = f", {len(loaded.skipped)} re-initialised ({', '.join(list(loaded.skipped)[:4])})" if loaded.skipped else ""
-        display.print(f"weights: {len(loaded.taken)} tensors from {loaded.source}{skipped}", markup=False)
+        fresh = list(loaded.skipped) + loaded.fresh
+        skipped = f", {len(fresh)} re-initialised ({', '.join(fresh[:4])})" if fresh else ""
+        head = f"; the head {loaded.head}" if loaded.head else ""
+        display.print(f"weights: {len(loaded.taken)} tensors from {loaded.source}{skipped}{head}", markup=False)
     if pipe.cfg.model.source != "builtin":
         display.print(f"{pipe.cfg.model.name}: " + "; ".join(pipe.built.notes), markup=False)
     n = extra.get("normalize")
@@ -523,7 +527,7 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
             if sched is None or index != state.cycle:
                 sched = start_cycle(pipe, opt, cycle)
                 state.cycle = index
-            if len(plan) > 1:
+            if len(plan) > 1 or cycle.frozen:
                 display.print(cycle_line(cycle))
             status = fit(pipe, run, display, stop, state, opt, sched, scaler, checkpoint, tb, cycle)
             if status != "completed":

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
+from .datasets.folder import printable
 from .datasets.tensors import Dataset, gb, load_dataset
 from .display import Display
 from .dist import Dist
@@ -105,6 +106,12 @@ def choose_stats(ds: Dataset, cfg: Config, built: Built, saved: dict | None = No
     return dataclasses.replace(ds, mean=tensor(mean), std=tensor(std)), stats
 
 
+def class_names(ds: Dataset) -> list[str]:
+    """The classes as runs record them (checkpoints, data_report.json): a folder name that is not UTF-8 as
+    \\xNN, so the record is JSON and reads back the same under every torch."""
+    return [printable(c) for c in ds.classes]
+
+
 def check_fit(model: nn.Module, ds: Dataset, cfg: Config) -> None:
     """One forward pass of a blank image: the model must take these images and give one logit per class."""
     c, h, w = ds.shape
@@ -177,7 +184,7 @@ def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None, 
         torch.backends.cudnn.allow_tf32 = True
     ds = load_dataset(cfg.data, device, progress, stop)
     seed_everything(cfg.train.seed)
-    built = build(cfg.model, ds.shape[0], len(ds.classes), load_weights=saved is None)
+    built = build(cfg.model, ds.shape[0], len(ds.classes), load_weights=saved is None, classes=class_names(ds))
     model = built.model
     check_fit(model, ds, cfg)
     groups = layer_groups(model, cfg.model.name, built.head)

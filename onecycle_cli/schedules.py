@@ -6,7 +6,8 @@ hand-written curve, so the LR a run used is the LR torch would have used.
 
 A run is one cycle, or with `train.freeze_epochs` two, as fastai's `fine_tune`: a frozen cycle (the
 head at max_lr, the body's groups at max_lr/10, pct_start 0.99), then an unfrozen one (the head at
-max_lr/2, the groups spread down to max_lr/2/lr_mult, pct_start 0.3, div 5). Each parameter group
+max_lr/2, the groups spread down to max_lr/2/lr_mult, pct_start 0.3, div 5). With `train.epochs: 0`
+the frozen cycle is the whole run: the head alone. Each parameter group
 follows the same 1cycle shape up to its own peak: OneCycleLR takes one max_lr per group.
 """
 
@@ -33,7 +34,7 @@ def even_mults(start: float, stop: float, n: int) -> list[float]:
 class Cycle:
     """One 1cycle of a run: its epochs, whether the body is frozen, and each parameter group's peak LR."""
 
-    name: str                 # train (the only cycle), or frozen then unfrozen (fine_tune)
+    name: str                 # train (the only cycle), or frozen then unfrozen (fine_tune), or frozen alone
     first_epoch: int
     epochs: int
     frozen: bool
@@ -59,10 +60,13 @@ def cycles(cfg: Config, groups: int) -> list[Cycle]:
     peaks = lambda peak, frozen: tuple(peak * r for r in group_ratios(cfg, groups, frozen))  # noqa: E731
     if not cfg.train.freeze_epochs:
         return [Cycle("train", 0, cfg.train.epochs, False, peaks(s.max_lr, False), s)]
-    return [Cycle("frozen", 0, cfg.train.freeze_epochs, True, peaks(s.max_lr, True),
-                  s.model_copy(update={"pct_start": s.freeze_pct_start})),
-            Cycle("unfrozen", cfg.train.freeze_epochs, cfg.train.epochs, False, peaks(s.max_lr / s.unfreeze_lr_div, False),
-                  s.model_copy(update={"pct_start": s.unfreeze_pct_start, "div": s.unfreeze_div}))]
+    frozen = Cycle("frozen", 0, cfg.train.freeze_epochs, True, peaks(s.max_lr, True),
+                   s.model_copy(update={"pct_start": s.freeze_pct_start}))
+    if not cfg.train.epochs:  # the head alone: the body stays frozen to the end
+        return [frozen]
+    return [frozen, Cycle("unfrozen", cfg.train.freeze_epochs, cfg.train.epochs, False,
+                          peaks(s.max_lr / s.unfreeze_lr_div, False),
+                          s.model_copy(update={"pct_start": s.unfreeze_pct_start, "div": s.unfreeze_div}))]
 
 LRScheduler = lr_scheduler.LRScheduler if hasattr(lr_scheduler, "LRScheduler") else lr_scheduler._LRScheduler
 

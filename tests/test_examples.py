@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
 
 from conftest import REPO, env_running_this_onecycle
 
@@ -27,3 +33,53 @@ def test_mnist_sample_example_compares_1cycle_with_a_constant_lr(tmp_path):
     table = p.stderr[p.stderr.rindex("the settings that differ"):]
     assert "schedule.name" in table and f"{one['final_accuracy']:.4f}" in table
     assert f"{const['final_accuracy']:.4f}" in table
+
+
+def test_transfer_example_runs_every_arm_through_the_cli(tmp_path, shared_data):
+    # the smoke run of issue 11's transfer experiment: tiny sizes, 2 seeds, every step of the real one
+    if not (shared_data / "FashionMNIST" / "raw").is_dir():
+        pytest.skip("no Fashion-MNIST in ../shared/data")
+    work = tmp_path / "work"
+    p = subprocess.run([sys.executable, str(REPO / "examples" / "transfer.py"), "--quick", "--work", str(work),
+                        "--data-root", str(shared_data)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env=env_running_this_onecycle(tmp_path / "bin"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    s = json.loads(p.stdout)
+    assert s == json.loads((work / "summary.json").read_text())
+    target = ["ankle_boot", "bag", "sandal", "shirt", "sneaker"]  # sorted, as onecycle orders class folders
+    assert sorted(path.name for path in (work / "target" / "train").iterdir()) == target
+    assert len(list((work / "target" / "valid" / "bag").iterdir())) == s["sizes"]["target_valid"]
+
+    def summary(run_dir: str) -> dict:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+
+    finds = {k: f["suggestion"]["lr"] for k, f in s["range_tests"].items()}
+    lr_from = {"a": "random", "b": "frozen", "c": "frozen", "d": "unfrozen", "e": "unfrozen", "f": "frozen"}
+    assert list(s["arms"]) == list(lr_from)
+    for key, arm in s["arms"].items():
+        runs = arm["runs"]
+        assert [r["seed"] for r in runs] == [0, 1]
+        accuracies = [r["accuracy"] for r in runs]
+        assert arm["accuracy_mean"] == pytest.approx(statistics.fmean(accuracies))
+        assert arm["accuracy_std"] == pytest.approx(statistics.stdev(accuracies))
+        for r in runs:
+            dirs = r["run_dir"] if key == "d" else [r["run_dir"]]
+            made = [summary(d) for d in dirs]
+            assert all(m["status"] == "completed" and m["max_lr"] == finds[lr_from[key]] for m in made), key
+            assert sum(m["epochs"] for m in made) == 4, key  # the same total on the target for every arm
+            assert made[-1]["final"]["accuracy"] == r["accuracy"]
+            # the source's 5 classes are not the target's: every pretrained arm starts with a new head
+            assert r["head"] == (None if key == "a" else "starts afresh: the classes differ (the weights': "
+                                 "coat, dress, pullover, t-shirt_top, trouser; this data's: " + ", ".join(target) + ")")
+        assert f"({key}) {arm['name']}" in p.stderr  # the table
+    # two short cycles: the second continues the first, head included (the same classes)
+    assert all(r["second_head"] == "taken: the same 5 classes (" + ", ".join(target) + ")" for r in s["arms"]["d"]["runs"])
+    # head only: one frozen cycle, and the body's convolutions are the pretrained run's to the end
+    run = Path(s["arms"]["b"]["runs"][0]["run_dir"])
+    assert [(c["name"], c["frozen"]) for c in summary(run)["cycles"]] == [("frozen", True)]
+    end = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    source = torch.load(Path(s["pretrained"]["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    norms = {k.rsplit(".", 1)[0] for k in end if k.endswith("running_mean")}
+    convs = [k for k in end if k.rsplit(".", 1)[0] not in norms and not k.startswith("head.")]
+    assert len(convs) == 19 and all(torch.equal(end[k], source[k]) for k in convs)  # resnet20: 19 convolutions
+    assert not torch.equal(end["head.2.weight"], source["head.2.weight"])

@@ -139,6 +139,40 @@ def test_frozen_parameters_do_not_move_and_the_optimiser_still_holds_them(tmp_pa
     assert len(saved["optimizer"]["state"]) == trained < len(held)
 
 
+def test_epochs_0_trains_the_head_alone_with_the_body_frozen_to_the_end(cli, tmp_path):
+    # transfer learning's "head only" baseline: fastai's freeze() then fit_one_cycle, as one frozen cycle
+    sets = BOOK_SETS + ["train.epochs=0", "train.freeze_epochs=2", "schedule.freeze_pct_start=0.25",
+                        "schedule.max_lr=0.05"]
+    r = cli("train", *args(sets), "--json")
+    assert r.code == 0, r.stderr
+    s = r.json()
+    assert s["status"] == "completed" and s["epochs"] == s["epochs_done"] == 2 and s["steps"] == 20
+    assert [(c["name"], c["epochs"], c["frozen"], c["pct_start"]) for c in s["cycles"]] == [("frozen", 2, True, 0.25)]
+    assert "frozen: 2 epochs of 1cycle on the head alone, the body frozen" in r.stderr
+    run = tmp_path / s["run_dir"]
+    rows = read_csv(run / "steps.csv")
+    assert {row["phase"] for row in rows} == {"frozen"} and len(rows) == 20
+    # one whole 1cycle on the head: up for a quarter of the steps, then down to max_lr / 1e5 at the end
+    lrs = [row["lr"] for row in rows]
+    assert max(lrs) == pytest.approx(0.05) and lrs.index(max(lrs)) == 4 and lrs[-1] == pytest.approx(0.05 / 1e5)
+    assert [m["phase"] for m in read_csv(run / "metrics.csv")] == ["frozen", "frozen"]
+    # the body's convolutions end where they started; its BatchNorm and the head trained
+    end = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    pipe = build_pipeline(resolve("mnist", sets).config)
+    start = pipe.model.state_dict()
+    body, head = layer_groups(pipe.model, "simple_cnn")
+    names = {id(p): n for n, p in pipe.model.named_parameters()}
+    for p, is_norm in zip(body.params, body.norm):
+        assert torch.equal(end[names[id(p)]], start[names[id(p)]]) != is_norm, names[id(p)]
+    assert all(not torch.equal(end[names[id(p)]], start[names[id(p)]]) for p in head.params)
+    # the preview agrees, and the unfrozen cycle's keys are marked as not read
+    r = cli("schedule", *args(sets), "--steps-per-epoch", "10", "--out", tmp_path / "s.png", "--json")
+    assert r.code == 0, r.stderr
+    assert [c["name"] for c in r.json()["cycles"]] == ["frozen"] and r.json()["steps"] == 20
+    config = (run / "config.yaml").read_text()
+    assert "unfreeze_div: 5.0        # not read: only with train.epochs > 0" in config
+
+
 def test_the_optimiser_state_starts_again_at_the_unfreeze(reference):
     # fastai's freeze_to clears it (opt.clear_state()): Adam's step count and moments restart, so after
     # 10 frozen steps and 20 unfrozen ones every parameter, head included, has taken 20 steps
@@ -229,7 +263,8 @@ def test_find_freeze_and_train_max_lr_find_with_freeze_epochs_sweep_the_frozen_m
      ["schedule.freeze_pct_start = 0.9", "expected < 0.5"]),
     (["optim.lr_mult=0.5"], ["optim.lr_mult = 0.5", "expected a value >= 1"]),
     (["train.freeze_epochs=-1"], ["train.freeze_epochs = -1", ">= 0"]),
-], ids=["freeze-with-constant", "smith-freeze-pct", "lr-mult-below-1", "negative-freeze"])
+    (["train.epochs=0"], ["train.epochs = 0 trains nothing", "0 only with train.freeze_epochs > 0"]),
+], ids=["freeze-with-constant", "smith-freeze-pct", "lr-mult-below-1", "negative-freeze", "no-epochs"])
 def test_bad_fine_tuning_settings_are_refused(cli, sets, fragments):
     r = cli("train", *BOOK_CNN, *[a for s in sets for a in ("--set", s)])
     assert_usage_error(r, *fragments)

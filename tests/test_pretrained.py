@@ -96,8 +96,9 @@ def test_init_from_a_finished_run_takes_every_tensor_that_fits(cli, tmp_path):
     s = r.json()
     head = ["4.0.weight", "4.0.bias", "4.1.weight", "4.1.bias", "4.1.running_mean", "4.1.running_var"]
     assert sorted(s["weights"]["skipped"]) == sorted(head)  # the 3-class head starts afresh
-    assert s["weights"]["taken"] == 35 - 6 and s["weights"]["source"] == f"run {first}"  # 5 blocks of 7 tensors
-    assert f"weights: 29 tensors from run {first}, 6 re-initialised" in r.stderr
+    assert s["weights"]["reinitialised"] == ["4.1.num_batches_tracked"]  # the head's too, though its shape fits
+    assert s["weights"]["taken"] == 35 - 7 and s["weights"]["source"] == f"run {first}"  # 5 blocks of 7 tensors
+    assert f"weights: 28 tensors from run {first}, 7 re-initialised" in r.stderr
     # normalised as the first run was: the weights were trained on the sample's statistics
     first_summary = json.loads((first / "summary.json").read_text())
     assert s["normalize"]["mean"] == first_summary["normalize"]["mean"]
@@ -108,7 +109,54 @@ def test_init_from_a_finished_run_takes_every_tensor_that_fits(cli, tmp_path):
                             "model.channels=[1,8,16,32,64,3]", f"model.init={first}"]).config
     start = build_pipeline(cfg).model.state_dict()
     end = torch.load(first / "checkpoints" / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(start[k], end[k]) for k in end if k not in head)
+    assert all(torch.equal(start[k], end[k]) for k in end if not k.startswith("4."))
+
+
+def test_the_head_carries_over_only_to_the_same_classes(cli, tmp_path):
+    # transfer's trap: Fashion-MNIST's classes 0-4 and 5-9 are both 5-way, so a head trained on one has
+    # the shape of the other's. Here: a 2-class net on the 3s and 7s, then 2 synthetic classes named 0 and 1
+    net = ["--config", "mnist", "--set", "data.train_size=64", "--set", "data.valid_size=32", "--batch-size", "16",
+           "--epochs", "2", "--set", "schedule.pct_start=0.5", "--set", "model.channels=[1,8,16,32,64,2]"]
+    other = ["data.dataset=synthetic", "data.channels=1", "data.image_size=28", "data.classes=2"]
+    r = cli("train", *net, "--dataset", "mnist_sample", "--json")
+    assert r.code == 0, r.stderr
+    first = tmp_path / r.json()["run_dir"]
+    saved = torch.load(first / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["classes"] == ["3", "7"]  # what the head's outputs mean travels with the weights
+    end, head = saved["model"], ["4.0.weight", "4.0.bias", "4.1.weight", "4.1.bias", "4.1.running_mean",
+                                 "4.1.running_var", "4.1.num_batches_tracked"]
+
+    def start(*sets: str) -> tuple[dict, dict]:
+        pipe = build_pipeline(resolve("mnist", [*sets, "model.channels=[1,8,16,32,64,2]"]).config)
+        return pipe.model.state_dict(), pipe.built.loaded.as_dict()
+
+    # other classes of the same count: the body is the run's, the head starts afresh, and the record says why
+    for source in (f"model.init={first}", f"model.pretrained={first}/checkpoints/last.pt"):
+        weights, record = start(*other, source)
+        assert sorted(record["reinitialised"]) == sorted(head) and record["skipped"] == []
+        assert record["head"] == "starts afresh: the classes differ (the weights': 3, 7; this data's: 0, 1)"
+        assert all(torch.equal(weights[k], end[k]) for k in end if k not in head)
+        assert not torch.equal(weights["4.0.weight"], end["4.0.weight"])
+        assert torch.equal(weights["4.1.running_var"], torch.ones(2))  # BatchNorm's own start, not the run's
+    r = cli("train", *net, *[a for s in other for a in ("--set", s)], "--init", first, "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["weights"]["head"].startswith("starts afresh: the classes differ")
+    assert f"weights: {len(end) - len(head)} tensors from run {first}, {len(head)} re-initialised" in r.stderr
+    assert "the head starts afresh: the classes differ (the weights': 3, 7; this data's: 0, 1)" in r.stderr
+
+    # the same classes: everything is taken, head included (a second cycle continues the first)
+    weights, record = start("data.dataset=mnist_sample", f"model.init={first}")
+    assert record["reinitialised"] == [] and record["taken"] == len(end)
+    assert record["head"] == "taken: the same 2 classes (3, 7)"
+    assert all(torch.equal(weights[k], end[k]) for k in end)
+
+    # weights that do not say which classes they were for (a checkpoint from before they were recorded)
+    # keep no head, even for data of the same names
+    del saved["classes"]
+    torch.save(saved, tmp_path / "old.pt")
+    weights, record = start("data.dataset=mnist_sample", f"model.pretrained={tmp_path / 'old.pt'}")
+    assert sorted(record["reinitialised"]) == sorted(head)
+    assert record["head"] == "starts afresh: the weights record no class names"
 
 
 def test_init_refuses_what_is_not_a_finished_run(cli, tmp_path):

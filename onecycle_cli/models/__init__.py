@@ -41,26 +41,29 @@ MODELS: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {
 }
 
 
-def build(cfg: ModelConfig, in_channels: int, num_classes: int, load_weights: bool = True) -> Built:
+def build(cfg: ModelConfig, in_channels: int, num_classes: int, load_weights: bool = True,
+          classes: list[str] | None = None) -> Built:
     """The model of `cfg` for images of `in_channels` and `num_classes` classes, with its weights when
-    `load_weights` (a resumed run takes them from its checkpoint instead)."""
+    `load_weights` (a resumed run takes them from its checkpoint instead). A onecycle run's head is kept
+    only when it was trained for these `classes` (names, in order); unknown classes keep none."""
     if cfg.source == "tv":
         from . import tv
-        built = tv.build(cfg.name[3:], in_channels, num_classes, cfg.pretrained, cfg.download, load_weights)
+        built = tv.build(cfg.name[3:], in_channels, num_classes, cfg.pretrained, cfg.download, load_weights, classes)
     elif cfg.source == "timm":
         from . import timm_models
-        built = timm_models.build(cfg.name[5:], in_channels, num_classes, cfg.pretrained, cfg.download, load_weights)
+        built = timm_models.build(cfg.name[5:], in_channels, num_classes, cfg.pretrained, cfg.download, load_weights,
+                                  classes)
     else:
         model = MODELS[cfg.name](cfg, in_channels, num_classes)
         built = Built(model, head=("head",) if cfg.name != "simple_cnn" else (str(len(model) - 3),))
         if cfg.pretrained is not False and load_weights:  # a path: config.py refuses `true` for a built-in
             weights = read_weights(cfg.pretrained)
-            built.loaded = load_matching(model, weights)
+            built.loaded = load_matching(model, weights, built.head, classes)
             require_body(built.loaded, model, built.head, cfg.name, "model.pretrained")
             built.normalize = weights.normalize
     if cfg.init is not None and load_weights:
         weights = read_run(cfg.init)
-        built.loaded = load_matching(built.model, weights)
+        built.loaded = load_matching(built.model, weights, built.head, classes)
         if not built.loaded.taken:
             raise RunDirError(f"--init {cfg.init}: none of its {len(weights.tensors)} tensors fits {cfg.name} "
                               f"(expected a run of the same architecture)")

@@ -10,7 +10,11 @@ Where weights come from, and how they are read:
   (no code runs), or safetensors; a zip whose members inflate far beyond what torch.save writes is refused
   before it is read.
 Every tensor is taken by name and shape (`load_matching`); what was taken, skipped and missing is
-returned, so the run can say so.
+returned, so the run can say so. A classifier is a map onto named classes, not just a shape: the head
+of a onecycle run is kept only for the same classes in the same order (the checkpoint records them).
+Fashion-MNIST's classes 0-4 and 5-9 are both 5-way, and a head carried from one to the other would
+start the new task confidently wrong, so whenever the names differ, or are not recorded, the head
+starts afresh and the record says why.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Weights:
     kind: str                    # "state_dict" (a library's, or anyone's) or "onecycle" (a run's checkpoint)
     source: str                  # what to call them in messages and records
     normalize: dict | None = None  # the mean/std (pixel units) the weights were trained with, when known
+    classes: list[str] | None = None  # the class names its head was trained for (a onecycle checkpoint records them)
 
 
 @dataclass
@@ -56,10 +61,12 @@ class Loaded:
     skipped: dict[str, tuple] = field(default_factory=dict)  # in both, shaped differently (the file's shape)
     missing: list[str] = field(default_factory=list)   # the model's, not in the weights
     unused: list[str] = field(default_factory=list)    # the weights', not in the model
+    fresh: list[str] = field(default_factory=list)     # the head's: their shape fits, but the classes differ
+    head: str | None = None                            # whether the head was taken, and why
 
     def as_dict(self) -> dict:
         return {"source": self.source, "taken": len(self.taken), "skipped": list(self.skipped),
-                "missing": self.missing, "unused": len(self.unused)}
+                "missing": self.missing, "unused": len(self.unused), "reinitialised": self.fresh, "head": self.head}
 
 
 @dataclass
@@ -91,13 +98,13 @@ def _check_zip(path: Path, what: str) -> None:
                         f"writes them uncompressed, so this is not a weights file")
 
 
-def _unwrap(obj, path: Path, what: str) -> tuple[dict, str, dict | None]:
+def _unwrap(obj, path: Path, what: str) -> tuple[dict, str, dict | None, list[str] | None]:
     """The tensor mapping inside a loaded object: a onecycle checkpoint's "model", a training script's
-    "state_dict" / "model_state_dict", or the object itself."""
-    normalize = None
+    "state_dict" / "model_state_dict", or the object itself; with a checkpoint's statistics and classes."""
+    normalize = classes = None
     kind = "state_dict"
     if isinstance(obj, dict) and "format" in obj and isinstance(obj.get("model"), dict):
-        kind, normalize, obj = "onecycle", obj.get("normalize"), obj["model"]
+        kind, normalize, classes, obj = "onecycle", obj.get("normalize"), obj.get("classes"), obj["model"]
     elif isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj.get(key), dict):
@@ -116,7 +123,9 @@ def _unwrap(obj, path: Path, what: str) -> tuple[dict, str, dict | None]:
     if not (isinstance(normalize, dict) and isinstance(normalize.get("mean"), list)
             and isinstance(normalize.get("std"), list)):
         normalize = None
-    return obj, kind, normalize
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        classes = None  # a checkpoint from before they were recorded: its head's classes are unknown
+    return obj, kind, normalize, classes
 
 
 def read_weights(path: str | Path, what: str = "model.pretrained") -> Weights:
@@ -148,8 +157,8 @@ def read_weights(path: str | Path, what: str = "model.pretrained") -> Weights:
             raise DataError(f"{what} {path}: not a weights file torch reads safely ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}); expected a state_dict saved "
                             f"with torch.save, a .safetensors file or a onecycle checkpoint") from None
-    tensors, kind, normalize = _unwrap(obj, path, what)
-    return Weights(tensors, kind, str(path), normalize)
+    tensors, kind, normalize, classes = _unwrap(obj, path, what)
+    return Weights(tensors, kind, str(path), normalize, classes)
 
 
 def read_run(run_dir: str | Path) -> Weights:
@@ -176,16 +185,51 @@ def read_run(run_dir: str | Path) -> Weights:
 # loading by name and shape
 
 
-def load_matching(model: nn.Module, weights: Weights) -> Loaded:
-    """Copy every tensor whose name and shape match into the model; report the rest."""
+def in_head(name: str, head: tuple[str, ...]) -> bool:
+    """Whether state_dict entry `name` belongs to one of the head's modules."""
+    return any(name == h or name.startswith(h + ".") for h in head)
+
+
+def _names(classes: list[str]) -> str:
+    shown = ", ".join(classes[:5]) + (f", ... ({len(classes)} in all)" if len(classes) > 5 else "")
+    return shown or "none"
+
+
+def head_verdict(weights: Weights, classes: list[str] | None) -> tuple[bool, str]:
+    """Whether the weights' classifier may be kept for data of these `classes`, and why, in a sentence.
+
+    Only the same names in the same order keep it: a row of the head is a class's weights, so 5 other
+    classes (Fashion-MNIST's 0-4 against its 5-9) or the same ones re-ordered would be read as wrong answers.
+    Unknown names on either side (a plain state_dict, a checkpoint from before they were recorded) keep
+    nothing: a fresh head costs an epoch at worst, a wrong one is silent."""
+    if weights.classes is None:
+        return False, "starts afresh: the weights record no class names"
+    if classes is None:
+        return False, "starts afresh: this run's class names are unknown"
+    if list(weights.classes) == list(classes):
+        return True, f"taken: the same {len(classes)} classes ({_names(classes)})"
+    return False, (f"starts afresh: the classes differ (the weights': {_names(weights.classes)}; this data's: "
+                   f"{_names(classes)})")
+
+
+def load_matching(model: nn.Module, weights: Weights, head: tuple[str, ...] = (),
+                  classes: list[str] | None = None) -> Loaded:
+    """Copy every tensor whose name and shape match into the model; report the rest. The `head`'s
+    tensors are taken only for the same `classes` (`head_verdict`); with no `head` given, shapes decide
+    (a library's ImageNet state_dict, loaded before its classifier is replaced)."""
     own = model.state_dict()
     loaded = Loaded(weights.source)
+    keep_head = True
+    if head:
+        keep_head, loaded.head = head_verdict(weights, classes)
     take = {}
     for name, tensor in weights.tensors.items():
         if name not in own:
             loaded.unused.append(name)
         elif own[name].shape != tensor.shape:
             loaded.skipped[name] = tuple(tensor.shape)
+        elif not keep_head and in_head(name, head):
+            loaded.fresh.append(name)
         else:
             take[name] = tensor
     loaded.missing = [name for name in own if name not in weights.tensors]
@@ -198,9 +242,8 @@ def require_body(loaded: Loaded, model: nn.Module, head: tuple[str, ...], model_
     """Weights given as `model.pretrained` must cover everything but the head: a resnet34 file in a resnet18
     is a mistake to stop on, not a partial initialisation to go on with."""
     own = model.state_dict()
-    in_head = lambda n: any(n == h or n.startswith(h + ".") for h in head)  # noqa: E731
-    bad = [n for n in loaded.missing + list(loaded.skipped) if not in_head(n)]
-    extra = [n for n in loaded.unused if not in_head(n)]
+    bad = [n for n in loaded.missing + list(loaded.skipped) if not in_head(n, head)]
+    extra = [n for n in loaded.unused if not in_head(n, head)]
     if bad:
         first = bad[0]
         shape = (f": {list(own[first].shape)} in the model, {list(loaded.skipped[first])} in the file"

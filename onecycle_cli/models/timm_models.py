@@ -96,7 +96,7 @@ def _stats(cfg: dict, source: str) -> dict:
 
 
 def build(name: str, in_channels: int, num_classes: int, pretrained: bool | str, download: bool,
-          load_weights: bool = True) -> Built:
+          load_weights: bool = True, classes: list[str] | None = None) -> Built:
     timm = import_timm()
     check_name(name)
     args = dict(num_classes=num_classes, in_chans=in_channels)
@@ -122,7 +122,7 @@ def build(name: str, in_channels: int, num_classes: int, pretrained: bool | str,
         model = timm.create_model(name, pretrained=False, **args)
         built = Built(model, head=head_paths(model))
         if weights is not None:  # a onecycle run's weights fit the model as built here
-            built.loaded = load_matching(model, weights)
+            built.loaded = load_matching(model, weights, head_paths(model), classes)
             require_body(built.loaded, model, head_paths(model), f"timm:{name}", "model.pretrained")
             built.normalize = weights.normalize
     else:

@@ -80,7 +80,7 @@ def replace_head(model: nn.Module, path: str, num_classes: int) -> None:
 
 
 def build(name: str, in_channels: int, num_classes: int, pretrained: bool | str, download: bool,
-          load_weights: bool = True) -> Built:
+          load_weights: bool = True, classes: list[str] | None = None) -> Built:
     import torchvision.models
     check_name(name)
     extra = dict(EXTRA_ARGS.get(name, {}))
@@ -106,7 +106,7 @@ def build(name: str, in_channels: int, num_classes: int, pretrained: bool | str,
     replace_head(model, head, num_classes)
     built.notes.append(f"{head}: a new layer of {num_classes} outputs")
     if weights is not None and weights.kind == "onecycle":  # a onecycle run's weights fit the adapted model
-        built.loaded = load_matching(model, weights)
+        built.loaded = load_matching(model, weights, (head,), classes)
         require_body(built.loaded, model, (head,), f"tv:{name}", "model.pretrained")
         built.normalize = weights.normalize
     elif pretrained is not False:
