@@ -129,8 +129,13 @@ def write_folder(folder: Path, data: dict, classes: range, train: int, valid: in
 class Onecycle:
     """Runs `onecycle ARGS --json` as a user would (this interpreter's onecycle) and returns its summary."""
 
-    def __init__(self, log: Path):
+    def __init__(self, log: Path, jobs: int = 1):
         self.log = log
+        # commands run side by side share the cores: torch's threads oversubscribed collapse 10-50x (the quick
+        # run took 240 s instead of 50 here), so each gets its share unless the user chose
+        self.env = dict(os.environ)
+        if jobs > 1 and "OMP_NUM_THREADS" not in self.env:
+            self.env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
         self.commands: list[str] = []
         self.lock = threading.Lock()  # with --jobs, several commands finish at once
 
@@ -140,7 +145,7 @@ class Onecycle:
             self.commands.append(shown)
             say(f"$ {shown}")
         p = subprocess.run([sys.executable, "-m", "onecycle_cli", *map(str, args), "--json"], capture_output=True,
-                           text=True)
+                           text=True, env=self.env)
         with self.lock, self.log.open("a") as f:  # every run's human output, for reading afterwards
             f.write(f"$ {shown}\n{p.stderr}\n")
         if p.returncode != 0:
@@ -201,7 +206,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     source = write_folder(work / "source", data, SOURCE, size["source_train"], size["source_valid"])
     target = write_folder(work / "target", data, TARGET, size["target_train"], size["target_valid"])
-    cli = Onecycle(work / "onecycle.log")
+    cli = Onecycle(work / "onecycle.log", jobs)
 
     # the same network, data handling and optimiser for every run: the folder preset (AdamW, fastai's
     # 1cycle shape) at 28 px grey, CIFAR's reflect-pad + crop and flips (clothes mirror well)
@@ -279,7 +284,7 @@ def main() -> None:
     summary = {
         "experiment": "Fashion-MNIST 0-4 -> 5-9 transfer, ResNet-20 at 28 px",
         "quick": a.quick, "sizes": size, "unfrozen_lr": a.unfrozen_lr,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "source": source, "target": target,
+        "omp_num_threads": cli.env.get("OMP_NUM_THREADS"), "source": source, "target": target,
         "pretrained": {"run_dir": pretrained, "accuracy": pre["final"]["accuracy"], "max_lr": pre["max_lr"],
                        "wall_seconds": pre["wall_seconds"]},
         "range_tests": {k: {"run_dir": f["run_dir"], "suggestion": f["suggestion"]} for k, f in finds.items()},

@@ -144,7 +144,7 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
     """Train `cycle` (default: the whole run) from `state` to its end, or until a signal; returns
     'completed' or 'interrupted'."""
     cfg, dist = pipe.cfg, pipe.dist
-    epochs, per_epoch = cfg.train.freeze_epochs + cfg.train.epochs, pipe.batches.steps_per_epoch
+    epochs, per_epoch = total_epochs(cfg), pipe.batches.steps_per_epoch
     end = cycle.end_epoch if cycle is not None else epochs
     net = pipe.net
     params = [p for p in pipe.model.parameters() if p.requires_grad]
