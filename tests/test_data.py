@@ -47,6 +47,18 @@ def test_bundled_mnist_sample_is_fastais_3_vs_7():
     assert torch.bincount(ds.y_train).tolist() == [6_131, 6_265]
 
 
+@pytest.mark.parametrize("sizes", [[], ["--set", "data.train_size=100", "--set", "data.valid_size=5000"]])
+def test_data_check_of_the_bundled_set_says_what_training_loads(cli, sizes):
+    # the check reads the npz headers only (to answer in 0.3 s): its counts must be the loaded arrays'
+    r = cli("data", "check", "--config", "mnist_sample", *sizes, "--json")
+    cfg = DataConfig(dataset="mnist_sample", **({"train_size": 100, "valid_size": 5000} if sizes else {}))
+    ds = load_dataset(cfg)
+    assert r.code == 0 and r.json()["ok"]
+    assert (r.json()["train"], r.json()["valid"]) == (len(ds.x_train), len(ds.x_valid)) == (
+        (100, 2_038) if sizes else (12_396, 2_038))
+    assert r.json()["shape"] == list(ds.x_train.shape[1:]) and r.json()["classes"] == len(ds.classes)
+
+
 def test_synthetic_is_generated_to_order_and_the_same_every_time():
     cfg = DataConfig(dataset="synthetic", train_size=50, valid_size=20, image_size=16, channels=2, classes=4)
     a, b = load_dataset(cfg), load_dataset(cfg)

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..config import DataConfig
 from .arrays import Arrays, Images, channel_stats
-from .builtin import DOWNLOADERS, LOADERS, download_dataset, read_builtin
+from .builtin import DOWNLOADERS, LOADERS, MNIST_SAMPLE_CLASSES, download_dataset, mnist_sample_sizes, read_builtin
 from .builtin import train_size as builtin_train_size
 
 __all__ = ["Arrays", "Images", "channel_stats", "read_arrays", "check_dataset", "train_size", "download_dataset",
@@ -52,6 +52,12 @@ def check_dataset(cfg: DataConfig, progress: Progress | None = None) -> dict:
                 "message": f"synthetic: ok, {n} training and {m} test images of {cfg.channels}x{s}x{s}, "
                            f"{cfg.classes} classes, generated"}
     try:
+        if cfg.dataset == "mnist_sample":  # the package's own file: its headers say all there is to check
+            n, m, shape = mnist_sample_sizes(cfg)
+            k = len(MNIST_SAMPLE_CLASSES)
+            return {"ok": True, "dataset": cfg.dataset, "root": root, "train": n, "valid": m, "shape": list(shape),
+                    "classes": k, "message": f"mnist_sample: ok, {n} training and {m} test images of "
+                                             f"{'x'.join(map(str, shape))}, {k} classes, bundled with onecycle"}
         arrays = read_arrays(cfg.model_copy(update={"download": False}), progress)
     except DataError as e:
         return {"ok": False, "dataset": cfg.dataset, "root": root, "message": str(e)}
