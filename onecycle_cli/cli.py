@@ -321,14 +321,20 @@ def train(config: Config_ = None, set_: Set_ = None,
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
     display = _display()
+    from .errors import Diverged
     with StopFlag() as stop:
-        if seed_list is not None:
-            summary = train_seeds(resolved, seed_list, display, stop, dist, max_lr_source=source,
-                                  find_first=find_first)
-        else:
-            run, summary = run_train(resolved, display, stop, dist, max_lr_source=source, find_first=find_first,
-                                     resume=resume, started=started)
-            display.print(f"run: {run.path}  ({summary['status']}: {summary['stop_reason']})")
+        try:
+            if seed_list is not None:
+                summary = train_seeds(resolved, seed_list, display, stop, dist, max_lr_source=source,
+                                      find_first=find_first)
+            else:
+                run, summary = run_train(resolved, display, stop, dist, max_lr_source=source, find_first=find_first,
+                                         resume=resume, started=started)
+                display.print(f"run: {run.path}  ({summary['status']}: {summary['stop_reason']})")
+        except Diverged as e:  # exit 3, and a script reading --json still gets the recorded summary
+            if dist.main and e.summary is not None:
+                _emit(e.summary, json_)
+            raise
     shutdown()  # after an error the process's exit lets go of the group: the other ranks may never arrive
     if dist.main:
         _emit(summary, json_)

@@ -45,9 +45,11 @@ class DiskFull(RunDirError):
 
 
 class Diverged(OnecycleError):
-    """Training produced a non-finite loss; everything recorded before it is kept."""
+    """Training produced a non-finite loss; everything recorded before it is kept. `summary` is the run's
+    recorded summary (or the seeds'), which `--json` still prints."""
 
     exit_code = EXIT_DIVERGED
+    summary: dict | None = None
 
 
 class Interrupted(OnecycleError):

@@ -540,7 +540,8 @@ def train(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist = Dis
         outcome = True
         return run, summary
     except Diverged as e:
-        run.write_json("summary.json", summary_of(pipe, run, state, "diverged", str(e), started, extra))
+        e.summary = summary_of(pipe, run, state, "diverged", str(e), started, extra)
+        run.write_json("summary.json", e.summary)
         outcome = True
         raise
     except KeyboardInterrupt:
@@ -578,8 +579,12 @@ def train_seeds(resolved: Resolved, seeds: list[int], display: Display, stop: St
     for seed in seeds:
         cfg = resolved.config
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
-        run, summary = train(resolved.model_copy(update={"config": cfg}), display, stop, dist,
-                             max_lr_source=max_lr_source, find_first=find_first)
+        try:
+            run, summary = train(resolved.model_copy(update={"config": cfg}), display, stop, dist,
+                                 max_lr_source=max_lr_source, find_first=find_first)
+        except Diverged as e:  # the seeds so far and this one's record, for --json; exit 3 all the same
+            e.summary = seeds_summary(seeds, summaries + [e.summary], display) if e.summary else None
+            raise
         summaries.append(summary)
         if find_first:  # one range test serves every seed: the same suggestion, recorded as such
             resolved = resolved.model_copy(update={"config": cfg.model_copy(update={
@@ -587,6 +592,11 @@ def train_seeds(resolved: Resolved, seeds: list[int], display: Display, stop: St
             max_lr_source, find_first = f"{summary['max_lr_source']} of {run.path}", False
         if summary["status"] != "completed":
             break
+    return seeds_summary(seeds, summaries, display)
+
+
+def seeds_summary(seeds: list[int], summaries: list[dict], display: Display) -> dict:
+    """The runs of `--seeds` so far as one summary, with the mean and spread of the completed ones' accuracy."""
     accuracies = [s["final"]["accuracy"] for s in summaries if s.get("final") and s["status"] == "completed"]
     mean = float(np.mean(accuracies)) if accuracies else None
     std = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0 if accuracies else None

@@ -340,8 +340,8 @@ def warned(name: str, status: str):
     def check(given: Given, result: Result, files: dict) -> None:
         assert f"warning: {name} not written" in result.stderr, result.stderr
         assert json.loads((files["run"] / "summary.json").read_text())["status"] == status
-        if status != "diverged":  # a diverged run says so as its error line, and prints no summary
-            assert "onecycle: error" not in result.stderr and result.json()["status"] == status
+        # a diverged run says so as its error line (exit 3), and --json still prints its summary
+        assert ("onecycle: error" in result.stderr) == (status == "diverged") and result.json()["status"] == status
     return check
 
 

@@ -79,11 +79,13 @@ def test_seeds_report_mean_and_spread_and_keep_every_run(cli, tmp_path):
 def test_a_diverging_fit_exits_3_and_keeps_what_came_before(cli, tmp_path):
     # plain SGD whose LR climbs from 1e-4 to 1e3 over most of three epochs: fine at first, then NaN
     r = cli("train", *TINY, "--epochs", "3", "--max-lr", "1e3", "--set", "optim.name=sgd",
-            "--set", "schedule.div=1e7", "--set", "schedule.final_div=1e8", "--set", "schedule.pct_start=0.9", "--set", "train.log_every=1")
+            "--set", "schedule.div=1e7", "--set", "schedule.final_div=1e8", "--set", "schedule.pct_start=0.9", "--set", "train.log_every=1",
+            "--json")
     assert r.code == 3, r.stderr
     assert "diverged" in r.stderr and "step" in r.stderr and "lr" in r.stderr and "Traceback" not in r.stderr
     run = next((tmp_path / "runs").iterdir())
     summary = json.loads((run / "summary.json").read_text())
+    assert r.json() == summary  # a script reading --json learns the outcome from stdout, as for any other
     assert summary["status"] == "diverged" and "loss became nan" in summary["stop_reason"].lower()
     steps = read_csv(run / "steps.csv")
     assert math.isnan(steps[-1]["loss"]) and all(math.isfinite(s["loss"]) for s in steps[:-1])
@@ -91,6 +93,16 @@ def test_a_diverging_fit_exits_3_and_keeps_what_came_before(cli, tmp_path):
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert (run / "curves.png").exists()
+
+
+def test_seeds_stop_at_a_diverged_seed_and_json_says_which(cli, tmp_path):
+    # at 1e3 the bundled set blows up within the first epoch (TINY's 10 steps stay finite)
+    r = cli("train", "--config", "mnist_sample", "--set", "data.valid_size=256", "--epochs", "1", "--max-lr", "1e3",
+            "--seeds", "0,1", "--json")
+    assert r.code == 3 and "diverged" in r.stderr, r.stderr
+    s = r.json()  # the seeds run so far: the second never started
+    assert s["status"] == "diverged" and s["seeds"] == [0] and s["accuracy_mean"] is None
+    assert [run["status"] for run in s["runs"]] == ["diverged"] and len(list((tmp_path / "runs").iterdir())) == 1
 
 
 def test_activation_stats_per_layer_and_step(cli, tmp_path):
