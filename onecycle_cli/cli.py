@@ -434,7 +434,7 @@ MAX_PREVIEW_STEPS = 2_000_000  # the real scheduler, stepped once per step: abou
 @app.command("schedule")
 def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                  max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT")] = None,
-                 epochs: Epochs_ = None, batch_size: BatchSize_ = None,
+                 epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None,
                  schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="NAME")] = None,
                  steps_per_epoch: Annotated[Optional[int], typer.Option(
                      "--steps-per-epoch", min=1, help="Override the count taken from the dataset's known size.")] = None,
@@ -447,7 +447,8 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     from .models.groups import group_names
     from .plots import schedule_figure
     from .schedules import check_cycles, cycle_phase_changes, cycles, preview_cycles
-    resolved = _resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, schedule=schedule))
+    resolved = _resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, data_dir=data_dir,
+                                             schedule=schedule))
     cfg = resolved.config
     if out.is_dir() or not out.parent.is_dir():  # found now, not after stepping through the schedule
         raise UsageError(f"--out {out}: " + (f"a directory; expected a file name such as {out / 'schedule.png'}"

@@ -573,3 +573,14 @@ def test_file_and_class_names_that_are_not_utf8_or_look_like_markup(cli, tmp_pat
     assert r.code == 0, r.stderr
     run = tmp_path / r.json()["run_dir"]
     assert json.loads((run / "data_report.json").read_text())["classes"] == ["[bold]dogs", "caf\\xe9"]
+
+
+def test_schedule_counts_a_folders_images_from_data_dir(cli, tmp_path):
+    # `onecycle schedule` takes --data-dir as find and train do, and counts the folder's files without decoding
+    root = tmp_path / "photos"
+    expected = write_photos(root, bad=False)
+    r = cli("schedule", "--config", "folder", "--data-dir", root, "--batch-size", "16", "--epochs", "3",
+            "--out", tmp_path / "schedule.png", "--json")
+    assert r.code == 0, r.stderr
+    n = sum(expected["train"].values())
+    assert (r.json()["steps_per_epoch"], r.json()["steps"]) == (n // 16, 3 * (n // 16)) == (3, 9)
