@@ -16,7 +16,7 @@ Peak host memory: each process's own peak (ru_maxrss) and, for the reference's t
 proportional set size of the process and its workers together (shared pages counted once). Prints
 one JSON object: medians over the rounds and the ratios onecycle / reference.
 
-    python benchmarks/folder.py --images 1000 --rounds 1 --steps 4     # a quick try
+    python benchmarks/folder.py --images 1000 --batch-size 32 --rounds 1 --steps 8   # a quick try
     python benchmarks/folder.py                                        # 12,000 images, 3 rounds
 """
 
@@ -167,15 +167,9 @@ def stats(a) -> tuple[list[float], list[float]]:
 
 
 def pss_mb(pids: list[int]) -> float | None:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            return None
-    return round(total / 1024)
+    """benchmarks/speed.py's measure, imported only in the children (speed.py imports torch, they do anyway)."""
+    from speed import pss_mb as measure
+    return measure(pids)
 
 
 CHILDREN = {"decode": child_decode, "decode_reference": child_decode_reference, "train": child_train,
@@ -186,8 +180,10 @@ def spawn(a, which: str) -> dict:
     cmd = [sys.executable, __file__, "--child", which, "--root", str(a.root), "--runs", str(a.runs),
            "--size", str(a.size), "--batch-size", str(a.batch_size), "--steps", str(a.steps)]
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    if p.returncode != 0:
-        return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"}
+    if p.returncode != 0:  # kept in the round's record, and said at once: the medians will lack it
+        error = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+        print(f"folder.py: {which} failed: {error}", file=sys.stderr)
+        return {"error": error}
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
