@@ -26,7 +26,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import completion
-from .errors import EXIT_USAGE, OnecycleError, UsageError
+from .errors import EXIT_USAGE, Diverged, OnecycleError, UsageError
 
 try:  # typer 0.2x carries its own copy of click; older typer uses click itself
     from typer._click.exceptions import NoArgsIsHelpError, UsageError as ClickUsageError
@@ -321,7 +321,6 @@ def train(config: Config_ = None, set_: Set_ = None,
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
     display = _display()
-    from .errors import Diverged
     with StopFlag() as stop:
         try:
             if seed_list is not None:

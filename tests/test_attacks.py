@@ -644,30 +644,30 @@ def _train(root: Path, *args: str, env: dict | None = None) -> Result:
     return run_process("train", *MNIST_SAMPLE.split(), "--set", "train.log_every=1", *args, env=env, cwd=root)
 
 
+def _stopped(tmp_path_factory, name: str, fault: str, code: int, *args: str) -> Path:
+    """The run directory of a 2-epoch train run that ONECYCLE_FAULT stopped with exit `code`."""
+    root = tmp_path_factory.mktemp(name)
+    r = _train(root, "--epochs", "2", *args, env={"ONECYCLE_FAULT": fault})
+    assert r.code == code, r.stderr
+    return next((root / "runs").iterdir())
+
+
 @pytest.fixture(scope="session")
 def interrupted_run(tmp_path_factory) -> Path:
     """A train run stopped by SIGINT in its second epoch (8 steps an epoch, 2 epochs): resumable."""
-    root = tmp_path_factory.mktemp("interrupted")
-    r = _train(root, "--epochs", "2", env={"ONECYCLE_FAULT": "step@11:SIGINT"})
-    assert r.code == 130, r.stderr
-    return next((root / "runs").iterdir())
+    return _stopped(tmp_path_factory, "interrupted", "step@11:SIGINT", 130)
 
 
 @pytest.fixture(scope="session")
 def diverging_run(tmp_path_factory) -> Path:
     """A run at max_lr 1e12 stopped after its first step: resumed, it diverges (a NaN by step 3)."""
-    root = tmp_path_factory.mktemp("diverging")
-    r = _train(root, "--epochs", "2", "--max-lr", "1e12", env={"ONECYCLE_FAULT": "step@1:SIGINT"})
-    assert r.code == 130, r.stderr
-    return next((root / "runs").iterdir())
+    return _stopped(tmp_path_factory, "diverging", "step@1:SIGINT", 130, "--max-lr", "1e12")
 
 
 @pytest.fixture(scope="session")
 def find_interrupted_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("find-interrupted")
-    r = _train(root, "--epochs", "2", "--max-lr", "find", env={"ONECYCLE_FAULT": "sweep@3:SIGTERM"})
-    assert r.code == 143, r.stderr
-    return next((root / "runs").iterdir())
+    """A train --max-lr find run stopped by SIGTERM in its range test."""
+    return _stopped(tmp_path_factory, "find-interrupted", "sweep@3:SIGTERM", 143, "--max-lr", "find")
 
 
 @pytest.fixture
