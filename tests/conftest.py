@@ -63,6 +63,32 @@ def run_process(*args: str, env: dict | None = None, timeout: float = 120, cwd=N
     return Result(p.returncode, p.stdout, p.stderr)
 
 
+def run_watched(*args: str, env: dict | None = None, patience: float = 90, cwd=None) -> Result:
+    """`run_process`, for a command that must never block: if it is still running after `patience` seconds
+    it is sent SIGTERM, as a user's `kill` would, and the test fails, saying whether SIGTERM ended it
+    within 10 s (a read blocked on a FIFO whose signal handler only sets a flag does not end)."""
+    import signal
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    full_env.update(env or {})
+    p = subprocess.Popen([sys.executable, "-m", "onecycle_cli", *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=full_env, cwd=cwd)
+    try:
+        out, err = p.communicate(timeout=patience)
+        return Result(p.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGTERM)
+    try:
+        out, err = p.communicate(timeout=10)
+        raise AssertionError(f"onecycle {' '.join(map(str, args))} was still running after {patience:.0f} s "
+                             f"(blocked?); SIGTERM ended it with exit {p.returncode}: {err[-500:]}")
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError(f"onecycle {' '.join(map(str, args))} was still running after {patience:.0f} s "
+                             f"and SIGTERM did not end it within 10 s: only kill -9 did") from None
+
+
 def env_running_this_onecycle(bin_dir: Path) -> dict:
     """The environment for a shell script under test: its `onecycle` and `python` are this checkout under this
     interpreter, whatever else is on PATH, so that the script exercises the torch under test (scripts/floor.sh
