@@ -31,7 +31,7 @@ def test_shipped_configs_by_name(cli, name, dataset, model, batch, epochs, lr):
 
 
 def test_every_shipped_yaml_starts_with_the_commands_that_run_it():
-    from onecycle_cli.config import shipped_configs
+    from onecycle_cli.presets import shipped as shipped_configs
     for name, path in shipped_configs().items():
         first = path.read_text().splitlines()[0]
         assert first.startswith("# onecycle ") and f"--config {name}" in first, (name, first)

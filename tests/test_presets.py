@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import TINY, assert_usage_error
-from onecycle_cli.config import shipped_configs
+from onecycle_cli.presets import shipped as shipped_configs
 
 
 def resolved(cli, *args) -> dict:
