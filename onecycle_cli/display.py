@@ -27,12 +27,30 @@ def fmt_time(seconds: float) -> str:
     return f"{m // 60:d}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
 
 
+def fmt_bytes(n: float) -> str:
+    """A size for people: gigabytes from 0.1 GB up, megabytes below."""
+    return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+
+
 def fmt_num(x: float | None, digits: int = 6) -> str:
     if x is None:
         return "-"
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     return f"{x:.{digits}f}"
+
+
+def fmt_value(value) -> str:
+    """A config value as YAML writes it (true, null, 1e-05), so it reads like config.yaml."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
+    return str(value)
 
 
 def text(value: object) -> Text:

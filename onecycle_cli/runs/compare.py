@@ -12,12 +12,16 @@ reopened, re-plotted and shared like a run.
 from __future__ import annotations
 
 import math
+import os
+from html import escape
 from pathlib import Path
 
-from .errors import UsageError
-from .rundir import RunDir, now_iso, read_csv
-from .config import flatten, unread
-from .runs import commands_of, describe, is_run_dir, read_config, read_json
+from ..config import flatten, unread
+from ..display import fmt_value
+from ..errors import UsageError
+from . import html
+from .directory import RunDir, atomic_write_text, now_iso, read_csv
+from .history import commands_of, describe, is_run_dir, read_config, read_json
 
 NOT_READ = "(not read)"
 
@@ -73,19 +77,6 @@ def label_of(run: dict, differing: dict[str, list], i: int, not_read: dict[str, 
     return ", ".join(values) if values and len(", ".join(values)) <= 40 else run["id"]
 
 
-def fmt_value(value) -> str:
-    """A config value as YAML writes it (true, null, 1e-05), so it reads like config.yaml."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
-    return str(value)
-
-
 def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
     """Write `<root>/<timestamp>-compare-<n>runs/` and return it with its summary."""
     if len(args) < 2:
@@ -118,7 +109,6 @@ def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
                    "differing": differing, "not_read": not_read, "shared": shared, "png": png, "png_error": png_error,
                    "report": "report.html"}
         out.write_json("summary.json", summary)
-        from .report import write_compare_report
         write_compare_report(out.path)
     finally:
         out.close()
@@ -142,7 +132,7 @@ def check_summary(summary: dict, path: Path) -> None:
 
 def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Columns and rows of the side-by-side table: differing settings, then results."""
-    from .display import fmt_time
+    from ..display import fmt_time
     runs = summary["runs"]
     columns = [""] + [r["id"] for r in runs]
     not_read = summary.get("not_read") or {}
@@ -192,3 +182,31 @@ def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
     fig.suptitle(" vs ".join(labels), fontsize=11)
     fig.tight_layout()
     return save_png(fig, out)
+
+
+def write_compare_report(compare_dir: Path) -> Path:
+    """Write `<compare_dir>/report.html` from the comparison's summary.json and compare.png."""
+    out_dir = Path(compare_dir)
+    summary = read_json(out_dir / "summary.json") or {}
+    check_summary(summary, out_dir)
+    runs = summary.get("runs") or []
+    columns, rows = table(summary)
+    links = []
+    for r in runs:
+        path = Path(r["path"])
+        target = path / "report.html"
+        name = escape(r["id"])
+        if target.is_file():  # only links that open: a report not yet written would be a dead end
+            href = escape(os.path.relpath(target.resolve(), out_dir.resolve()))
+            name = f'<a href="{href}">{name}</a>'
+        links.append(f"<li>{name}: {escape(r['label'])} ({html.status(r['status'])})</li>")
+    shared = summary.get("shared") or {}
+    body = ("<h2>Runs</h2>\n<ul>" + "".join(links) + "</ul>\n"
+            "<h2>Settings that differ, and results</h2>\n" + html.table(columns, rows, set(range(1, len(columns))))
+            + ("<h2>Curves</h2>\n" + html.images(out_dir) if (out_dir / "compare.png").is_file() else "")
+            + (f"<h2>Settings they share</h2>\n<details><summary>{len(shared)} settings</summary>\n"
+               + html.table(["key", "value"], [[k, fmt_value(v)] for k, v in shared.items()]) + "</details>\n"
+               if shared else ""))
+    out = out_dir / "report.html"
+    atomic_write_text(out, html.page(out_dir.name, f"compare · {len(runs)} runs", body))
+    return out

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import DiskFull, RunDirError
-from .safe_files import (CSV_LIMIT, NotRegularFile, atomic_write_bytes, atomic_write_text, check_regular_or_dir,
+from ..errors import DiskFull, OnecycleError, RunDirError
+from ..safe_files import (CSV_LIMIT, NotRegularFile, atomic_write_bytes, atomic_write_text, check_regular_or_dir,
                          no_space, open_append, open_regular, read_json as read_json_file)
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ def keep_rows(path: Path, keep) -> None:
 
 
 def _versions() -> dict[str, str | None]:
-    from importlib import metadata  # here: every command records its argv in this module, few need versions
+    from importlib import metadata  # here: only the commands that write meta.json need it
     import torch
     def version(name: str) -> str | None:
         try:
@@ -331,8 +331,10 @@ class RunDir:
             raise RunDirError(f"{folder} is {check_regular_or_dir(folder)}; not writing a checkpoint through it")
         atomic_save(state, folder / "last.pt")
 
-    def write_meta(self, argv: list[str], device: "torch.device", seed: int, world: int = 1, **extra) -> None:
+    def write_meta(self, argv: list[str] | None, device: "torch.device", seed: int, world: int = 1, **extra) -> None:
+        """meta.json: the command as typed (`argv`, from the CLI; this process's own when None), versions, host."""
         import torch
+        argv = list(argv) if argv else [Path(sys.argv[0]).name, *sys.argv[1:]]
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         self.write_json("meta.json", {
             "argv": argv, "versions": _versions(), "git_commit": _git_commit(), "device": str(device),
@@ -367,12 +369,51 @@ class _NullLog:
     def close(self): pass
 
 
+class TrainingLog:
+    """A training run's steps.csv and metrics.csv, behind the same two calls as `TensorboardLog`."""
+
+    def __init__(self, run: "RunDir", groups: int):
+        self.step_rows = run.log("steps.csv", STEP_COLUMNS + group_lr_columns(groups))
+        self.epoch_rows = run.log("metrics.csv", METRIC_COLUMNS)
+
+    def steps(self, rows: list[dict]) -> None:
+        self.step_rows.write_many(rows)
+
+    def epoch(self, row: dict) -> None:
+        self.epoch_rows.write(row)
+
+    def close(self) -> None:
+        pass  # the run directory closes its CSVs
+
+
+class TensorboardLog:
+    """TensorBoard event files in <run>/tensorboard, when asked for and installed."""
+
+    def __init__(self, path: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise OnecycleError("--tensorboard needs the tensorboard package: pip install 'onecycle[tensorboard]'") from None
+        self.writer = SummaryWriter(str(path))
+
+    def steps(self, rows: list[dict]) -> None:
+        for r in rows:
+            for key in ("loss", "smooth_loss", "lr", "momentum", "grad_abs"):
+                self.writer.add_scalar(f"step/{key}", r[key], r["step"])
+        self.writer.flush()
+
+    def epoch(self, row: dict) -> None:
+        for key in ("train_loss", "valid_loss", "accuracy", "images_per_s"):
+            self.writer.add_scalar(f"epoch/{key}", row[key], row["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "config"
 
 
-INVOCATION: list[str] = []  # set by the CLI to the command as typed
-
-
-def argv() -> list[str]:
-    return list(INVOCATION) or [Path(sys.argv[0]).name] + sys.argv[1:]

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UsageError
-from .safe_files import CONFIG_LIMIT, read_json as read_json_file, read_regular
-from .safe_yaml import load as load_yaml
+from ..errors import UsageError
+from ..safe_files import CONFIG_LIMIT, read_json as read_json_file, read_regular
+from ..safe_yaml import load as load_yaml
 
 STAMP = re.compile(r"^(\d{8}-\d{6})-")  # RunDir.create's prefix: the start of the run, to the second
 
@@ -184,7 +184,7 @@ def list_runs(root: Path) -> list[dict]:
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
-    from .display import fmt_time
+    from ..display import fmt_time
 
     def epochs(r):
         done, total = r.get("epochs_done"), r.get("epochs")

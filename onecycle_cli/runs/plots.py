@@ -15,10 +15,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .errors import OnecycleError
-from .rundir import atomic_write_bytes, open_csv, read_csv
-from .safe_files import read_json
-from .safe_text import plain
+from ..errors import OnecycleError
+from .directory import atomic_write_bytes, open_csv, read_csv
+from ..safe_files import read_json
+from ..safe_text import plain
 
 MARKERS = {"valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
 
