@@ -1,4 +1,4 @@
-"""How much memory is free, checked before generating data: `onecycle train --dataset synthetic`.
+"""How much host memory is free: `onecycle train --dataset synthetic`, and where a dataset's images live.
 
 A few numbers in a config can ask for more memory than the machine has (a synthetic set of 512 px
 images is 36 GB to generate). The kernel would then kill the process, or swap for an hour, with
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from .display import fmt_bytes
 from .errors import DataError
 
 
@@ -32,8 +33,5 @@ def check(need: int, what: str, fix: str) -> None:
     """DataError unless `need` bytes fit in the memory available now."""
     free = available()
     if free is not None and need > free:
-        raise DataError(f"{what} needs about {_gb(need)} of memory, more than the {_gb(free)} available: {fix}")
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.0f} MB"
+        raise DataError(f"{what} needs about {fmt_bytes(need)} of memory, more than the {fmt_bytes(free)} available: "
+                        f"{fix}")

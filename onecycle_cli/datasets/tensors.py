@@ -10,15 +10,16 @@ device: `ds.y_train.device` is where training runs.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from .. import memory
 from ..config import DataConfig
+from ..display import fmt_bytes
 from ..errors import DataError
-from . import Progress, read_arrays
+from .read import Progress, read_arrays
 from .arrays import Images
 
 
@@ -47,36 +48,20 @@ class Dataset:
                        mean=move(self.mean), std=move(self.std))
 
 
-def available_ram() -> int:
-    """Bytes of host memory the kernel could hand out now (MemAvailable), or the free pages where there is no /proc."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def free_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return available_ram()  # the CPU, and Apple's unified memory
-
-
-def gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+    return memory.available() or 0  # the CPU, and Apple's unified memory
 
 
 def choose_tier(nbytes: int, device: torch.device, budget: float) -> dict:
     free = free_bytes(device)
     allowed = int(budget * free)
     tier = "device" if nbytes <= allowed else "host"
-    ram = available_ram() if tier == "host" or device.type == "cpu" else None
+    ram = (memory.available() or 0) if tier == "host" or device.type == "cpu" else None
     if ram is not None and nbytes > ram:
-        raise DataError(f"the dataset's uint8 images take {gb(nbytes)} but {device} allows {gb(allowed)} "
-                        f"(data.device_budget = {budget} of {gb(free)} free) and the host has {gb(ram)} available: "
+        raise DataError(f"the dataset's uint8 images take {fmt_bytes(nbytes)} but {device} allows {fmt_bytes(allowed)} "
+                        f"(data.device_budget = {budget} of {fmt_bytes(free)} free) and the host has {fmt_bytes(ram)} available: "
                         f"lower data.image_size (3 x size^2 bytes an image), data.presize or data.train_size")
     return {"tier": tier, "device": str(device), "bytes": nbytes, "free_bytes": free, "budget": budget,
             "budget_bytes": allowed, "pinned": tier == "host" and device.type == "cuda"}
