@@ -108,8 +108,8 @@ def child_decode_reference(a) -> dict:
 
 def child_train(a) -> dict:
     from onecycle_cli.display import Display
-    from onecycle_cli.fit import train
-    from onecycle_cli.rundir import read_csv
+    from onecycle_cli.train import train_run as train
+    from onecycle_cli.runs.directory import read_csv
     from onecycle_cli.signals import StopFlag
     n = a.steps * a.batch_size
     resolved = config(a, extra=(f"data.train_size={n}", f"train.log_every={a.steps}"))

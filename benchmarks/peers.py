@@ -61,7 +61,7 @@ def onecycle(*args: str, runs: Path) -> tuple[dict, float]:
 
 def fit_seconds(summary: dict) -> float:
     """Training plus evaluation of every epoch, from the run's metrics.csv."""
-    from onecycle_cli.rundir import read_csv
+    from onecycle_cli.runs.directory import read_csv
     return sum(r["seconds"] for r in read_csv(Path(summary["run_dir"]) / "metrics.csv"))
 
 

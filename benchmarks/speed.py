@@ -53,8 +53,8 @@ def images_for(model: str, data: Path, n: int) -> tuple[np.ndarray, np.ndarray, 
 def child_onecycle(a) -> dict:
     from onecycle_cli.config import resolve
     from onecycle_cli.display import Display
-    from onecycle_cli.fit import train
-    from onecycle_cli.rundir import read_csv
+    from onecycle_cli.train import train_run as train
+    from onecycle_cli.runs.directory import read_csv
     from onecycle_cli.signals import StopFlag
     n = a.steps * a.batch_size
     data_sets = [f"data.root={a.data}"]

@@ -53,7 +53,7 @@ from onecycle_cli.fit import LoopState, evaluate, fit
 from onecycle_cli.lr_find import range_test
 from onecycle_cli.optim import build_optimizer
 from onecycle_cli.pipeline import build_pipeline
-from onecycle_cli.rundir import NullRunDir
+from onecycle_cli.runs.directory import NullRunDir
 from onecycle_cli.schedules import build_schedule
 from onecycle_cli.signals import StopFlag
 
@@ -224,7 +224,7 @@ def run_fit(task: str, seed: int, max_lr: float, data: Path, quick: bool) -> dic
     state = LoopState()
     started = time.perf_counter()
     try:
-        fit(pipe, NullRunDir(), QUIET, StopFlag(), state, opt, sched, None, lambda s: None)
+        fit(pipe, NullRunDir(), QUIET, StopFlag(), state, opt, sched, None, lambda s: None, ())
         accuracy, diverged = state.last["accuracy"], False
     except Diverged:  # what `onecycle train` leaves behind: a model that predicts nothing useful
         accuracy, diverged = evaluate(pipe)[1], True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -43,8 +42,8 @@ class OnecycleGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
-        from . import rundir
-        rundir.INVOCATION[:] = ["onecycle", *args]  # what meta.json records, however onecycle was started
+        # what meta.json records, however onecycle was started: the commands read it from their context
+        extra.setdefault("obj", {"argv": ["onecycle", *args]})
         try:
             if len(args) == 2 and args[0] in ("--show-completion", "--install-completion") and args[1] in SHELLS:
                 rv = _completion_for(*args)
@@ -174,9 +173,15 @@ def _named(**flags) -> dict[str, tuple[str, object]]:
     return {keys[name]: ("--" + name.replace("_", "-"), value) for name, value in flags.items() if value is not None}
 
 
+def _argv(ctx: typer.Context) -> list[str] | None:
+    """The command as typed, as OnecycleGroup.main received it (None when invoked otherwise)."""
+    obj = ctx.find_root().obj
+    return obj.get("argv") if isinstance(obj, dict) else None
+
+
 def _emit(summary: dict, as_json: bool) -> None:
     if as_json:
-        from .rundir import to_json
+        from .runs.directory import to_json
         sys.stdout.write(to_json(summary, indent=None) + "\n")
 
 
@@ -199,7 +204,7 @@ def _resolve(config: str | None = None, sets: list[str] | None = None, flags: di
 
 # -- find ---------------------------------------------------------------------------------------------
 @app.command()
-def find(config: Config_ = None, set_: Set_ = None,
+def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
          sweep: Annotated[Optional[str], typer.Option("--sweep", metavar="KEY=V1,V2,...",
                           help="One curve per value of weight_decay, momentum or batch_size.")] = None,
          num_it: Annotated[Optional[str], typer.Option("--num-it", metavar="INT", help="find.num_it")] = None,
@@ -216,7 +221,7 @@ def find(config: Config_ = None, set_: Set_ = None,
          json_: Json_ = False) -> int:
     """LR range test: grow the LR from start_lr to end_lr over num_it batches and suggest a max_lr."""
     started = time.time()
-    from .lr_find import find as run_find, parse_sweep
+    from .lr_find import find_run, parse_sweep
     from .signals import StopFlag
     parsed = parse_sweep(sweep) if sweep is not None else None
     resolved = _resolve(config, set_, _named(num_it=num_it, start_lr=start_lr, end_lr=end_lr, val_batches=val_batches,
@@ -227,7 +232,7 @@ def find(config: Config_ = None, set_: Set_ = None,
     dist = init_distributed(resolved.config.train.device)
     display = _display()
     with StopFlag() as stop:
-        run, summary = run_find(resolved, display, stop, dist, parsed, started=started)
+        run, summary = find_run(resolved, display, stop, dist, parsed, started=started, argv=_argv(ctx))
     shutdown()  # after an error the process's exit lets go of the group: the other ranks may never arrive
     display.print(f"run: {run.path}")
     if dist.main:
@@ -236,42 +241,8 @@ def find(config: Config_ = None, set_: Set_ = None,
 
 
 # -- train --------------------------------------------------------------------------------------------
-def _max_lr_flag(value: str | None, suggest_key: str | None) -> tuple[object, str, bool]:
-    """--max-lr as (value for the config or None, where it came from, run the range test first?)."""
-    if value is None:
-        return None, "config", False
-    if value == "find":
-        return None, "find", True
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None:
-        if not math.isfinite(number):
-            raise UsageError(f"--max-lr {value}: expected a finite number > 0, e.g. --max-lr 0.8")
-        return value, f"--max-lr {value}", False
-    path = Path(value)
-    if not value.strip() or not path.is_dir():  # '' would be the current directory
-        raise UsageError(f"--max-lr {value!r}: expected a number, 'find', or the directory of a finished find run")
-    from .rundir import RunDir
-    summary = RunDir(path).read_json("summary.json")
-    if summary.get("command") != "find" or summary.get("status") != "completed" or not summary.get("suggestions"):
-        state = (f"a {summary.get('command')} run with status {summary.get('status')!r}" if summary
-                 else "not a onecycle run (no readable summary.json)")
-        raise UsageError(f"--max-lr {value}: expected a finished find run, but it is {state}")
-    # a summary is a file from outside: every level is checked for its type before it is used
-    from .config import FindConfig
-    chosen, suggestions = summary.get("suggestion"), summary.get("suggestions")
-    name = suggest_key or (chosen.get("name") if isinstance(chosen, dict) else None) or FindConfig().suggest
-    s = suggestions.get(name) if isinstance(suggestions, dict) and isinstance(name, str) else None
-    lr = s.get("lr") if isinstance(s, dict) else None
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise UsageError(f"--max-lr {value}: that find run has no usable {name!r} suggestion")
-    return lr, f"find run {path}: {name}", False
-
-
 @app.command()
-def train(config: Config_ = None, set_: Set_ = None,
+def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
           max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT|find|FIND_RUN", callback=_path,
                             help="schedule.max_lr: a number, 'find' (range test first), or a find run's directory.")] = None,
           epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None,
@@ -297,9 +268,9 @@ def train(config: Config_ = None, set_: Set_ = None,
           json_: Json_ = False) -> int:
     """1cycle fit (or a baseline schedule), recorded in runs/<id>/ with checkpoints and plots."""
     started = time.time()
-    from .fit import train as run_train, train_seeds
     from .signals import StopFlag
-    value, source, find_first = _max_lr_flag(max_lr, suggest)
+    from .train import max_lr_flag, train_run, train_seeds
+    value, source, find_first = max_lr_flag(max_lr, suggest)
     flags = _named(epochs=epochs, batch_size=batch_size, data_dir=data_dir, seed=seed, device=device,
                    runs_dir=runs_dir, dataset=dataset, model=model, schedule=schedule, precision=precision,
                    compile=compile, activation_stats=activation_stats, tensorboard=tensorboard, suggest=suggest,
@@ -310,7 +281,7 @@ def train(config: Config_ = None, set_: Set_ = None,
                              "or --max-lr find")
         saved_config = Path(resume) / "config.yaml"
         if not saved_config.is_file():
-            from .rundir import RunDir
+            from .runs.directory import RunDir
             RunDir.open(resume)  # says which: no such directory, or not a onecycle run
         resolved = _resolve(sets=set_, flags=flags, from_file=saved_config)
     else:
@@ -325,10 +296,10 @@ def train(config: Config_ = None, set_: Set_ = None,
         try:
             if seed_list is not None:
                 summary = train_seeds(resolved, seed_list, display, stop, dist, max_lr_source=source,
-                                      find_first=find_first)
+                                      find_first=find_first, argv=_argv(ctx))
             else:
-                run, summary = run_train(resolved, display, stop, dist, max_lr_source=source, find_first=find_first,
-                                         resume=resume, started=started)
+                run, summary = train_run(resolved, display, stop, dist, max_lr_source=source, find_first=find_first,
+                                         resume=resume, started=started, argv=_argv(ctx))
                 display.print(f"run: {run.path}  ({summary['status']}: {summary['stop_reason']})")
         except Diverged as e:  # exit 3, and a script reading --json still gets the recorded summary
             if dist.main and e.summary is not None:
@@ -444,8 +415,8 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     without touching any data."""
     from .datasets import train_size
     from .models.groups import group_names
-    from .plots import schedule_figure
-    from .schedules import check_cycles, cycle_phase_changes, cycles, preview_cycles
+    from .runs.plots import schedule_figure
+    from .schedules import check_lengths, cycle_phase_changes, cycles, preview_cycles
     resolved = _resolve(config, set_, _named(max_lr=max_lr, epochs=epochs, batch_size=batch_size, data_dir=data_dir,
                                              schedule=schedule))
     cfg = resolved.config
@@ -457,8 +428,8 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
         raise UsageError(f"train.batch_size = {cfg.train.batch_size} is larger than the {train_size(cfg.data)} "
                          f"training images of {cfg.data.dataset!r}")
     groups = group_names(cfg.model.name)
+    check_lengths(cfg, per_epoch)
     plan = cycles(cfg, len(groups))
-    check_cycles(plan, per_epoch)
     total = per_epoch * sum(c.epochs for c in plan)
     if total > MAX_PREVIEW_STEPS:
         raise UsageError(f"a {total:,}-step schedule ({total // per_epoch:,} epochs x {per_epoch:,} steps) is more than "
@@ -502,7 +473,7 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
 def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path, help="A run directory.",
                                                      autocompletion=completion.run_dirs)]) -> int:
     """Redraw a run's PNGs from its files."""
-    from .plots import plot_run
+    from .runs.plots import plot_run
     if not (run_dir / "summary.json").is_file() and not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{run_dir}: not a onecycle run directory")
     written, errors = plot_run(run_dir)
@@ -526,13 +497,13 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
              json_: Annotated[bool, typer.Option("--json", help="Print the runs as one JSON list on stdout.")] = False
              ) -> int:
     """List past runs, newest first; crashed and unfinished ones included."""
-    from .runs import COLUMNS, list_runs, table_rows
+    from .runs.history import COLUMNS, list_runs, table_rows
     if directory is not None and runs_dir is not None:
         raise UsageError(f"conflicting arguments: DIR {directory} and --runs-dir {runs_dir}; give one")
     root = directory if directory is not None else _runs_root(runs_dir, config)
     rows = list_runs(root)
     if json_:
-        from .rundir import to_json
+        from .runs.directory import to_json
         sys.stdout.write(to_json(rows).replace("\n", "") + "\n")
     display = _display()
     if rows:
@@ -550,8 +521,8 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
                                 help="Compare the N newest train runs instead of naming them.")] = None,
                 runs_dir: RunsDir_ = None, json_: Json_ = False) -> int:
     """Overlay runs' curves in one PNG and show the settings that differ next to their results."""
-    from .compare import compare, table
-    from .runs import list_runs
+    from .runs.compare import compare, table
+    from .runs.history import list_runs
     root = _runs_root(runs_dir)
     if last is not None:
         if runs:
@@ -577,13 +548,15 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callba
                                                       help="A run (or comparison) directory.",
                                                       autocompletion=completion.run_dirs)]) -> int:
     """(Re)write a run's self-contained report.html and print its path."""
-    from .report import write_run_report
-    from .runs import is_run_dir
+    from .runs.compare import write_compare_report
+    from .runs.history import is_run_dir, read_json
+    from .runs.report import write_run_report
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory")
     if not is_run_dir(run_dir):
         raise UsageError(f"{run_dir}: not a onecycle run directory (no summary.json or config.yaml)")
-    _say(write_run_report(run_dir))
+    comparison = (read_json(run_dir / "summary.json") or {}).get("command") == "compare"
+    _say(write_compare_report(run_dir) if comparison else write_run_report(run_dir))
     return 0
 
 

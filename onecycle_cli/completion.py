@@ -142,7 +142,7 @@ def _root(ctx) -> tuple[str, Path]:
 
 def _runs(ctx, incomplete: str, keep: Callable[[Path, dict], bool], ids: bool) -> Candidates:
     """Run directories under the runs root, newest first: ids (what `onecycle runs` prints), or paths."""
-    from .runs import is_run_dir, read_json, status_of
+    from .runs.history import is_run_dir, read_json, status_of
     shown, root = _root(ctx)
     as_path = not ids or os.sep in incomplete
     try:
@@ -164,7 +164,7 @@ def _runs(ctx, incomplete: str, keep: Callable[[Path, dict], bool], ids: bool) -
 @_safe
 def resumable_runs(ctx, incomplete: str) -> Candidates:
     """Train runs that `--resume` would continue: a checkpoint, and neither finished nor still running."""
-    from .runs import status_of
+    from .runs.history import status_of
 
     def keep(path: Path, summary: dict) -> bool:
         return (summary.get("command") == "train" and (path / "checkpoints" / "last.pt").is_file()

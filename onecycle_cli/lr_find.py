@@ -36,8 +36,8 @@ from .models import set_frozen
 from .optim import build_optimizer
 from .pipeline import Pipeline, Precision, announce_data, build_pipeline
 from .faults import fault
-from .report import write_views
-from .rundir import NullRunDir, RunDir, argv, now_iso
+from .runs.report import write_views
+from .runs.directory import NullRunDir, RunDir, now_iso
 from .schedules import group_ratios
 from .signals import StopFlag
 from .suggest import Suggestion, suggest
@@ -320,10 +320,11 @@ def find_in_run(pipe: Pipeline, run, display: Display, stop: StopFlag) -> Sugges
     return curves[0].suggestions[chosen]
 
 
-def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None = None,
-         sweep_over: tuple[str, list] | None = None, started: float | None = None,
-         pipe: Pipeline | None = None) -> tuple[RunDir, dict]:
-    """A range-test run: returns its directory and summary. `pipe` replaces the one the config builds."""
+def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None = None,
+             sweep_over: tuple[str, list] | None = None, started: float | None = None,
+             pipe: Pipeline | None = None, argv: list[str] | None = None) -> tuple[RunDir, dict]:
+    """A range-test run: returns its directory and summary. `pipe` replaces the one the config builds;
+    `argv` is the command as typed, for meta.json."""
     started = started or time.time()
     dist = dist or Dist()
     cfg = resolved.config
@@ -346,7 +347,7 @@ def find(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | None
     failed = False
     try:
         run.write_text("config.yaml", to_yaml(cfg, {"find"}))
-        run.write_meta(argv(), pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name,
+        run.write_meta(argv, pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name,
                        data=pipe.ds.memory)
         run.write_json("data_report.json", pipe.ds.report)
         run.write_json("summary.json", {**base, "status": "running"})

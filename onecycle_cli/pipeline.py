@@ -21,8 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
 from .datasets.folder import printable
-from .datasets.tensors import Dataset, gb, load_dataset
-from .display import Display
+from .datasets.tensors import Dataset, load_dataset
+from .display import Display, fmt_bytes
 from .dist import Dist
 from .errors import DataError, UsageError
 from .loader import TrainBatches
@@ -200,15 +200,15 @@ def announce_data(ds: Dataset, display: Display) -> None:
     r, m = ds.report, ds.memory
     where = (f"in {m['device']} memory" if m.get("tier") == "device" else
              f"in {'pinned ' if m.get('pinned') else ''}host memory, batches copied to {m.get('device')} "
-             f"(more than data.device_budget = {m.get('budget')} of {gb(m.get('free_bytes', 0))} free)")
+             f"(more than data.device_budget = {m.get('budget')} of {fmt_bytes(m.get('free_bytes', 0))} free)")
     if "cache" in r:
         c = r["cache"]
         how = (f"decoded {c['decoded']} ({c['images_per_s'] or 0:,.0f} images/s)" if c["decoded"] else "loaded")
         display.print(f"data: {r['images']['train']} training and {r['images']['valid']} validation images of "
                       f"{len(r['classes'])} classes ({r['layout']}); {how} in {c['seconds']:.1f} s from {c['path']}; "
-                      f"{gb(m.get('bytes', 0))} {where}", markup=False)
+                      f"{fmt_bytes(m.get('bytes', 0))} {where}", markup=False)
     elif m.get("tier") == "host":
-        display.print(f"data: {gb(m['bytes'])} {where}", markup=False)
+        display.print(f"data: {fmt_bytes(m['bytes'])} {where}", markup=False)
     if r.get("skipped"):
         display.warn(f"{len(r['skipped'])} of {r['files']} files could not be decoded and were skipped; "
                      f"data_report.json lists them and why (data.strict: true refuses them)")

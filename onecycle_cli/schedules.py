@@ -54,19 +54,29 @@ def group_ratios(cfg: Config, groups: int, frozen: bool) -> list[float]:
     return even_mults(1 / cfg.optim.lr_mult, 1.0, groups)
 
 
-def cycles(cfg: Config, groups: int) -> list[Cycle]:
-    """The cycles of a run whose model has `groups` parameter groups."""
+def _phases(cfg: Config) -> list[tuple[str, int, int, bool, float, ScheduleConfig]]:
+    """(name, first epoch, epochs, frozen, head's peak LR, schedule) of each cycle the config asks for."""
     s = cfg.schedule
-    peaks = lambda peak, frozen: tuple(peak * r for r in group_ratios(cfg, groups, frozen))  # noqa: E731
     if not cfg.train.freeze_epochs:
-        return [Cycle("train", 0, cfg.train.epochs, False, peaks(s.max_lr, False), s)]
-    frozen = Cycle("frozen", 0, cfg.train.freeze_epochs, True, peaks(s.max_lr, True),
-                   s.model_copy(update={"pct_start": s.freeze_pct_start}))
+        return [("train", 0, cfg.train.epochs, False, s.max_lr, s)]
+    frozen = ("frozen", 0, cfg.train.freeze_epochs, True, s.max_lr, s.model_copy(update={"pct_start": s.freeze_pct_start}))
     if not cfg.train.epochs:  # the head alone: the body stays frozen to the end
         return [frozen]
-    return [frozen, Cycle("unfrozen", cfg.train.freeze_epochs, cfg.train.epochs, False,
-                          peaks(s.max_lr / s.unfreeze_lr_div, False),
-                          s.model_copy(update={"pct_start": s.unfreeze_pct_start, "div": s.unfreeze_div}))]
+    return [frozen, ("unfrozen", cfg.train.freeze_epochs, cfg.train.epochs, False, s.max_lr / s.unfreeze_lr_div,
+                     s.model_copy(update={"pct_start": s.unfreeze_pct_start, "div": s.unfreeze_div}))]
+
+
+def cycles(cfg: Config, groups: int) -> list[Cycle]:
+    """The cycles of a run whose model has `groups` parameter groups."""
+    return [Cycle(name, first, epochs, frozen, tuple(peak * r for r in group_ratios(cfg, groups, frozen)), schedule)
+            for name, first, epochs, frozen, peak, schedule in _phases(cfg)]
+
+
+def check_lengths(cfg: Config, steps_per_epoch: int) -> None:
+    """Refuse, before any work, a config whose cycles are too short for their phases (whatever max_lr becomes)."""
+    for name, _, epochs, _, _, schedule in _phases(cfg):
+        check_length(schedule, epochs * steps_per_epoch, PCT_KEYS[name], "" if name == "train" else name)
+
 
 LRScheduler = lr_scheduler.LRScheduler if hasattr(lr_scheduler, "LRScheduler") else lr_scheduler._LRScheduler
 
@@ -86,11 +96,6 @@ def check_length(cfg: ScheduleConfig, total_steps: int, key: str = "schedule.pct
 
 PCT_KEYS = {"train": "schedule.pct_start", "frozen": "schedule.freeze_pct_start",
             "unfrozen": "schedule.unfreeze_pct_start"}
-
-
-def check_cycles(plan: list[Cycle], steps_per_epoch: int) -> None:
-    for c in plan:
-        check_length(c.schedule, c.epochs * steps_per_epoch, PCT_KEYS[c.name], "" if c.name == "train" else c.name)
 
 
 def build_schedule(cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int,

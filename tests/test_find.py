@@ -13,7 +13,7 @@ from onecycle_cli.config import FindConfig, resolve
 from onecycle_cli.display import Display
 from onecycle_cli.lr_find import lr_at, range_test, sweep
 from onecycle_cli.pipeline import build_pipeline
-from onecycle_cli.rundir import read_csv
+from onecycle_cli.runs.directory import read_csv
 from onecycle_cli.signals import StopFlag
 from onecycle_cli.suggest import suggest
 

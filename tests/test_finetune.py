@@ -19,7 +19,7 @@ from onecycle_cli.display import Display
 from onecycle_cli.lr_find import range_test
 from onecycle_cli.models import layer_groups
 from onecycle_cli.pipeline import build_pipeline
-from onecycle_cli.rundir import read_csv
+from onecycle_cli.runs.directory import read_csv
 from onecycle_cli.signals import StopFlag
 
 # the fastai book's BatchNorm simple_cnn on 320 bundled 3s and 7s: 10 steps an epoch, seconds a run

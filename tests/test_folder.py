@@ -29,7 +29,7 @@ from onecycle_cli.datasets.cache import cached_images
 from onecycle_cli.datasets.decode import DecodeError, decode_image
 from onecycle_cli.datasets.folder import hold_out, scan, split_key
 from onecycle_cli.errors import Interrupted
-from onecycle_cli.rundir import read_csv
+from onecycle_cli.runs.directory import read_csv
 
 
 def digits(n: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import REPO, assert_usage_error
-from onecycle_cli.rundir import read_csv
+from onecycle_cli.runs.directory import read_csv
 
 TINY = ["--config", "mnist_sample", "--set", "data.train_size=640", "--set", "data.valid_size=256"]
 FIVE = TINY + ["--epochs", "5", "--set", "train.log_every=1"]  # 10 steps an epoch, 50 in all
@@ -144,7 +144,7 @@ def test_max_lr_1e3_on_the_preset_diverges_with_exit_3_and_its_steps_kept(cli, t
 def test_a_range_test_with_nan_from_the_first_step_ends_with_a_message(tmp_path):
     from onecycle_cli.config import resolve
     from onecycle_cli.display import Display
-    from onecycle_cli.lr_find import find
+    from onecycle_cli.lr_find import find_run
     from onecycle_cli.pipeline import build_pipeline
     from onecycle_cli.signals import StopFlag
     resolved = resolve("mnist_sample", ["data.train_size=640", "find.num_it=20"])
@@ -152,7 +152,7 @@ def test_a_range_test_with_nan_from_the_first_step_ends_with_a_message(tmp_path)
     with torch.no_grad():
         for p in pipe.model.parameters():
             p.fill_(math.nan)  # a model that outputs NaN whatever it is fed
-    run, summary = find(resolved, Display(enabled=False), StopFlag(), pipe=pipe)
+    run, summary = find_run(resolved, Display(enabled=False), StopFlag(), pipe=pipe)
     assert summary["status"] == "completed" and summary["stop_reason"].startswith("loss became nan at lr 1e-07 (step 0)")
     assert all("no finite loss" in s["note"] for s in summary["suggestions"].values())
     assert json.loads((run.path / "summary.json").read_text())["suggestions"]["valley"]["loss"] is None

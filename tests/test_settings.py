@@ -11,7 +11,6 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
 from onecycle_cli.config import APPLIES, Config, flatten

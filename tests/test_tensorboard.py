@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY
-from onecycle_cli.rundir import read_csv
+from onecycle_cli.runs.directory import read_csv
 
 
 def test_tensorboard_events_hold_every_step_and_epoch_scalar(cli, tmp_path):

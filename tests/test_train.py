@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, assert_usage_error
 from onecycle_cli.config import ScheduleConfig
-from onecycle_cli.rundir import read_csv
+from onecycle_cli.runs.directory import read_csv
 from onecycle_cli.schedules import preview
 
 # 640 images at batch 64: 10 steps an epoch, a few milliseconds each

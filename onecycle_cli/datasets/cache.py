@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DataConfig
 from ..errors import DataError, Interrupted
-from ..rundir import atomic_write_text
+from ..safe_files import atomic_write_text
 from .decode import decode_files
 from .folder import Listing, file_key, printable
 
