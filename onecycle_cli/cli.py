@@ -28,7 +28,8 @@ from . import completion
 from .errors import EXIT_USAGE, Diverged, OnecycleError, UsageError
 
 try:  # typer 0.2x carries its own copy of click; older typer uses click itself
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError as ClickUsageError
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as ClickUsageError
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import UsageError as ClickUsageError
     try:

@@ -211,7 +211,8 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
                 return "interrupted"
             state.images += per_epoch * pipe.batches.batch_size
             valid_loss, accuracy = evaluate(pipe)
-            row = {"epoch": state.epoch, "phase": buffer.cycle, "step": state.step, "lr": lrs[-1],  # the epoch's last step
+            # the epoch's last step
+            row = {"epoch": state.epoch, "phase": buffer.cycle, "step": state.step, "lr": lrs[-1],
                    "momentum": momentum,
                    "train_loss": dist.mean_(epoch_loss / per_epoch).item(),
                    "valid_loss": valid_loss, "accuracy": accuracy,

@@ -31,13 +31,13 @@ from .config import Config, FindConfig, Resolved, parse_scalar, to_yaml
 from .display import Display
 from .dist import Dist
 from .errors import UsageError
+from .faults import fault
 from .loader import TrainBatches, eval_batches
 from .models import set_frozen
 from .optim import build_optimizer
 from .pipeline import Pipeline, Precision, announce_data, build_pipeline
-from .faults import fault
-from .runs.report import write_views
 from .runs.directory import NullRunDir, RunDir, now_iso
+from .runs.report import write_views
 from .schedules import group_ratios
 from .signals import StopFlag
 from .suggest import Suggestion, suggest

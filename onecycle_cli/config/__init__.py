@@ -8,8 +8,23 @@ the ones the rest of onecycle imports.
 
 from .reads import APPLIES, COMMANDS, flatten, unread
 from .resolve import ENV_ALIASES, Resolved, env_overrides, locate_config, parse_set, resolve
-from .schema import (BUILTIN_MODELS, FLOAT32_SAFE, MODEL_NAMES_HELP, RESNET_NAMES, SEED_MAX, SHAPES, Config, DataConfig,
-                     FindConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig, Section, TrainConfig)
+from .schema import (
+                     BUILTIN_MODELS,
+                     FLOAT32_SAFE,
+                     MODEL_NAMES_HELP,
+                     RESNET_NAMES,
+                     SEED_MAX,
+                     SHAPES,
+                     Config,
+                     DataConfig,
+                     FindConfig,
+                     ModelConfig,
+                     OptimConfig,
+                     RunConfig,
+                     ScheduleConfig,
+                     Section,
+                     TrainConfig,
+)
 from .text import NULLABLE_PATH_KEYS, PATH_KEYS, parse_scalar, read_yaml, to_yaml
 
 __all__ = ["APPLIES", "BUILTIN_MODELS", "COMMANDS", "ENV_ALIASES", "FLOAT32_SAFE", "MODEL_NAMES_HELP",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 COMMANDS = frozenset({"train", "find"})  # `train --max-lr find` is both: it runs the range test first
 
 

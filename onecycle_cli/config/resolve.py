@@ -24,7 +24,6 @@ from .schema import Config, Section, _clip
 from .text import PATH_KEYS, parse_scalar, read_yaml
 
 
-
 def locate_config(config: str | None) -> tuple[str, Path, str | None]:
     """`--config` as a path or a shipped name, and a note to show when a name stood in for a file.
 

@@ -57,21 +57,30 @@ class DataConfig(Section):
     # crop (torchvision's RandomResizedCrop, for photos); null: rrc for folders, pad_crop for the built-in sets
     augment: Optional[Literal["pad_crop", "rrc"]] = None
     pad: Annotated[int, Field(ge=0)] = 4  # pad_crop: reflection padding before the crop (He et al.: 4 px)
-    scale: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [0.08, 1.0]  # rrc: share of the area a crop keeps (torchvision's default)
-    ratio: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [3 / 4, 4 / 3]  # rrc: width/height of a crop (torchvision's default)
+    # rrc: share of the area a crop keeps (torchvision's default)
+    scale: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [0.08, 1.0]
+    # rrc: width/height of a crop (torchvision's default)
+    ratio: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2)] = [3 / 4, 4 / 3]
     normalize: bool = True         # per-channel standardisation of the inputs (false: pixels scaled to 0..1)
     # whose mean/std: the training images', or the ones the weights were trained with (fastai, timm and
     # torchvision normalise pretrained inputs so); auto: weights when model.pretrained or model.init is set
     stats: Literal["auto", "dataset", "weights"] = "auto"
     # folder only: the user's own images, decoded once into a cache (README: "Your own images")
-    csv: Optional[PathStr] = None      # a fname,label[,is_valid] file, relative to root (fastai's from_csv); null: class folders
-    valid_pct: Optional[Annotated[float, Field(gt=0, lt=1)]] = None  # share of each class held out when root has no valid/
-    split_seed: Annotated[int, Field(ge=0)] = 0  # which files valid_pct holds out; apart from train.seed so --seeds keeps the split
-    presize: Optional[Annotated[int, Field(ge=4, le=1024)]] = None  # side the cache stores, for rrc to crop from (fastbook: 460 for 224); null: image_size
-    resize: Literal["crop", "squish", "pad"] = "crop"  # to a square: shorter side then centre crop; stretch; fit inside, pad black
-    strict: bool = False           # true: any file that cannot be decoded stops the run (exit 2) instead of being skipped
+    # a fname,label[,is_valid] file, relative to root (fastai's from_csv); null: class folders
+    csv: Optional[PathStr] = None
+    # share of each class held out when root has no valid/
+    valid_pct: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    # which files valid_pct holds out; apart from train.seed so --seeds keeps the split
+    split_seed: Annotated[int, Field(ge=0)] = 0
+    # side the cache stores, for rrc to crop from (fastbook: 460 for 224); null: image_size
+    presize: Optional[Annotated[int, Field(ge=4, le=1024)]] = None
+    # to a square: shorter side then centre crop; stretch; fit inside, pad black
+    resize: Literal["crop", "squish", "pad"] = "crop"
+    # true: any file that cannot be decoded stops the run (exit 2) instead of being skipped
+    strict: bool = False
     cache: Optional[PathStr] = None    # where decoded images are kept (ONECYCLE_CACHE); null: <root>/.onecycle-cache
-    device_budget: Annotated[float, Field(gt=0, le=1)] = 0.5  # share of the device's free memory the images may fill; beyond it they stay in pinned host memory
+    # share of the device's free memory the images may fill; beyond it they stay in pinned host memory
+    device_budget: Annotated[float, Field(gt=0, le=1)] = 0.5
     # synthetic and folder: the size of the images the model sees
     image_size: Annotated[int, Field(ge=4, le=512)] = 32
     channels: Annotated[int, Field(ge=1, le=16)] = 3  # folder: 3 (RGB) or 1 (grey); synthetic: any
@@ -188,8 +197,10 @@ class OptimConfig(Section):
     name: Literal["sgd", "adamw"] = "sgd"
     momentum: Fraction = 0.9       # SGD momentum when the schedule does not cycle it
     nesterov: bool = False
-    betas: Annotated[list[Fraction], Field(min_length=2, max_length=2)] = [0.9, 0.99]  # AdamW; beta1 is cycled by 1cycle
-    eps: Annotated[float, Field(gt=0, le=FLOAT32_SAFE)] = 1e-5  # fastai's Adam eps (torch's 1e-8 is touchier at high LR)
+    # AdamW; beta1 is cycled by 1cycle
+    betas: Annotated[list[Fraction], Field(min_length=2, max_length=2)] = [0.9, 0.99]
+    # fastai's Adam eps (torch's 1e-8 is touchier at high LR)
+    eps: Annotated[float, Field(gt=0, le=FLOAT32_SAFE)] = 1e-5
     weight_decay: Annotated[float, Field(ge=0, le=FLOAT32_SAFE)] = 1e-4
     wd_bn_bias: bool = True        # false: spare BatchNorm weights and biases from weight decay (fastai's default)
     # discriminative LRs: the first (body) parameter group peaks at max_lr/lr_mult, the head at max_lr, the groups

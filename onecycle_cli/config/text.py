@@ -18,6 +18,7 @@ from ..safe_files import CONFIG_LIMIT, NotRegularFile, TooLarge, read_regular
 from .reads import flatten, unread
 from .schema import PATH_CHECK, Config, _clip
 
+
 def parse_scalar(text: str, source: str = "") -> Any:
     """A `--set` or environment value, typed as YAML 1.2 would type it (`1e-4` is a float, `010` is 10)."""
     try:

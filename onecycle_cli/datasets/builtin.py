@@ -15,8 +15,8 @@ import io
 import math
 import struct
 import sys
-from importlib import resources
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterator
 

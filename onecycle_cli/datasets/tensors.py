@@ -19,8 +19,8 @@ from .. import memory
 from ..config import DataConfig
 from ..display import fmt_bytes
 from ..errors import DataError
-from .read import Progress, read_arrays
 from .arrays import Images
+from .read import Progress, read_arrays
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,8 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
     """Valid loss and accuracy against epoch, smoothed training loss and LR against step, overlaid."""
-    from .plots import label as literal, pyplot, save_png
+    from .plots import label as literal
+    from .plots import pyplot, save_png
     plt = pyplot()
     labels = [literal(name) for name in labels]  # run ids and config values, shown as written
     from matplotlib.ticker import MaxNLocator

@@ -27,8 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import DiskFull, OnecycleError, RunDirError
-from ..safe_files import (CSV_LIMIT, NotRegularFile, atomic_write_bytes, atomic_write_text, check_regular_or_dir,
-                         no_space, open_append, open_regular, read_json as read_json_file)
+from ..safe_files import (
+    CSV_LIMIT,
+    NotRegularFile,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_regular_or_dir,
+    no_space,
+    open_append,
+    open_regular,
+)
+from ..safe_files import read_json as read_json_file
 
 if TYPE_CHECKING:
     import torch
@@ -155,6 +164,7 @@ def keep_rows(path: Path, keep) -> None:
 
 def _versions() -> dict[str, str | None]:
     from importlib import metadata  # here: only the commands that write meta.json need it
+
     import torch
     def version(name: str) -> str | None:
         try:

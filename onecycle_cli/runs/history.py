@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import UsageError
-from ..safe_files import CONFIG_LIMIT, read_json as read_json_file, read_regular
+from ..safe_files import CONFIG_LIMIT, read_regular
+from ..safe_files import read_json as read_json_file
 from ..safe_yaml import load as load_yaml
 
 STAMP = re.compile(r"^(\d{8}-\d{6})-")  # RunDir.create's prefix: the start of the run, to the second

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import OnecycleError
-from .directory import atomic_write_bytes, open_csv, read_csv
 from ..safe_files import read_json
 from ..safe_text import plain
+from .directory import atomic_write_bytes, open_csv, read_csv
 
 MARKERS = {"valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
 
@@ -186,6 +186,7 @@ def curves_png(run: Path) -> Path | None:
 
 def activations_png(run: Path) -> Path | None:
     import csv
+
     import numpy as np
     stats_path, hist_path = run / "activation_stats.csv", run / "activation_hist.csv"
     if not stats_path.exists():

@@ -20,6 +20,7 @@ from . import html
 from .directory import atomic_write_text, read_csv
 from .history import commands_of, describe, read_config, read_json
 
+
 def _num(x, digits: int = 6) -> str | None:
     return fmt_num(float(x), digits) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
