@@ -1,4 +1,5 @@
-"""`python -m onecycle_cli ...`, which is also what torchrun runs: `torchrun --nproc-per-node 2 -m onecycle_cli train`."""
+"""`python -m onecycle_cli ...`, which is also what torchrun runs:
+`torchrun --nproc-per-node 2 -m onecycle_cli train`."""
 
 from .cli import main
 

@@ -141,8 +141,8 @@ def _path(value):
 
 # -- options shared by the commands: each names the config key it sets ------------------------------
 Config_ = Annotated[Optional[str], typer.Option("--config", "-c", metavar="PATH|NAME", callback=_path,
-                                                help="YAML file, or a shipped preset: cifar, mnist, mnist_sample, folder "
-                                                     "(onecycle presets).",
+                                                help="YAML file, or a shipped preset: cifar, mnist, mnist_sample, "
+                                                     "folder (onecycle presets).",
                                                 autocompletion=completion.config_names)]
 Set_ = Annotated[Optional[list[str]], typer.Option("--set", metavar="SECTION.KEY=VALUE",
                                                    help="Override any config key (repeatable).",
@@ -245,7 +245,8 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
 @app.command()
 def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
           max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT|find|FIND_RUN", callback=_path,
-                            help="schedule.max_lr: a number, 'find' (range test first), or a find run's directory.")] = None,
+                            help="schedule.max_lr: a number, 'find' (range test first), or a find run's "
+                                 "directory.")] = None,
           epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None,
           device: Device_ = None, runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None,
           schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="onecycle|constant|step|cosine",
@@ -408,7 +409,8 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                  epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None,
                  schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="NAME")] = None,
                  steps_per_epoch: Annotated[Optional[int], typer.Option(
-                     "--steps-per-epoch", min=1, help="Override the count taken from the dataset's known size.")] = None,
+                     "--steps-per-epoch", min=1,
+                     help="Override the count taken from the dataset's known size.")] = None,
                  out: Annotated[Path, typer.Option("--out", callback=_path, help="Where to write the PNG.")
                                 ] = Path("schedule.png"),
                  json_: Json_ = False) -> int:
@@ -433,8 +435,9 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     plan = cycles(cfg, len(groups))
     total = per_epoch * sum(c.epochs for c in plan)
     if total > MAX_PREVIEW_STEPS:
-        raise UsageError(f"a {total:,}-step schedule ({total // per_epoch:,} epochs x {per_epoch:,} steps) is more than "
-                         f"the {MAX_PREVIEW_STEPS:,} steps a preview walks through: lower --epochs or --steps-per-epoch")
+        raise UsageError(f"a {total:,}-step schedule ({total // per_epoch:,} epochs x {per_epoch:,} steps) is more "
+                         f"than the {MAX_PREVIEW_STEPS:,} steps a preview walks through: lower --epochs or "
+                         f"--steps-per-epoch")
     momentum = cfg.optim.betas[0] if cfg.optim.name == "adamw" else cfg.optim.momentum
     group_lrs, moms = preview_cycles(plan, per_epoch, cfg.optim.name, momentum)
     lrs = group_lrs[-1]  # the head's, as steps.csv's lr column
@@ -458,9 +461,11 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     display = _display()
     display.table(f"{resolved.name}: {summary['schedule']} over {total} steps ({per_epoch} per epoch)",
                   ["", "step", "lr", "momentum"],
-                  [["start", 0, f"{lrs[0]:.3e}", f"{moms[0]:.3f}"], ["peak", peak, f"{lrs[peak]:.3e}", f"{moms[peak]:.3f}"],
+                  [["start", 0, f"{lrs[0]:.3e}", f"{moms[0]:.3f}"],
+                   ["peak", peak, f"{lrs[peak]:.3e}", f"{moms[peak]:.3f}"],
                    ["final", total - 1, f"{lrs[-1]:.3e}", f"{moms[-1]:.3f}"]]
-                  + [[f"phase: {n}", s, f"{lrs[min(s, total - 1)]:.3e}", f"{moms[min(s, total - 1)]:.3f}"] for n, s in phases])
+                  + [[f"phase: {n}", s, f"{lrs[min(s, total - 1)]:.3e}", f"{moms[min(s, total - 1)]:.3f}"]
+                     for n, s in phases])
     if len(groups) > 1 and shown is not lrs:
         display.table("parameter groups, body to head (lr is the head's)", ["group"] + [f"{c.name} peak" for c in plan],
                       [[name] + [f"{c.max_lrs[i]:.3e}" for c in plan] for i, name in enumerate(groups)])
@@ -493,7 +498,8 @@ def _runs_root(runs_dir: str | None, config: str | None = None) -> Path:
 
 @app.command("runs")
 def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
-                 metavar="[DIR]", callback=_path, help="Where the runs are (default: run.root, --runs-dir or ONECYCLE_RUNS).")] = None,
+                 metavar="[DIR]", callback=_path,
+                 help="Where the runs are (default: run.root, --runs-dir or ONECYCLE_RUNS).")] = None,
              runs_dir: RunsDir_ = None, config: Config_ = None,
              json_: Annotated[bool, typer.Option("--json", help="Print the runs as one JSON list on stdout.")] = False
              ) -> int:
@@ -591,7 +597,8 @@ def _folder_lines(report: dict, most: int = 20) -> list[str]:
     names = report["class_names"]
     width = max(len("class"), *(len(c) for c in names[:most]))
     lines = [f"  {'class':<{width}}  {'train':>7}  {'valid':>7}"]
-    lines += [f"  {c:<{width}}  {report['counts']['train'][c]:>7}  {report['counts']['valid'][c]:>7}" for c in names[:most]]
+    counts = report["counts"]
+    lines += [f"  {c:<{width}}  {counts['train'][c]:>7}  {counts['valid'][c]:>7}" for c in names[:most]]
     if len(names) > most:
         lines.append(f"  ... and {len(names) - most} more classes (--json lists them all)")
     for s in report["skipped"][:most // 2]:

@@ -56,7 +56,8 @@ class LoopState:
 
 
 class StepBuffer:
-    """Per-step records: host values (step, epoch, cycle, each group's lr, momentum) and device scalars (loss, |grad|)."""
+    """Per-step records: host values (step, epoch, cycle, each group's lr, momentum) and device scalars
+    (loss, |grad|)."""
 
     def __init__(self, capacity: int, device: torch.device, cycle: str = "train"):
         self.values = torch.zeros(capacity, 2, device=device)
@@ -77,7 +78,8 @@ class StepBuffer:
     def drain(self, dist: Dist) -> list[dict]:
         n = len(self.meta)
         values = dist.mean_(self.values[:n].clone()).tolist() if n else []  # the host sync
-        rows = [{"step": s, "epoch": e, "phase": self.cycle, "lr": lrs[-1], "momentum": m, "loss": v[0], "grad_abs": v[1],
+        rows = [{"step": s, "epoch": e, "phase": self.cycle, "lr": lrs[-1], "momentum": m, "loss": v[0],
+                 "grad_abs": v[1],
                  **{f"lr_{i}": lr for i, lr in enumerate(lrs)}}  # lr: the head's, as fastai's recorder reads it
                 for (s, e, lrs, m), v in zip(self.meta, values)]
         self.meta = []
@@ -137,7 +139,8 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
     acts = None
     if cfg.train.activation_stats:
         acts = ActivationStats(stat_layers(pipe.model), capacity, pipe.device)
-        stats_log, hist_log = run.log("activation_stats.csv", STAT_COLUMNS), run.log("activation_hist.csv", HIST_COLUMNS)
+        stats_log = run.log("activation_stats.csv", STAT_COLUMNS)
+        hist_log = run.log("activation_hist.csv", HIST_COLUMNS)
     # summed step by step in float64 on the device: the same additions in the same order however the
     # run is cut, so a resumed run's train_loss is bit-identical
     epoch_loss = torch.full((), state.epoch_loss, dtype=torch.float64, device=pipe.device)

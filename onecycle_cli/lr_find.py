@@ -283,7 +283,8 @@ def record_curves(run, curves: list[Curve]) -> None:
     for c in curves:
         lag_free = c.lag_free + [None] * (len(c.lrs) - len(c.lag_free))  # none past a NaN
         log.write_many({"curve": c.label or "lr_find", "step": i, "lr": lr, "loss": loss, "smooth_loss": s,
-                        "lag_free_loss": f} for i, (lr, loss, s, f) in enumerate(zip(c.lrs, c.losses, c.smooth, lag_free)))
+                        "lag_free_loss": f}
+                       for i, (lr, loss, s, f) in enumerate(zip(c.lrs, c.losses, c.smooth, lag_free)))
 
 
 def show_curves(display: Display, curves: list[Curve], chosen: str, note: str = "") -> None:

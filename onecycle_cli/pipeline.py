@@ -171,7 +171,8 @@ class Pipeline:
         return self.device.type == "cuda"
 
 
-def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None, *, progress=None, stop=None) -> Pipeline:
+def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None, *, progress=None, stop=None
+                   ) -> Pipeline:
     """`saved`: a checkpoint being resumed; its weights replace any pretrained ones, so those are not read.
     `progress` and `stop` follow and end a folder's first decoding (see `datasets.cache.cached_images`)."""
     device = resolve_device(cfg.train.device, dist)

@@ -104,9 +104,11 @@ def write_copy(name: str, path: str | None = None, force: bool = False) -> Path:
     if os.path.lexists(target):
         if not force:
             kind = "a symbolic link" if target.is_symlink() else "a folder" if target.is_dir() else "a file"
-            raise UsageError(f"init: {target} already exists ({kind}): pass --force to replace it, or name another PATH")
+            raise UsageError(f"init: {target} already exists ({kind}): pass --force to replace it, or name another "
+                             f"PATH")
         if target.is_dir() and not target.is_symlink():
-            raise UsageError(f"init: {target} is a folder, not a file: name a file or a folder to write {stem}.yaml into")
+            raise UsageError(f"init: {target} is a folder, not a file: name a file or a folder to write {stem}.yaml "
+                             f"into")
     parent = target.parent
     if not parent.is_dir():
         raise UsageError(f"init: cannot write {target}: the folder {parent} does not exist")
@@ -120,8 +122,8 @@ def write_copy(name: str, path: str | None = None, force: bool = False) -> Path:
             break
         new = re.sub(rf"--config {re.escape(stem)}(?=\s|$)", lambda _: f"--config {quoted}", line)
         if "--config" not in new.split("#")[1]:
-            new = re.sub(r"^(#\s*onecycle (?:find|train|schedule|config)) ", lambda m: f"{m.group(1)} --config {quoted} ",
-                         new)
+            new = re.sub(r"^(#\s*onecycle (?:find|train|schedule|config)) ",
+                         lambda m: f"{m.group(1)} --config {quoted} ", new)
         # keep a trailing comment in its column where the spaces before it allow
         grown, note = len(new) - len(line), re.search(r"\S( {3,})#", new[1:])
         if grown and note and len(note.group(1)) - grown >= 2:

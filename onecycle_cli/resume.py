@@ -97,7 +97,8 @@ def check_resumable(saved: dict, cfg: Config, total_steps: int, path: Path) -> N
         raise RunDirError(
             f"--resume {path}: this config gives {total_steps} steps ({cfg.train.total_epochs} epochs x "
             f"{total_steps // cfg.train.total_epochs}) but the run was scheduled for {saved['total_steps']}; a 1cycle "
-            f"schedule cannot change length midway: keep train.epochs, train.batch_size and the data, or start a new run")
+            f"schedule cannot change length midway: keep train.epochs, train.batch_size and the data, or start a new "
+            f"run")
     now = cfg.model_dump(mode="json")
     for section, keys in saved["config"].items():
         for key, old in keys.items():

@@ -59,7 +59,8 @@ def _phases(cfg: Config) -> list[tuple[str, int, int, bool, float, ScheduleConfi
     s = cfg.schedule
     if not cfg.train.freeze_epochs:
         return [("train", 0, cfg.train.epochs, False, s.max_lr, s)]
-    frozen = ("frozen", 0, cfg.train.freeze_epochs, True, s.max_lr, s.model_copy(update={"pct_start": s.freeze_pct_start}))
+    frozen = ("frozen", 0, cfg.train.freeze_epochs, True, s.max_lr,
+              s.model_copy(update={"pct_start": s.freeze_pct_start}))
     if not cfg.train.epochs:  # the head alone: the body stays frozen to the end
         return [frozen]
     return [frozen, ("unfrozen", cfg.train.freeze_epochs, cfg.train.epochs, False, s.max_lr / s.unfreeze_lr_div,

@@ -134,7 +134,8 @@ def summary_of(pipe: Pipeline, cfg: Config, run: RunDir, state: LoopState, statu
     last = state.last
     return {
         "command": "train", "status": status, "stop_reason": reason, "run_dir": str(run.path),
-        "dataset": cfg.data.dataset, "model": cfg.model.name, "parameters": sum(p.numel() for p in pipe.model.parameters()),
+        "dataset": cfg.data.dataset, "model": cfg.model.name,
+        "parameters": sum(p.numel() for p in pipe.model.parameters()),
         "optimizer": cfg.optim.name, "schedule": cfg.schedule.name, "shape": cfg.schedule.shape,
         "max_lr": cfg.schedule.max_lr if record.max_lr_chosen else None, "epochs": cfg.train.total_epochs,
         "freeze_epochs": cfg.train.freeze_epochs, "lr_mult": cfg.optim.lr_mult, "epochs_done": state.epoch,

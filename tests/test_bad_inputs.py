@@ -236,7 +236,8 @@ FLAG_CASES = [
     case("--set an unknown key", "train --set schedule.maxlr=1", "unknown key 'schedule.maxlr'",
          "--set schedule.maxlr=1", "did you mean 'schedule.max_lr'"),
     # --max-lr
-    case("--max-lr abc", "train --max-lr abc", "--max-lr 'abc'", "a number, 'find', or the directory of a finished find run"),
+    case("--max-lr abc", "train --max-lr abc", "--max-lr 'abc'",
+         "a number, 'find', or the directory of a finished find run"),
     case("--max-lr nan", "train --max-lr nan", "--max-lr nan", "a finite number"),
     case("--max-lr negative", "train --max-lr -1", "schedule.max_lr = -1", "--max-lr -1", "> 0"),
     case("--max-lr empty", "train --max-lr ''", "--max-lr ''", "expected a number"),
@@ -276,7 +277,8 @@ FLAG_CASES = [
     case("--seed with --seeds", f"train {MNIST_SAMPLE} --seed 1 --seeds 3", "conflicting flags", "--seed and --seeds"),
     case("--max-lr with --set schedule.max_lr", "train --max-lr 1 --set schedule.max_lr=2", "conflicting flags",
          "--max-lr 1", "--set schedule.max_lr=2"),
-    case("--epochs with --set train.epochs", "train --epochs 2 --set train.epochs=3", "conflicting flags", "--epochs 2"),
+    case("--epochs with --set train.epochs", "train --epochs 2 --set train.epochs=3", "conflicting flags",
+         "--epochs 2"),
     case("--resume with --config", "train --resume {run} --config mnist", "--resume", "takes no --config",
          setup=lambda g: a_train_run(g, status="interrupted")),
     case("--resume with --seeds", "train --resume {run} --seeds 2", "takes no --config, --seeds",
@@ -318,7 +320,8 @@ FLAG_CASES = [
          env={"ONECYCLE_TRAIN__EPOCHS": "ten"}),
     case("environment naming an unknown section", "find", "unknown section 'trian'", "ONECYCLE_TRIAN__SEED",
          env={"ONECYCLE_TRIAN__SEED": "1"}),
-    case("environment device unknown", "find", "train.device = 'gpu'", "ONECYCLE_DEVICE", env={"ONECYCLE_DEVICE": "gpu"}),
+    case("environment device unknown", "find", "train.device = 'gpu'", "ONECYCLE_DEVICE",
+         env={"ONECYCLE_DEVICE": "gpu"}),
 ]
 
 
@@ -471,8 +474,8 @@ DATA_CASES = [
     # images that do not fit the model
     case("3-channel net on 1-channel MNIST", f"train {MNIST} --set model.channels=[3,8,16,32,64,10]",
          "model.channels[0] = 3", "1 channel(s)", "start with 1", setup=mnist()),
-    case("2-class net on 10-class MNIST", f"find {MNIST} --set model.channels=[1,8,16,32,64,2]", "model.channels[-1] = 2",
-         "10 classes", "end with 10", setup=mnist()),
+    case("2-class net on 10-class MNIST", f"find {MNIST} --set model.channels=[1,8,16,32,64,2]",
+         "model.channels[-1] = 2", "10 classes", "end with 10", setup=mnist()),
     case("CIFAR-10 through the MNIST net", f"train {MNIST} --dataset cifar10", "model.channels[0] = 1",
          "cifar10 images have 3 channel(s)", setup=cifar()),
     case("train_size below the batch size", f"train {MNIST} --set data.train_size=6", "train.batch_size = 8",

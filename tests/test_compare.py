@@ -53,7 +53,8 @@ def test_compare_takes_run_ids_from_the_runs_root(cli, tiny_runs, tmp_path):
     r = cli("compare", tiny_runs["onecycle"].name, tiny_runs["constant"].name, "--json",
             env={"ONECYCLE_RUNS": str(root)})
     assert r.code == 0, r.stderr
-    assert [run["path"] for run in r.json()["runs"]] == [str(root / tiny_runs[k].name) for k in ("onecycle", "constant")]
+    assert [run["path"] for run in r.json()["runs"]] == [str(root / tiny_runs[k].name)
+                                                         for k in ("onecycle", "constant")]
     assert r.json()["run_dir"].startswith(str(root))
     # the comparison is listed with the runs, and is not itself a run to compare
     assert "compare" in [row["command"] for row in json.loads(cli("runs", root, "--json").stdout)]
@@ -67,7 +68,8 @@ def test_last_n_compares_the_newest_train_runs_oldest_first(cli, tiny_runs, tmp_
         shutil.copytree(tiny_runs[key], root / tiny_runs[key].name)
     r = cli("compare", "--last", "2", "--json", env={"ONECYCLE_RUNS": str(root)})
     assert r.code == 0, r.stderr
-    assert [run["path"] for run in r.json()["runs"]] == [str(root / tiny_runs[k].name) for k in ("onecycle", "constant")]
+    assert [run["path"] for run in r.json()["runs"]] == [str(root / tiny_runs[k].name)
+                                                         for k in ("onecycle", "constant")]
     assert list(r.json()["differing"]) == ["schedule.name"]
     assert_usage_error(cli("compare", "--last", "3", env={"ONECYCLE_RUNS": str(root)}), "--last 3", "2 train run")
     assert_usage_error(cli("compare", "x", "--last", "2", env={"ONECYCLE_RUNS": str(root)}), "conflicting")

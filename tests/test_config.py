@@ -98,7 +98,8 @@ def test_config_prints_yaml_that_reads_back_the_same(cli, tmp_path):
     (["--set", "find.end_lr=1e-8"], ["find.end_lr", "start_lr"]),
     (["--set", "train.device=gpu"], ["train.device = 'gpu'"]),
     (["--config", "nope"], ["--config nope", "no such file", "shipped"]),
-    (["--config", "missing.yaml"], ["--config missing.yaml", "no such file", "presets: cifar, folder, mnist, mnist_sample"]),
+    (["--config", "missing.yaml"],
+     ["--config missing.yaml", "no such file", "presets: cifar, folder, mnist, mnist_sample"]),
     (["--seed", "1", "--set", "train.seed=2"], ["conflicting flags", "--seed", "--set"]),
 ])
 def test_bad_values_exit_2_with_one_line(cli, args, fragments):

@@ -97,7 +97,8 @@ def test_failed_download_is_a_clear_error(cli, tmp_path, monkeypatch):
     def offline(root):
         raise OSError("Network is unreachable")
     monkeypatch.setitem(data.DOWNLOADERS, "mnist", offline)
-    monkeypatch.setattr(data, "LOADERS", {**data.LOADERS, "mnist": data._load_idx_dataset("MNIST", list("0123456789"), offline)})
+    loader = data._load_idx_dataset("MNIST", list("0123456789"), offline)
+    monkeypatch.setattr(data, "LOADERS", {**data.LOADERS, "mnist": loader})
     assert_usage_error(cli("train", "--config", "mnist", "--data-dir", tmp_path), "the download failed",
                        "Network is unreachable", "MNIST/raw")
     assert_usage_error(cli("data", "download", "--config", "mnist", "--data-dir", tmp_path), "failed",

@@ -72,7 +72,8 @@ def test_transfer_example_runs_every_arm_through_the_cli(tmp_path, shared_data):
                                  "coat, dress, pullover, t-shirt_top, trouser; this data's: " + ", ".join(target) + ")")
         assert f"({key}) {arm['name']}" in p.stderr  # the table
     # two short cycles: the second continues the first, head included (the same classes)
-    assert all(r["second_head"] == "taken: the same 5 classes (" + ", ".join(target) + ")" for r in s["arms"]["d"]["runs"])
+    assert all(r["second_head"] == "taken: the same 5 classes (" + ", ".join(target) + ")"
+               for r in s["arms"]["d"]["runs"])
     # head only: one frozen cycle, and the body's convolutions are the pretrained run's to the end
     run = Path(s["arms"]["b"]["runs"][0]["run_dir"])
     assert [(c["name"], c["frozen"]) for c in summary(run)["cycles"]] == [("frozen", True)]

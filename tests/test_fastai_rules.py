@@ -16,7 +16,8 @@ import torch
 
 from onecycle_cli.lr_find import smooth_losses
 
-spec = importlib.util.spec_from_file_location("suggest_benchmark", Path(__file__).parents[1] / "benchmarks" / "suggest.py")
+spec = importlib.util.spec_from_file_location("suggest_benchmark",
+                                              Path(__file__).parents[1] / "benchmarks" / "suggest.py")
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 

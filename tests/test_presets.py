@@ -1,4 +1,4 @@
-"""The shipped presets from any folder (issue 14, item 1): `--config cifar.yaml`, `onecycle init`, `onecycle presets`."""
+"""The shipped presets from any folder: `--config cifar.yaml`, `onecycle init`, `onecycle presets`."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def test_the_design_cards_command_runs_from_an_empty_folder_with_json_intact(cli
 
 
 @pytest.mark.parametrize("typed,fragments", [
-    ("cifr.yaml", ["--config cifr.yaml", "no such file", "presets: cifar, folder, mnist, mnist_sample", "did you mean 'cifar'"]),
+    ("cifr.yaml", ["--config cifr.yaml", "no such file", "presets: cifar, folder, mnist, mnist_sample",
+                   "did you mean 'cifar'"]),
     ("minst.yml", ["no shipped preset", "did you mean 'mnist'"]),
     ("resnet.yaml", ["presets: cifar, folder, mnist, mnist_sample"]),
     ("configs/cifar.yaml", ["config file not found: configs/cifar.yaml", "did you mean 'cifar'"]),
@@ -140,7 +141,8 @@ def test_init_never_writes_through_a_symlink_at_the_destination(cli, tmp_path, d
 
 
 @pytest.mark.parametrize("args,fragments", [
-    (["mnst"], ["init mnst", "no shipped preset", "presets: cifar, folder, mnist, mnist_sample", "did you mean 'mnist'"]),
+    (["mnst"], ["init mnst", "no shipped preset", "presets: cifar, folder, mnist, mnist_sample",
+                "did you mean 'mnist'"]),
     (["cifar", "no/such/folder/c.yaml"], ["no/such/folder", "does not exist"]),
     (["cifar", "nofolder/"], ["nofolder/", "no such folder"]),
     (["cifar", ""], ["init PATH ''"]),

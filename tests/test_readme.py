@@ -45,8 +45,8 @@ def run(line: str, cwd, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_the_readme_starts_with_the_setup_lines_ci_runs():
-    # one line installs, one lints, one tests on the newest torch, one tests again on the oldest supported (scripts/floor.sh):
-    # CI runs exactly these, in this order, so a new user's set-up is the one CI proves
+    # one line installs, one lints, one tests on the newest torch, one tests again on the oldest supported
+    # (scripts/floor.sh): CI runs exactly these, in this order, so a new user's set-up is the one CI proves
     first_block = README.split("```")[1].strip().splitlines()
     setup = [line.split("#")[0].strip() for line in first_block]
     assert setup == ['pip install -e ".[dev]"', "ruff check .", "pytest", "bash scripts/floor.sh"]

@@ -32,12 +32,14 @@ def locate_config(config: str | None) -> tuple[str, Path, str | None]:
     """
 
     if config is not None and not config.strip():  # an unset shell variable, not a request for the default
-        raise ConfigError(f"--config '': expected a YAML file or a shipped config name ({', '.join(presets.shipped())})")
+        raise ConfigError(f"--config '': expected a YAML file or a shipped config name "
+                          f"({', '.join(presets.shipped())})")
     config = config or "cifar"
     path = Path(config)
     bare = os.sep not in config and (os.altsep is None or os.altsep not in config)
     # a path that exists is that path, even a device or a FIFO: read_yaml says what is wrong with it
-    if path.is_file() or (path.exists() and not path.is_dir()) or (path.suffix in presets.SUFFIXES and os.path.lexists(path)):
+    if path.is_file() or (path.exists() and not path.is_dir()) or (
+            path.suffix in presets.SUFFIXES and os.path.lexists(path)):
         return path.stem, path, None  # read_yaml says what is wrong with a path that cannot be read
     if not bare and path.suffix in presets.SUFFIXES:
         raise ConfigError(f"config file not found: {config}; {presets.not_found(config)}")

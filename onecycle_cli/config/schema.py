@@ -96,7 +96,8 @@ class DataConfig(Section):
                              f"(width/height; torchvision's default is [0.75, 1.333])")
         if self.presize is not None and self.presize < self.image_size:
             raise ValueError(f"data.presize = {self.presize} is below data.image_size = {self.image_size}: the cache "
-                             f"keeps images at presize for crops of image_size, so expected presize >= image_size or null")
+                             f"keeps images at presize for crops of image_size, so expected presize >= image_size or "
+                             f"null")
         if self.dataset == "folder" and self.channels not in (1, 3):
             raise ValueError(f"data.channels = {self.channels}: a folder's images become 3 (RGB) or 1 (grey) channels")
         return self
@@ -336,15 +337,16 @@ class Config(Section):
     def _across_sections(self) -> "Config":
         weights = self.model.pretrained is not False or self.model.init is not None
         if self.data.stats == "auto":  # recorded resolved, so config.yaml says whose statistics were used
-            object.__setattr__(self, "data", self.data.model_copy(update={"stats": "weights" if weights else "dataset"}))
+            stats = "weights" if weights else "dataset"
+            object.__setattr__(self, "data", self.data.model_copy(update={"stats": stats}))
         elif self.data.stats == "weights" and not weights:
             raise ValueError("data.stats = 'weights' but model.pretrained is false and model.init is null: there are "
                              "no weights to take statistics from; use dataset or auto")
         s = self.schedule
         if self.train.freeze_epochs:
             if s.name != "onecycle":
-                raise ValueError(f"train.freeze_epochs = {self.train.freeze_epochs} runs fastai's fine_tune, two 1cycles; "
-                                 f"schedule.name = {s.name!r}: expected onecycle (or freeze_epochs 0)")
+                raise ValueError(f"train.freeze_epochs = {self.train.freeze_epochs} runs fastai's fine_tune, two "
+                                 f"1cycles; schedule.name = {s.name!r}: expected onecycle (or freeze_epochs 0)")
             for key in ("freeze_pct_start", "unfreeze_pct_start"):
                 if s.shape == "smith" and getattr(s, key) >= 0.5:
                     raise ValueError(f"schedule.{key} = {getattr(s, key)}: the smith shape spends pct_start going up "

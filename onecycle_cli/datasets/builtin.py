@@ -211,7 +211,8 @@ def mnist_sample_sizes(cfg: DataConfig) -> tuple[int, int, tuple[int, ...]]:
                     header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
                     shapes[name] = header(member)[0]
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"the bundled {MNIST_SAMPLE} cannot be read ({type(e).__name__}: {e}); reinstall onecycle") from None
+        raise DataError(f"the bundled {MNIST_SAMPLE} cannot be read ({type(e).__name__}: {e}); "
+                        f"reinstall onecycle") from None
     n_train, n_valid = shapes["x_train"][0], shapes["x_valid"][0]
     return (min(n_train, cfg.train_size) if cfg.train_size else n_train,
             min(n_valid, cfg.valid_size) if cfg.valid_size else n_valid, (1, *shapes["x_train"][1:]))

@@ -61,7 +61,8 @@ def choose_tier(nbytes: int, device: torch.device, budget: float) -> dict:
     ram = (memory.available() or 0) if tier == "host" or device.type == "cpu" else None
     if ram is not None and nbytes > ram:
         raise DataError(f"the dataset's uint8 images take {fmt_bytes(nbytes)} but {device} allows {fmt_bytes(allowed)} "
-                        f"(data.device_budget = {budget} of {fmt_bytes(free)} free) and the host has {fmt_bytes(ram)} available: "
+                        f"(data.device_budget = {budget} of {fmt_bytes(free)} free) and the host has "
+                        f"{fmt_bytes(ram)} available: "
                         f"lower data.image_size (3 x size^2 bytes an image), data.presize or data.train_size")
     return {"tier": tier, "device": str(device), "bytes": nbytes, "free_bytes": free, "budget": budget,
             "budget_bytes": allowed, "pinned": tier == "host" and device.type == "cuda"}

@@ -1,4 +1,5 @@
-"""Parameter groups from body to head, and freezing: `onecycle train --set optim.lr_mult=100 --set train.freeze_epochs=1`.
+"""Parameter groups from body to head, and freezing:
+`onecycle train --set optim.lr_mult=100 --set train.freeze_epochs=1`.
 
 Each family splits its model as fastai's splitters do:
   torchvision ResNets (resnet*, resnext*, wide_resnet*)  stem..layer2 | layer3..layer4 | head   (fastai's _resnet_split)

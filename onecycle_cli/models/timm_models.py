@@ -128,7 +128,8 @@ def build(name: str, in_channels: int, num_classes: int, pretrained: bool | str,
     else:
         with _report_missing() as report:
             try:
-                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=weights.tensors),
+                model = timm.create_model(name, pretrained=True,
+                                          pretrained_cfg_overlay=dict(state_dict=weights.tensors),
                                           **args)
             except RuntimeError as e:  # shapes that do not fit: torch's load_state_dict says which, a line each
                 lines = [line.strip() for line in str(e).splitlines() if line.strip()]

@@ -56,7 +56,8 @@ def stats(name: str) -> dict:
 
 
 def head_path(model: nn.Module, outputs: int = IMAGENET_CLASSES) -> str:
-    """The dotted path of the classifier layer: the last Linear / 1x1 Conv2d giving `outputs` under a known attribute."""
+    """The dotted path of the classifier layer: the last Linear / 1x1 Conv2d giving `outputs` under a known
+    attribute."""
     for attr in HEAD_PATHS:
         root = getattr(model, attr, None)
         if not isinstance(root, nn.Module):

@@ -140,7 +140,10 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
                      for i, v in enumerate(values)] for key, values in summary["differing"].items()]
     if not rows:
         rows = [["(no setting differs)"] + [""] * len(runs)]
-    num = lambda x, d=4: f"{x:.{d}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
+    def num(x, d: int = 4) -> str:
+        return f"{x:.{d}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "-"
+
     rows += [
         ["status"] + [r["status"] for r in runs],
         ["epochs done"] + [str(r["epochs_done"]) if r["epochs_done"] is not None else "-" for r in runs],

@@ -84,7 +84,8 @@ class CsvLog:
         try:
             self.file = open_append(path)
         except NotRegularFile as e:
-            raise RunDirError(f"{path} is {e.strerror}: a run's records are its own files; not writing through it") from None
+            raise RunDirError(f"{path} is {e.strerror}: a run's records are its own files; not writing through "
+                              f"it") from None
         self.writer = csv.writer(self.file)
         if os.fstat(self.file.fileno()).st_size == 0:
             self._flushed(lambda: self.writer.writerow(columns))
@@ -140,7 +141,8 @@ def read_csv(path: Path) -> list[dict]:
         return []
     with f:
         reader = csv.DictReader(f)
-        rows = [{k: _value(v) for k, v in raw.items()} for raw in reader if None not in raw and None not in raw.values()]
+        rows = [{k: _value(v) for k, v in raw.items()} for raw in reader
+                if None not in raw and None not in raw.values()]
     return rows
 
 
@@ -403,7 +405,8 @@ class TensorboardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise OnecycleError("--tensorboard needs the tensorboard package: pip install 'onecycle[tensorboard]'") from None
+            raise OnecycleError("--tensorboard needs the tensorboard package: "
+                                "pip install 'onecycle[tensorboard]'") from None
         self.writer = SummaryWriter(str(path))
 
     def steps(self, rows: list[dict]) -> None:

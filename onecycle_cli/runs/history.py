@@ -103,7 +103,8 @@ def status_of(path: Path, summary: dict | None) -> str:
 
 
 def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if number and math.isfinite(value) else None
 
 
 def _order(path: Path) -> tuple[str, int]:
@@ -128,7 +129,10 @@ def describe(path: Path) -> dict:
     meta = read_json(path / "meta.json") or {}
     cfg = read_config(path) or {}
     s = summary or {}
-    section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}
+
+    def section(name: str) -> dict:
+        return cfg.get(name) if isinstance(cfg.get(name), dict) else {}
+
     parts = path.name.split("-", 3)  # <date>-<time>-<command>-<config>, the fallback for foreign names
     command = s.get("command") or meta.get("command") or (parts[2] if len(parts) == 4 else None)
     best = s.get("best") if isinstance(s.get("best"), dict) else {}

@@ -63,7 +63,8 @@ def _settings(config: dict | None, commands: frozenset[str]) -> str:
     if ignored:
         flat = flatten(config)
         parts.append(f"<details><summary>{len(ignored)} settings this run did not read</summary>\n"
-                     + html.table(["key", "value", "read"], [[k, fmt_value(flat[k]), why] for k, why in ignored.items()])
+                     + html.table(["key", "value", "read"],
+                                  [[k, fmt_value(flat[k]), why] for k, why in ignored.items()])
                      + "</details>\n")
     return "".join(parts)
 
@@ -85,7 +86,8 @@ def _epochs(run: Path) -> str:
 
 def _suggestions(run: Path, summary: dict) -> str:
     found = summary if summary.get("command") == "find" else read_json(run / "lr_find.json") or {}
-    curves = [c for c in found.get("curves") or [] if isinstance(c, dict)] if isinstance(found.get("curves"), list) else []
+    listed = found.get("curves")
+    curves = [c for c in listed if isinstance(c, dict)] if isinstance(listed, list) else []
     chosen = (found.get("suggestion") or {}).get("name") if isinstance(found.get("suggestion"), dict) \
         else found.get("chosen")
     rows = []
@@ -98,7 +100,8 @@ def _suggestions(run: Path, summary: dict) -> str:
                          f"{lr:.3e}" if _num(lr) else "-", _num(loss, 4) or "-", s.get("note") or ""])
     if not rows:
         return ""
-    stops = "".join(f"<li>{escape(str(c.get('label') or 'lr_find'))}: {escape(str(c.get('stop_reason') or c.get('stop')))}"
+    stops = "".join(f"<li>{escape(str(c.get('label') or 'lr_find'))}: "
+                    f"{escape(str(c.get('stop_reason') or c.get('stop')))}"
                     f"</li>" for c in curves)
     return ("<h2>Suggested max_lr</h2>\n" + html.table(["curve", "suggestion", "lr", "loss", "note"], rows, {2, 3})
             + (f"<ul>{stops}</ul>\n" if stops else ""))
@@ -146,7 +149,8 @@ def write_run_report(run_dir: Path) -> Path:
                  ("epochs", epochs), ("steps", s.get("steps")), ("batch size", s.get("batch_size")),
                  ("seed", s.get("seed")), ("device / precision", f"{s.get('device')} / {s.get('precision')}"
                                            if s.get("device") else None),
-                 ("final train_loss", _num(final.get("train_loss"))), ("final valid_loss", _num(final.get("valid_loss"))),
+                 ("final train_loss", _num(final.get("train_loss"))),
+                 ("final valid_loss", _num(final.get("valid_loss"))),
                  ("final accuracy", _num(final.get("accuracy"))),
                  ("best accuracy", f"{_num(best.get('accuracy'))} (epoch {best.get('epoch')})"
                   if _num(best.get("accuracy")) else None),
@@ -157,7 +161,8 @@ def write_run_report(run_dir: Path) -> Path:
             + ("<h2>Plots</h2>\n" + images if images else "")
             + "<h2>Settings</h2>\n" + _settings(read_config(run), commands_of(s, read_json(run / "meta.json")))
             + _meta(read_json(run / "meta.json") or {}))
-    subtitle = " · ".join(escape(str(x)) for x in (row["command"], row["config"]) if x) + " · " + html.status(row["status"])
+    subtitle = (" · ".join(escape(str(x)) for x in (row["command"], row["config"]) if x)
+                + " · " + html.status(row["status"]))
     out = run / "report.html"
     atomic_write_text(out, html.page(run.name, subtitle, body))
     return out
