@@ -47,10 +47,10 @@ def build(cfg: ModelConfig, in_channels: int, num_classes: int, load_weights: bo
     `load_weights` (a resumed run takes them from its checkpoint instead). A onecycle run's head is kept
     only when it was trained for these `classes` (names, in order); unknown classes keep none."""
     if cfg.source == "tv":
-        from . import tv
+        from . import tv  # torchvision, only for its models
         built = tv.build(cfg.name[3:], in_channels, num_classes, cfg.pretrained, cfg.download, load_weights, classes)
     elif cfg.source == "timm":
-        from . import timm_models
+        from . import timm_models  # timm, an optional extra
         built = timm_models.build(cfg.name[5:], in_channels, num_classes, cfg.pretrained, cfg.download, load_weights,
                                   classes)
     else:

@@ -17,11 +17,13 @@ from html import escape
 from pathlib import Path
 
 from ..config import flatten, unread
-from ..display import fmt_value
+from ..display import fmt_time, fmt_value
 from ..errors import UsageError
 from . import html
 from .directory import RunDir, atomic_write_text, now_iso, read_csv
 from .history import commands_of, describe, is_run_dir, read_config, read_json
+from .plots import label as literal
+from .plots import pyplot, save_png
 
 NOT_READ = "(not read)"
 
@@ -132,7 +134,6 @@ def check_summary(summary: dict, path: Path) -> None:
 
 def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """Columns and rows of the side-by-side table: differing settings, then results."""
-    from ..display import fmt_time
     runs = summary["runs"]
     columns = [""] + [r["id"] for r in runs]
     not_read = summary.get("not_read") or {}
@@ -158,8 +159,6 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
     """Valid loss and accuracy against epoch, smoothed training loss and LR against step, overlaid."""
-    from .plots import label as literal
-    from .plots import pyplot, save_png
     plt = pyplot()
     labels = [literal(name) for name in labels]  # run ids and config values, shown as written
     from matplotlib.ticker import MaxNLocator

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from ..display import fmt_time
 from ..errors import UsageError
 from ..safe_files import CONFIG_LIMIT, read_regular
 from ..safe_files import read_json as read_json_file
@@ -189,7 +190,6 @@ def list_runs(root: Path) -> list[dict]:
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
-    from ..display import fmt_time
 
     def epochs(r):
         done, total = r.get("epochs_done"), r.get("epochs")

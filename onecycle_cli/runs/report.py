@@ -19,6 +19,7 @@ from ..display import fmt_num, fmt_time, fmt_value
 from . import html
 from .directory import atomic_write_text, read_csv
 from .history import commands_of, describe, read_config, read_json
+from .plots import plot_run, reason
 
 
 def _num(x, digits: int = 6) -> str | None:
@@ -31,7 +32,6 @@ def write_views(run: Path) -> list[str]:
     They are views of the records, so a failure here (a full disk, a name matplotlib cannot draw) is
     a warning for the caller to show: it never changes a run's outcome or its exit code.
     """
-    from .plots import plot_run, reason
     _, problems = plot_run(run)
     try:
         write_run_report(run)
