@@ -80,7 +80,8 @@ def test_every_group_follows_fastai_fine_tune_at_every_step(cli, tmp_path):
     assert [(m["epoch"], m["phase"]) for m in metrics] == [(0, "frozen"), (1, "unfrozen"), (2, "unfrozen")]
     assert s["epochs"] == 3 and s["freeze_epochs"] == 1 and s["status"] == "completed"
     # wd_bn_bias false splits each layer group in two, with and without decay, at the group's LR
-    groups = torch.load(tmp_path / s["run_dir"] / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    checkpoint = torch.load(tmp_path / s["run_dir"] / "checkpoints" / "last.pt", weights_only=True)
+    groups = checkpoint["optimizer"]["param_groups"]
     assert [(g["layer_group"], g["weight_decay"]) for g in groups] == [(0, 0.01), (0, 0.0), (1, 0.01), (1, 0.0),
                                                                        (2, 0.01), (2, 0.0)]
     assert all(a["lr"] == b["lr"] for a, b in zip(groups[::2], groups[1::2]))
@@ -177,7 +178,8 @@ def test_schedule_previews_both_cycles_and_every_group(cli, tmp_path):
     assert r.code == 0, r.stderr
     s = r.json()
     assert s["steps"] == 400 and (tmp_path / "s.png").stat().st_size > 0
-    assert [p["name"] for p in s["phases"]] == ["frozen warm-up", "frozen anneal", "unfrozen warm-up", "unfrozen anneal"]
+    assert [p["name"] for p in s["phases"]] == ["frozen warm-up", "frozen anneal", "unfrozen warm-up",
+                                                "unfrozen anneal"]
     assert [p["step"] for p in s["phases"]][2] == 100
     # fastai's fine_tune(3, 2e-3): slice(2e-3) frozen, then slice(1e-5, 1e-3) over stem..layer2 | layer3..layer4 | head
     assert [g["name"] for g in s["groups"]] == ["stem..layer2", "layer3..layer4", "head"]

@@ -392,6 +392,7 @@ def test_a_tiny_device_budget_keeps_the_images_on_the_host_and_trains_the_same(c
 
 def test_random_resized_crop_boxes_follow_torchvision_get_params():
     from torchvision.transforms import RandomResizedCrop
+
     from onecycle_cli.augment import draw_boxes
     size, n = 32, 8000
     image = torch.zeros(3, size, size)
@@ -413,6 +414,7 @@ def test_random_resized_crop_boxes_follow_torchvision_get_params():
 
 def test_resized_crop_is_a_box_filtered_resize_of_each_window():
     import torch.nn.functional as F
+
     from onecycle_cli.augment import resized_crop
     x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     whole = torch.tensor([[0, 0, 16, 16.]]).expand(4, 4)
@@ -432,6 +434,7 @@ def test_resized_crop_takes_roi_aligns_samples_whichever_op_computes_them(side, 
     # images no larger than the output go through grid_sample (4x faster on a CPU): the same values as
     # roi_align's, box by box; larger ones (presize) through roi_align itself, which averages
     from torchvision.ops import roi_align
+
     from onecycle_cli.augment import draw_boxes, resized_crop
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (64, 3, side, side), dtype=torch.uint8, generator=g)
@@ -448,7 +451,8 @@ def test_rrc_batches_keep_labels_and_validation_is_the_centre_crop(tmp_path):
     # image i is one flat grey level, so a crop of it still says which image it came from
     for split, n in (("train", 48), ("valid", 12)):
         for i in range(n):
-            save(Image.new("L", (24 + i % 3, 24), 2 * i + (100 if split == "valid" else 0)), root / split / "ab"[i % 2] / f"{i}.png")
+            save(Image.new("L", (24 + i % 3, 24), 2 * i + (100 if split == "valid" else 0)),
+                 root / split / "ab"[i % 2] / f"{i}.png")
     cfg = DataConfig(dataset="folder", root=str(root), image_size=8, presize=12, channels=1, normalize=False)
     ds = load_dataset(cfg)
     assert ds.x_train.shape[1:] == (1, 12, 12) and ds.x_valid.shape[1:] == (1, 8, 8) and ds.shape == (1, 8, 8)

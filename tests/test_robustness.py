@@ -61,7 +61,8 @@ def test_a_range_test_with_nan_from_the_first_step_ends_with_a_message(tmp_path)
         for p in pipe.model.parameters():
             p.fill_(math.nan)  # a model that outputs NaN whatever it is fed
     run, summary = find_run(resolved, Display(enabled=False), StopFlag(), pipe=pipe)
-    assert summary["status"] == "completed" and summary["stop_reason"].startswith("loss became nan at lr 1e-07 (step 0)")
+    assert summary["status"] == "completed" and \
+           summary["stop_reason"].startswith("loss became nan at lr 1e-07 (step 0)")
     assert all("no finite loss" in s["note"] for s in summary["suggestions"].values())
     assert json.loads((run.path / "summary.json").read_text())["suggestions"]["valley"]["loss"] is None
 

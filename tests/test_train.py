@@ -74,8 +74,8 @@ def test_seeds_report_mean_and_spread_and_keep_every_run(cli, tmp_path):
 def test_a_diverging_fit_exits_3_and_keeps_what_came_before(cli, tmp_path):
     # plain SGD whose LR climbs from 1e-4 to 1e3 over most of three epochs: fine at first, then NaN
     r = cli("train", *TINY, "--epochs", "3", "--max-lr", "1e3", "--set", "optim.name=sgd",
-            "--set", "schedule.div=1e7", "--set", "schedule.final_div=1e8", "--set", "schedule.pct_start=0.9", "--set", "train.log_every=1",
-            "--json")
+            "--set", "schedule.div=1e7", "--set", "schedule.final_div=1e8", "--set", "schedule.pct_start=0.9",
+            "--set", "train.log_every=1", "--json")
     assert r.code == 3, r.stderr
     assert "diverged" in r.stderr and "step" in r.stderr and "lr" in r.stderr and "Traceback" not in r.stderr
     run = next((tmp_path / "runs").iterdir())
