@@ -1,8 +1,9 @@
-"""Shared fixtures: the real CLI in-process, an isolated working directory, and tiny datasets
-written in their real on-disk formats (CIFAR-10 pickles, MNIST idx files)."""
+"""Shared fixtures: the real CLI in-process and as a subprocess, an isolated working directory, and tiny
+datasets written in their real on-disk formats (CIFAR-10 pickles, MNIST idx files, image folders)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -10,10 +11,12 @@ import struct
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from onecycle_cli.cli import app
@@ -61,6 +64,21 @@ def run_process(*args: str, env: dict | None = None, timeout: float = 120, cwd=N
     p = subprocess.run([sys.executable, "-m", "onecycle_cli", *map(str, args)], capture_output=True, text=True,
                        env=full_env, timeout=timeout, cwd=cwd)
     return Result(p.returncode, p.stdout, p.stderr)
+
+
+def clean_env(**extra: str) -> dict:
+    """The caller's environment without its ONECYCLE_* variables, this checkout first on the path, then `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def onecycle(*args, cwd, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
+    """`python -m onecycle_cli ARGS...` in `cwd` as a real subprocess, `env` on top of `clean_env()`: for runs
+    stopped by a signal (ONECYCLE_FAULT) and then resumed, where the exit code is the signal's."""
+    return subprocess.run([sys.executable, "-m", "onecycle_cli", *map(str, args)], cwd=cwd, env=clean_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def run_watched(*args: str, env: dict | None = None, patience: float = 90, cwd=None) -> Result:
@@ -153,6 +171,66 @@ def write_mnist(root: Path, folder: str = "MNIST", train: int = 64, test: int = 
         write_idx(raw / f"{split}-labels-idx1-ubyte", y)
         out[split] = (x, y)
     return out
+
+
+def digits(n: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The first n bundled 3-vs-7 digits of a split (28x28 grey) and their labels (0 for a 3, 1 for a 7)."""
+    with resources.files("onecycle_cli").joinpath("assets/mnist_sample.npz").open("rb") as f, np.load(f) as z:
+        return z[f"x_{split}"][:n].copy(), z[f"y_{split}"][:n].copy()
+
+
+def save(img: Image.Image, path: Path, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+
+
+def photo(x: np.ndarray, i: int) -> tuple[Image.Image, str, dict]:
+    """Digit i in one of six guises: grey PNG, tinted JPEG, wide RGB PNG, BMP, lossless WebP, RGBA PNG."""
+    grey = Image.fromarray(x)
+    rgb = Image.merge("RGB", (grey, grey.point(lambda v: v // 2), grey.point(lambda v: 255 - v)))
+    size = (20 + 7 * (i % 5), 28 + 5 * (i % 4))  # mixed sizes, most of them not square
+    return [(grey, "png", {}), (rgb.resize(size), "jpg", {"quality": 95}), (rgb.resize(size), "png", {}),
+            (rgb, "bmp", {}), (rgb.resize(size), "webp", {"lossless": True}),
+            (Image.merge("RGBA", (*rgb.split(), grey)), "png", {})][i % 6]
+
+
+def truncated_jpeg(path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(buf, "JPEG")
+    path.write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
+
+
+def write_photos(root: Path, train: int = 60, valid: int = 20, bad: bool = True) -> dict:
+    """Layout (a): root/train/<3|7>/..., root/valid/<3|7>/... (train + 2 and valid images, and 2 bad files);
+    returns the counts per split and class a user would expect."""
+    expected = {"train": {"3": 0, "7": 0}, "valid": {"3": 0, "7": 0}}
+    for split, n, source in (("train", train, "train"), ("valid", valid, "valid")):
+        x, y = digits(n, source)
+        for i in range(n):
+            img, ext, kw = photo(x[i], i)
+            label = "37"[y[i]]
+            save(img, root / split / label / f"{i:03d}.{ext}", **kw)
+            expected[split][label] += 1
+    x, _ = digits(2)
+    save(Image.fromarray(x[0]).convert("P"), root / "train" / "3" / "palette.png")
+    frames = [Image.fromarray(x[1]), Image.new("L", (28, 28), 255)]
+    frames[0].save(root / "train" / "7" / "anim.gif", save_all=True, append_images=frames[1:])
+    expected["train"]["3"] += 1
+    expected["train"]["7"] += 1
+    (root / "train" / "3" / "README.txt").write_text("not an image, and not named like one: ignored")
+    os.mkfifo(root / "train" / "3" / "pipe.png")  # not a file: reading it would wait forever, so it is not listed
+    (root / "train" / ".DS_Store").write_bytes(b"\0\1hidden")
+    if bad:
+        (root / "train" / "3" / "notes.jpg").write_text("a text file named .jpg")
+        truncated_jpeg(root / "train" / "7" / "cut.jpg")
+    return expected
+
+
+@pytest.fixture
+def photos(tmp_path) -> tuple[Path, dict]:
+    """An image folder in layout (a), written by `write_photos`, and the counts it should read as."""
+    root = tmp_path / "photos"
+    return root, write_photos(root)
 
 
 @pytest.fixture

@@ -69,14 +69,6 @@ def test_same_seed_same_batches_other_seed_or_epoch_differs():
     assert not torch.equal(a[0][0], epoch(1, 1)[0][0])
 
 
-def test_resuming_mid_epoch_gives_the_remaining_batches():
-    ds = load_dataset(DataConfig(dataset="synthetic", train_size=160, valid_size=16))
-    batches = TrainBatches(ds, DataConfig(dataset="synthetic"), 32, seed=5)
-    whole = list(batches.epoch(2))
-    rest = list(batches.epoch(2, start=3))
-    assert len(rest) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(whole[3:], rest))
-
-
 def test_epoch_is_a_permutation_without_repeats_and_drops_the_last_partial_batch():
     ds = load_dataset(DataConfig(dataset="synthetic", train_size=100, valid_size=16))
     batches = TrainBatches(ds, DataConfig(dataset="synthetic", flip=False, crop=False, normalize=False), 32, seed=0)

@@ -5,7 +5,6 @@ bundled 3-vs-7 digits: mixed sizes, grey, RGB, RGBA and palette images, plus a t
 text file named .jpg that must be skipped, not fatal.
 """
 
-import io
 import json
 import os
 import shutil
@@ -14,7 +13,6 @@ import subprocess
 import sys
 import warnings
 import zlib
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, assert_usage_error
+from conftest import REPO, assert_usage_error, digits, save, write_photos
 from onecycle_cli.config import DataConfig
 from onecycle_cli.datasets import read_arrays
 from onecycle_cli.datasets.cache import cached_images
@@ -30,58 +28,6 @@ from onecycle_cli.datasets.decode import DecodeError, decode_image
 from onecycle_cli.datasets.folder import hold_out, scan, split_key
 from onecycle_cli.errors import Interrupted
 from onecycle_cli.runs.directory import read_csv
-
-
-def digits(n: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    with resources.files("onecycle_cli").joinpath("assets/mnist_sample.npz").open("rb") as f, np.load(f) as z:
-        return z[f"x_{split}"][:n].copy(), z[f"y_{split}"][:n].copy()
-
-
-def save(img: Image.Image, path: Path, **kw) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, **kw)
-
-
-def photo(x: np.ndarray, i: int) -> tuple[Image.Image, str, dict]:
-    """Digit i in one of six guises: grey PNG, tinted JPEG, wide RGB PNG, BMP, lossless WebP, RGBA PNG."""
-    grey = Image.fromarray(x)
-    rgb = Image.merge("RGB", (grey, grey.point(lambda v: v // 2), grey.point(lambda v: 255 - v)))
-    size = (20 + 7 * (i % 5), 28 + 5 * (i % 4))  # mixed sizes, most of them not square
-    return [(grey, "png", {}), (rgb.resize(size), "jpg", {"quality": 95}), (rgb.resize(size), "png", {}),
-            (rgb, "bmp", {}), (rgb.resize(size), "webp", {"lossless": True}),
-            (Image.merge("RGBA", (*rgb.split(), grey)), "png", {})][i % 6]
-
-
-def truncated_jpeg(path: Path) -> None:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(buf, "JPEG")
-    path.write_bytes(buf.getvalue()[:len(buf.getvalue()) // 2])
-
-
-def write_photos(root: Path, train: int = 60, valid: int = 20, bad: bool = True) -> dict:
-    """Layout (a): root/train/<3|7>/..., root/valid/<3|7>/... (train + 2 and valid images, and 2 bad files);
-    returns the counts per split and class a user would expect."""
-    expected = {"train": {"3": 0, "7": 0}, "valid": {"3": 0, "7": 0}}
-    for split, n, source in (("train", train, "train"), ("valid", valid, "valid")):
-        x, y = digits(n, source)
-        for i in range(n):
-            img, ext, kw = photo(x[i], i)
-            label = "37"[y[i]]
-            save(img, root / split / label / f"{i:03d}.{ext}", **kw)
-            expected[split][label] += 1
-    x, _ = digits(2)
-    save(Image.fromarray(x[0]).convert("P"), root / "train" / "3" / "palette.png")
-    frames = [Image.fromarray(x[1]), Image.new("L", (28, 28), 255)]
-    frames[0].save(root / "train" / "7" / "anim.gif", save_all=True, append_images=frames[1:])
-    expected["train"]["3"] += 1
-    expected["train"]["7"] += 1
-    (root / "train" / "3" / "README.txt").write_text("not an image, and not named like one: ignored")
-    os.mkfifo(root / "train" / "3" / "pipe.png")  # not a file: reading it would wait forever, so it is not listed
-    (root / "train" / ".DS_Store").write_bytes(b"\0\1hidden")
-    if bad:
-        (root / "train" / "3" / "notes.jpg").write_text("a text file named .jpg")
-        truncated_jpeg(root / "train" / "7" / "cut.jpg")
-    return expected
 
 
 def args(root: Path, *extra: str) -> list[str]:
@@ -95,12 +41,6 @@ def check(cli, root: Path, *extra: str) -> dict:
     r = cli("data", "check", *args(root)[:6], *extra, "--json")
     assert r.code == 0, r.stdout + r.stderr
     return r.json()
-
-
-@pytest.fixture
-def photos(tmp_path) -> tuple[Path, dict]:
-    root = tmp_path / "photos"
-    return root, write_photos(root)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -446,37 +386,13 @@ def test_a_tiny_device_budget_keeps_the_images_on_the_host_and_trains_the_same(c
     assert [r["loss"] for r in rows[0]] == [r["loss"] for r in rows[1]]
 
 
-def test_resume_mid_epoch_on_a_folder_is_bit_identical(photos, tmp_path):
-    root, _ = photos
-    run_args = args(root, "--epochs", "3", "--set", "train.log_every=1", "--json")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
-    env["PYTHONPATH"] = str(REPO)
-
-    def onecycle(*a, **extra):
-        return subprocess.run([sys.executable, "-m", "onecycle_cli", *a], capture_output=True, text=True,
-                              cwd=tmp_path, env={**env, **extra}, timeout=180)
-    whole = onecycle("train", *run_args)
-    assert whole.returncode == 0, whole.stderr
-    reference = tmp_path / json.loads(whole.stdout)["run_dir"]
-    cut = onecycle("train", *run_args, ONECYCLE_FAULT="step@5:SIGINT")  # epoch 1, step 2 of 3
-    assert cut.returncode == 130, cut.stderr
-    run = tmp_path / json.loads(cut.stdout)["run_dir"]
-    resumed = onecycle("train", "--resume", str(run), "--json")
-    assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
-    b = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    keys = ("epoch", "step", "train_loss", "valid_loss", "accuracy")
-    assert [[r[k] for k in keys] for r in read_csv(run / "metrics.csv")] == \
-           [[r[k] for k in keys] for r in read_csv(reference / "metrics.csv")]
-
-
 # ------------------------------------------------------------------------------------------------
 # augmentation for photographs
 
 
 def test_random_resized_crop_boxes_follow_torchvision_get_params():
     from torchvision.transforms import RandomResizedCrop
+
     from onecycle_cli.augment import draw_boxes
     size, n = 32, 8000
     image = torch.zeros(3, size, size)
@@ -498,6 +414,7 @@ def test_random_resized_crop_boxes_follow_torchvision_get_params():
 
 def test_resized_crop_is_a_box_filtered_resize_of_each_window():
     import torch.nn.functional as F
+
     from onecycle_cli.augment import resized_crop
     x = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     whole = torch.tensor([[0, 0, 16, 16.]]).expand(4, 4)
@@ -517,6 +434,7 @@ def test_resized_crop_takes_roi_aligns_samples_whichever_op_computes_them(side, 
     # images no larger than the output go through grid_sample (4x faster on a CPU): the same values as
     # roi_align's, box by box; larger ones (presize) through roi_align itself, which averages
     from torchvision.ops import roi_align
+
     from onecycle_cli.augment import draw_boxes, resized_crop
     g = torch.Generator().manual_seed(1)
     x = torch.randint(0, 256, (64, 3, side, side), dtype=torch.uint8, generator=g)
@@ -533,7 +451,8 @@ def test_rrc_batches_keep_labels_and_validation_is_the_centre_crop(tmp_path):
     # image i is one flat grey level, so a crop of it still says which image it came from
     for split, n in (("train", 48), ("valid", 12)):
         for i in range(n):
-            save(Image.new("L", (24 + i % 3, 24), 2 * i + (100 if split == "valid" else 0)), root / split / "ab"[i % 2] / f"{i}.png")
+            save(Image.new("L", (24 + i % 3, 24), 2 * i + (100 if split == "valid" else 0)),
+                 root / split / "ab"[i % 2] / f"{i}.png")
     cfg = DataConfig(dataset="folder", root=str(root), image_size=8, presize=12, channels=1, normalize=False)
     ds = load_dataset(cfg)
     assert ds.x_train.shape[1:] == (1, 12, 12) and ds.x_valid.shape[1:] == (1, 8, 8) and ds.shape == (1, 8, 8)
