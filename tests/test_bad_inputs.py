@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+
 from conftest import assert_usage_error, run_process, write_cifar, write_idx, write_mnist
 
 

@@ -1,6 +1,7 @@
 """Config resolution and validation, through the real CLI (`onecycle config`)."""
 
 import pytest
+
 from conftest import assert_usage_error
 
 

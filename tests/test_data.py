@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_usage_error, write_cifar, write_idx, write_mnist
 
+from conftest import assert_usage_error, write_cifar, write_idx, write_mnist
 from onecycle_cli.config import DataConfig
 from onecycle_cli.datasets import load_dataset
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO
 
 ARGS = ["--config", "mnist_sample", "--set", "data.train_size=1280", "--set", "data.valid_size=512", "--epochs", "2",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY, assert_usage_error
 
+from conftest import TINY, assert_usage_error
 from onecycle_cli.presets import shipped as shipped_configs
 
 

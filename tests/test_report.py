@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import assert_usage_error
 
+from conftest import assert_usage_error
 from onecycle_cli.display import fmt_num
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY
 
+from conftest import TINY
 from onecycle_cli.runs.directory import read_csv
 
 
