@@ -769,6 +769,61 @@ WEIGHT_CASES = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------
+# 10. completion: what the shell hands over, malformed, completes nothing and says nothing
+
+def quiet(*expected: str):
+    """Nothing on stderr; stdout holds the `expected` candidates, or nothing."""
+    def check(given: Given, result: Result, names: dict) -> None:
+        assert result.stderr == "", result.stderr
+        assert result.stdout.split() == list(expected), result.stdout
+    return check
+
+
+def completing(code: int, *expected: str, **env: str):
+    return dict(code=code, check=quiet(*expected), process=True, env=env)
+
+
+def bash_words(words: str, index: str | None = None, **env: str) -> dict:
+    return {"_ONECYCLE_COMPLETE": "complete_bash", "COMP_WORDS": words,
+            **({"COMP_CWORD": index} if index is not None else {}), **env}
+
+
+COMPLETION_CASES = [
+    attack("bash completion without COMP_WORDS or COMP_CWORD", "", **completing(0, _ONECYCLE_COMPLETE="complete_bash")),
+    attack("bash completion without COMP_CWORD", "", **completing(0, **bash_words("onecycle tr"))),
+    attack("bash completion with COMP_CWORD=abc", "", **completing(0, **bash_words("onecycle tr", "abc"))),
+    attack("bash completion with COMP_CWORD=-1", "", **completing(0, **bash_words("onecycle tr", "-1"))),
+    attack("bash completion with a 5000-digit COMP_CWORD", "",
+           **completing(0, **bash_words("onecycle tr", "9" * 5000))),
+    attack("bash completion with COMP_CWORD past the words", "", **completing(0, "find", "train", "config", "presets",
+                                                                              "init", "schedule", "plot", "runs",
+                                                                              "compare", "report", "data",
+                                                                              **bash_words("onecycle tr", "99999"))),
+    attack("bash completion with an unbalanced quote", "", **completing(0, "train", **bash_words("onecycle 'tr", "1"))),
+    attack("bash completion of bytes that are not UTF-8", "", **completing(
+        0, **bash_words("onecycle train --set \udcff\udcfe\x1b[2J", "3"))),
+    attack("bash completion of --set under an alias bomb", "", **completing(
+        0, "train.epochs=", "train.epochs=95", **bash_words(f"onecycle train --set 'train.seed={LAUGHS}' --set "
+                                                             f"train.ep", "5"))),
+    attack("bash completion of --set under a --config that is a FIFO", "", **completing(
+        0, "train.epochs=", "train.epochs=95", **bash_words("onecycle train --config pipe.yaml --set train.ep", "5")),
+        setup=a_fifo("pipe.yaml")),
+    attack("an unknown completion instruction", "", **completing(1, _ONECYCLE_COMPLETE="nonsense")),
+    attack("click's order of the instruction (bash_complete)", "", **completing(1, _ONECYCLE_COMPLETE="bash_complete")),
+    attack("zsh_complete", "", **completing(1, _ONECYCLE_COMPLETE="zsh_complete")),
+    attack("fish_complete", "", **completing(1, _ONECYCLE_COMPLETE="fish_complete")),
+    attack("a script for an unknown shell", "", **completing(1, _ONECYCLE_COMPLETE="source_tcsh")),
+    attack("an unknown instruction for a known shell", "", **completing(1, _ONECYCLE_COMPLETE="install_bash")),
+    attack("zsh completion with an unbalanced quote", "", **completing(
+        0, "_arguments", "'*:", ':(("train":"1cycle', "fit", "(or", "a", "baseline", "schedule),...\"))'",
+        _ONECYCLE_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="onecycle 'tr")),
+    attack("fish completion with an unknown action", "", **completing(
+        0, _ONECYCLE_COMPLETE="complete_fish", _TYPER_COMPLETE_FISH_ACTION="nonsense",
+        _TYPER_COMPLETE_ARGS="onecycle")),
+]
+
+
 CLASSES = {
     "data files never run code": CODE_CASES,
     "nothing outside the run directory is written or embedded": LINK_CASES,
@@ -779,6 +834,7 @@ CLASSES = {
     "a path is a path; YAML 1.2 numbers": PATH_CASES,
     "an interrupted --max-lr find records no false LR": LR_CASES,
     "weights and checkpoints are checked before use": WEIGHT_CASES,
+    "completion: a malformed request completes nothing, quietly": COMPLETION_CASES,
 }
 ALL = [case for cases in CLASSES.values() for case in cases]
 
