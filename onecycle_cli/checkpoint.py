@@ -5,18 +5,21 @@ unpickles can still hold anything: keys missing, a model of other shapes, an opt
 fits no parameter, a loop position past the end of the run. Each of those would pass the load
 and fail steps later, with the run rewritten as `failed`. So everything is checked and loaded into
 the modules before a single file of the run is written; a checkpoint that does not fit is refused
-with one line, and the run's summary is left as it was.
+with one line, and the run's summary is left as it was. `read` opens the file as `--init` does
+(onecycle_cli/safe_torch.py: never a link or a FIFO, never a sparse, meta, quantized or complex
+tensor, never statistics that would normalise the inputs wrongly), and its errors never repeat
+torch's advice to load the file unrestricted (`detail`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 
 import torch
 
 from .errors import RunDirError
+from .safe_torch import bad_tensor, detail, load, open_weights, stats_problem
 
 NUMBER = (int, float)
 TOP = {"model": dict, "optimizer": dict, "scheduler": dict, "state": dict, "rng": dict, "config": dict,
@@ -24,12 +27,18 @@ TOP = {"model": dict, "optimizer": dict, "scheduler": dict, "state": dict, "rng"
 
 
 def read(path: Path) -> dict:
-    """The checkpoint's contents, unpickled without running code (no file: RunDirError)."""
-    with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol before refusing it
-        warnings.simplefilter("ignore")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+    """The checkpoint's contents, unpickled without running code, every tensor one a model can take
+    (no file: FileNotFoundError; a link, a FIFO: NotRegularFile; anything else wrong: ValueError)."""
+    with open_weights(path, follow=False) as f:  # inside the run: a link there is not followed
+        saved = load(f)
     if not isinstance(saved, dict):
         raise ValueError(f"holds a {type(saved).__name__}, not onecycle's dict")
+    bad = bad_tensor(saved)
+    if bad:
+        raise ValueError(f"tensor {bad[0][:80]!r} is {bad[1]}, which no onecycle run saves")
+    problem = stats_problem(saved.get("normalize"))
+    if problem:  # the resumed run would normalise its inputs with them
+        raise ValueError(f"its recorded {problem}")
     return saved
 
 
@@ -106,8 +115,7 @@ def load_into(saved: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, s
 
 
 def refused(path: Path, e: Exception) -> RunDirError:
-    detail = " ".join(str(e).split())[:200]
-    return RunDirError(f"--resume {path}: checkpoint last.pt does not fit this run ({type(e).__name__}: {detail}); "
+    return RunDirError(f"--resume {path}: checkpoint last.pt does not fit this run ({detail(e)}); "
                        f"it is damaged or not this run's, so nothing was changed")
 
 

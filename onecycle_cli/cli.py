@@ -41,6 +41,11 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 class OnecycleGroup(TyperGroup):
     """Turns every error, click's own included, into one line on stderr and the contract's exit code."""
 
+    def _main_shell_completion(self, ctx_args, prog_name, complete_var=None):
+        # a malformed request from the shell completes nothing, quietly (see completion.answer)
+        completion.answer(lambda: super(OnecycleGroup, self)._main_shell_completion(ctx_args, prog_name, complete_var),
+                          complete_var or f"_{prog_name}_COMPLETE".replace("-", "_").upper())
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
         # what meta.json records, however onecycle was started: the commands read it from their context

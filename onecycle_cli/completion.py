@@ -5,6 +5,12 @@ click parses the words typed so far, and the functions here give the candidates 
 being typed, each with a one-line help that zsh and fish show. They run at every TAB, so they read
 names and small JSON files only and never import torch. A function that finds nothing returns
 nothing, and the shell falls back to completing file names.
+
+What the shell hands over is checked before Typer reads it (`answer`): a request that is not one of
+the scripts' own (`complete_bash`, `source_zsh`, ...) ends with exit 1 and says nothing, and missing or
+malformed words (COMP_WORDS unset, COMP_CWORD not an index) complete nothing, exit 0. A
+completion runs in the middle of a command line being typed: a traceback or an "unexpected error"
+there would be printed into it, and helps nobody. ONECYCLE_DEBUG=1 shows what went wrong.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
+import traceback
 import types
 import typing
 from pathlib import Path
@@ -30,6 +38,35 @@ def _safe(complete: Callable[..., Candidates]) -> Callable[..., Candidates]:
     run.__name__ = run.__qualname__ = complete.__name__
     run.__doc__ = complete.__doc__
     return run
+
+
+INSTRUCTIONS = ("complete", "source")
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")  # Typer's completion classes
+
+
+def _bash_words_ok() -> bool:
+    """Whether bash's COMP_WORDS / COMP_CWORD are there and an index (the script always sets both)."""
+    index = os.environ.get("COMP_CWORD", "")
+    return "COMP_WORDS" in os.environ and index.isascii() and index.isdigit() and len(index) < 10
+
+
+def answer(complete: Callable[[], None], complete_var: str) -> None:
+    """Run `complete` (Typer's answer to the shell's request in `complete_var`, which exits) quietly:
+    nothing but the candidates on stdout, nothing on stderr. Returns when there is no request."""
+    request = os.environ.get(complete_var)
+    if not request:
+        return
+    instruction, _, shell = request.partition("_")
+    if instruction not in INSTRUCTIONS or shell not in SHELLS:
+        sys.exit(1)  # not a request the scripts make: Typer would print "Shell ... not supported"
+    if request == "complete_bash" and not _bash_words_ok():
+        sys.exit(0)  # nothing to complete
+    try:
+        complete()
+    except Exception:
+        if os.environ.get("ONECYCLE_DEBUG"):
+            traceback.print_exc()
+        sys.exit(1)
 
 
 def _help(text: Any) -> str:

@@ -65,7 +65,7 @@ def load_checkpoint(run: RunDir) -> dict:
     try:
         return ckpt.read(path)
     except Exception as e:  # a foreign or damaged file: say so rather than show the unpickler's traceback
-        raise RunDirError(f"--resume {run.path}: checkpoint {path.name} cannot be read ({type(e).__name__}); "
+        raise RunDirError(f"--resume {run.path}: checkpoint {path.name} cannot be read ({ckpt.detail(e)}); "
                           f"the file is damaged or not onecycle's") from None
 
 

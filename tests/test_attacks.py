@@ -624,6 +624,206 @@ LR_CASES = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------
+# 9. weights and checkpoints are checked before use: every tensor one a model can take, statistics
+#    that normalise sanely, no read that blocks, and never torch's advice to load a file unrestricted
+
+def tiny_checkpoint(given: Given) -> dict:
+    return torch.load(given.request.getfixturevalue("tiny_runs")["onecycle"] / "checkpoints" / "last.pt",
+                      weights_only=True)
+
+
+def weights_with(change: Callable[[dict], None], **save):
+    """model.pretrained {file}: a finished run's state_dict, as a training script saves it, `change`d."""
+    def setup(given: Given) -> dict:
+        state = tiny_checkpoint(given)["model"]
+        change(state)
+        torch.save(state, given.root / "weights.pt", **save)
+        return {"file": given.root / "weights.pt"}
+    return setup
+
+
+def init_with(change: Callable[[dict], None] | None = None, **files: Callable[[Path], None]):
+    """--init {run}: a copy of a finished run, its checkpoint `change`d and `files` (relative paths) made anew."""
+    def setup(given: Given) -> dict:
+        run = given.run("onecycle", "source")
+        if change:
+            path = run / "checkpoints" / "last.pt"
+            saved = torch.load(path, weights_only=True)
+            change(saved)
+            torch.save(saved, path)
+        for name, make in files.items():
+            (run / name).unlink()
+            make(run / name)
+        return {"run": run}
+    return setup
+
+
+def first_made(convert: Callable[[torch.Tensor], torch.Tensor], where: str = "model"):
+    """A change: the first tensor of the state_dict (`where="model"`: of a checkpoint's model) converted."""
+    def change(d: dict) -> None:
+        d = d[where] if where else d
+        name = first_tensor(d)
+        d[name] = convert(d[name])
+    return change
+
+
+def quantized(t: torch.Tensor) -> torch.Tensor:
+    import warnings
+    with warnings.catch_warnings():  # torch deprecates its own quantized tensors, but still loads them
+        warnings.simplefilter("ignore")
+        return torch.quantize_per_tensor(t.float(), 0.01, 0, torch.qint8)
+
+
+KINDS = {"sparse": (lambda t: t.to_sparse(), "a sparse_coo tensor"), "meta": (lambda t: t.to("meta"), "a meta tensor"),
+         "quantized": (quantized, "a quantized tensor (qint8)"),
+         "complex": (lambda t: t.to(torch.complex64), "a complex tensor (complex64)")}
+
+
+def stats(*whole, **changes):
+    """A change: the checkpoint's recorded normalisation with `changes`, or replaced by `whole[0]`."""
+    def change(saved: dict) -> None:
+        saved["normalize"] = whole[0] if whole else {**saved["normalize"], **changes}
+    return change
+
+
+def nothing_trained(given: Given, result: Result, names: dict) -> None:
+    assert not list(given.root.glob("runs/*/checkpoints/*.pt")), "a run trained on what was refused"
+    assert "diverged" not in result.stderr  # the file's fault, not the run's
+
+
+def no_unsafe_advice(given: Given, result: Result, names: dict) -> None:
+    nothing_trained(given, result, names)
+    for advice in ("weights_only", "safe_globals", "trust"):
+        assert advice not in result.stderr, f"the error repeats torch's advice: {result.stderr}"
+
+
+def status_unknown(given: Given, result: Result, names: dict) -> None:
+    source = f"run {names['run']} (status unknown)"
+    assert result.json()["weights"]["source"] == source and result.json()["weights"]["taken"] > 0, result.stdout
+    assert f"from {source}" in result.stderr
+
+
+def a_training_scripts_args(d: dict) -> None:
+    import argparse
+    d["args"] = argparse.Namespace(lr=0.1, epochs=90)  # what many training scripts save beside the weights
+
+
+PRETRAINED = f"train {MNIST_SAMPLE} --epochs 1 --set model.pretrained={{file}}"
+INIT = f"train {MNIST_SAMPLE} --epochs 1 --init {{run}}"
+
+WEIGHT_CASES = [
+    *[refused(f"a {kind} tensor in model.pretrained", PRETRAINED, "weights.pt: tensor '0.0.weight' is " + what,
+              setup=weights_with(first_made(convert, where=None)), check=nothing_trained)
+      for kind, (convert, what) in KINDS.items()],
+    *[refused(f"a {kind} tensor in an --init run's checkpoint", INIT, "checkpoints/last.pt: tensor '0.0.weight' is "
+              + what, setup=init_with(first_made(convert)), check=nothing_trained)
+      for kind, (convert, what) in KINDS.items()],
+    refused("a sparse tensor in the checkpoint --resume reads", "train --resume {run}", "checkpoint last.pt cannot be "
+            "read", "tensor 'model.0.0.weight' is a sparse_coo tensor",
+            setup=checkpoint_changed(first_made(lambda t: t.to_sparse())), check=nothing_trained),
+    refused("a complex optimizer state in the checkpoint --resume reads", "train --resume {run}", "optimizer.state.",
+            "is a complex tensor", check=nothing_trained, setup=checkpoint_changed(lambda c: [
+                s.__setitem__(k, s[k].to(torch.complex64)) for s in c["optimizer"]["state"].values()
+                for k in list(s) if torch.is_tensor(s[k]) and s[k].dim()])),
+    refused("statistics that are strings", INIT, "its recorded normalize.mean[0] is a str",
+            setup=init_with(stats(mean=["33.3"])), check=nothing_trained),
+    refused("statistics that are a name", INIT, "its recorded normalize is a str",
+            setup=init_with(stats("imagenet")), check=nothing_trained),
+    refused("statistics of two channels' stds and one mean", INIT, "normalize has 1 means and 2 stds",
+            setup=init_with(stats(std=[78.5, 78.5])), check=nothing_trained),
+    refused("a std of 0", INIT, "checkpoints/last.pt: its recorded normalize.std[0] is 0.0",
+            setup=init_with(stats(std=[0.0])), check=nothing_trained),
+    refused("a std of NaN", INIT, "normalize.std[0] is nan", setup=init_with(stats(std=[float("nan")])),
+            check=nothing_trained),
+    refused("a negative std", INIT, "normalize.std[0] is -78.5", setup=init_with(stats(std=[-78.5])),
+            check=nothing_trained),
+    refused("a mean past float32", INIT, "normalize.mean[0] is 1e+39", setup=init_with(stats(mean=[1e39])),
+            check=nothing_trained),
+    refused("a std of 0 in the checkpoint --resume reads", "train --resume {run}", "checkpoint last.pt cannot be read",
+            "its recorded normalize.std[0] is 0.0", setup=checkpoint_changed(stats(std=[0.0])), check=nothing_trained),
+    attack("--init of a run whose summary.json nests 100,000 deep", INIT + " --json", 0,
+           setup=init_with(**{"summary.json": lambda p: p.write_text("[" * 100_000)}), check=status_unknown),
+    attack("--init of a run whose summary.json is a FIFO", INIT + " --json", 0, process=True,
+           setup=init_with(**{"summary.json": os.mkfifo}), check=status_unknown),
+    attack("--init of a run whose summary.json is a link to /dev/zero", INIT + " --json", 0, process=True,
+           setup=init_with(**{"summary.json": lambda p: p.symlink_to("/dev/zero")}), check=status_unknown),
+    refused("model.pretrained a FIFO", PRETRAINED, "pipe.pt: a FIFO, not a file", process=True,
+            setup=lambda g: os.mkfifo(g.root / "pipe.pt") or {"file": g.root / "pipe.pt"}, check=nothing_trained),
+    refused("model.pretrained a link to /dev/zero", PRETRAINED, "zero.pt: a device, not a file", process=True,
+            setup=lambda g: (g.root / "zero.pt").symlink_to("/dev/zero") or {"file": g.root / "zero.pt"},
+            check=nothing_trained),
+    refused("--init of a run whose last.pt is a FIFO", INIT, "checkpoints/last.pt is a FIFO", process=True,
+            setup=init_with(**{"checkpoints/last.pt": os.mkfifo}), check=nothing_trained),
+    refused("--init of a run whose last.pt is a link out of it", INIT, "checkpoints/last.pt is a symbolic link to",
+            setup=lambda g: init_with(**{"checkpoints/last.pt": lambda p: p.symlink_to(
+                g.request.getfixturevalue("tiny_runs")["constant"] / "checkpoints" / "last.pt")})(g),
+            check=nothing_trained),
+    refused("model.pretrained naming a global torch does not load", PRETRAINED, "weights.pt: not a weights file torch "
+            "reads safely", "Unsupported global", "argparse.Namespace", setup=weights_with(a_training_scripts_args),
+            check=no_unsafe_advice),
+    refused("a legacy-format model.pretrained naming a global", PRETRAINED, "not a weights file torch reads safely",
+            setup=weights_with(a_training_scripts_args, _use_new_zipfile_serialization=False), check=no_unsafe_advice),
+    refused("a --resume checkpoint naming a global torch does not load", "train --resume {run}", "last.pt cannot be "
+            "read", "argparse.Namespace", setup=checkpoint_changed(a_training_scripts_args), check=no_unsafe_advice),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 10. completion: what the shell hands over, malformed, completes nothing and says nothing
+
+def quiet(*expected: str):
+    """Nothing on stderr; stdout holds the `expected` candidates, or nothing."""
+    def check(given: Given, result: Result, names: dict) -> None:
+        assert result.stderr == "", result.stderr
+        assert result.stdout.split() == list(expected), result.stdout
+    return check
+
+
+def completing(code: int, *expected: str, **env: str):
+    return dict(code=code, check=quiet(*expected), process=True, env=env)
+
+
+def bash_words(words: str, index: str | None = None, **env: str) -> dict:
+    return {"_ONECYCLE_COMPLETE": "complete_bash", "COMP_WORDS": words,
+            **({"COMP_CWORD": index} if index is not None else {}), **env}
+
+
+COMPLETION_CASES = [
+    attack("bash completion without COMP_WORDS or COMP_CWORD", "", **completing(0, _ONECYCLE_COMPLETE="complete_bash")),
+    attack("bash completion without COMP_CWORD", "", **completing(0, **bash_words("onecycle tr"))),
+    attack("bash completion with COMP_CWORD=abc", "", **completing(0, **bash_words("onecycle tr", "abc"))),
+    attack("bash completion with COMP_CWORD=-1", "", **completing(0, **bash_words("onecycle tr", "-1"))),
+    attack("bash completion with a 5000-digit COMP_CWORD", "",
+           **completing(0, **bash_words("onecycle tr", "9" * 5000))),
+    attack("bash completion with COMP_CWORD past the words", "", **completing(0, "find", "train", "config", "presets",
+                                                                              "init", "schedule", "plot", "runs",
+                                                                              "compare", "report", "data",
+                                                                              **bash_words("onecycle tr", "99999"))),
+    attack("bash completion with an unbalanced quote", "", **completing(0, "train", **bash_words("onecycle 'tr", "1"))),
+    attack("bash completion of bytes that are not UTF-8", "", **completing(
+        0, **bash_words("onecycle train --set \udcff\udcfe\x1b[2J", "3"))),
+    attack("bash completion of --set under an alias bomb", "", **completing(
+        0, "train.epochs=", "train.epochs=95", **bash_words(f"onecycle train --set 'train.seed={LAUGHS}' --set "
+                                                             f"train.ep", "5"))),
+    attack("bash completion of --set under a --config that is a FIFO", "", **completing(
+        0, "train.epochs=", "train.epochs=95", **bash_words("onecycle train --config pipe.yaml --set train.ep", "5")),
+        setup=a_fifo("pipe.yaml")),
+    attack("an unknown completion instruction", "", **completing(1, _ONECYCLE_COMPLETE="nonsense")),
+    attack("click's order of the instruction (bash_complete)", "", **completing(1, _ONECYCLE_COMPLETE="bash_complete")),
+    attack("zsh_complete", "", **completing(1, _ONECYCLE_COMPLETE="zsh_complete")),
+    attack("fish_complete", "", **completing(1, _ONECYCLE_COMPLETE="fish_complete")),
+    attack("a script for an unknown shell", "", **completing(1, _ONECYCLE_COMPLETE="source_tcsh")),
+    attack("an unknown instruction for a known shell", "", **completing(1, _ONECYCLE_COMPLETE="install_bash")),
+    attack("zsh completion with an unbalanced quote", "", **completing(
+        0, "_arguments", "'*:", ':(("train":"1cycle', "fit", "(or", "a", "baseline", "schedule),...\"))'",
+        _ONECYCLE_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="onecycle 'tr")),
+    attack("fish completion with an unknown action", "", **completing(
+        0, _ONECYCLE_COMPLETE="complete_fish", _TYPER_COMPLETE_FISH_ACTION="nonsense",
+        _TYPER_COMPLETE_ARGS="onecycle")),
+]
+
+
 CLASSES = {
     "data files never run code": CODE_CASES,
     "nothing outside the run directory is written or embedded": LINK_CASES,
@@ -633,6 +833,8 @@ CLASSES = {
     "what passes validation runs": VALIDATION_CASES,
     "a path is a path; YAML 1.2 numbers": PATH_CASES,
     "an interrupted --max-lr find records no false LR": LR_CASES,
+    "weights and checkpoints are checked before use": WEIGHT_CASES,
+    "completion: a malformed request completes nothing, quietly": COMPLETION_CASES,
 }
 ALL = [case for cases in CLASSES.values() for case in cases]
 

@@ -14,6 +14,7 @@ import torchvision
 
 from conftest import REPO, assert_usage_error
 from onecycle_cli.config import resolve
+from onecycle_cli.errors import DataError
 from onecycle_cli.pipeline import build_pipeline
 
 # 64 bundled 3s and 7s (28x28, one channel), batch 16: four steps an epoch
@@ -288,3 +289,50 @@ def test_config_and_help_say_where_model_names_come_from(cli):
     text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", r.stdout).split())  # the words, without the help box's frame
     assert r.code == 0 and "tv:NAME for any torchvision classification model" in text
     assert "timm:NAME for any timm model" in text
+
+
+def test_safetensors_are_read_from_the_file_opened_and_checked_like_any_weights(tmp_path):
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    from onecycle_cli.models.pretrained import read_weights
+    state = {"conv.weight": torch.randn(4, 3, 3, 3), "bn.num_batches_tracked": torch.tensor(7)}
+    save_file(state, tmp_path / "good.safetensors")
+    weights = read_weights(tmp_path / "good.safetensors")
+    assert weights.kind == "state_dict" and set(weights.tensors) == set(state)
+    assert all(torch.equal(weights.tensors[k], v) for k, v in state.items())
+    save_file({**state, "conv.weight": state["conv.weight"].to(torch.complex64)}, tmp_path / "complex.safetensors")
+    with pytest.raises(DataError, match=r"tensor 'conv.weight' is a complex tensor \(complex64\)"):
+        read_weights(tmp_path / "complex.safetensors")
+    os.mkfifo(tmp_path / "pipe.safetensors")  # refused at once: opened non-blocking, never read
+    with pytest.raises(DataError, match="pipe.safetensors: a FIFO, not a file"):
+        read_weights(tmp_path / "pipe.safetensors")
+
+
+PIXEL_STD = float(torch.tensor(1e-6))  # what onecycle records for a constant channel (float32)
+
+
+@pytest.mark.parametrize("stats,problem", [
+    (None, None),  # a run with data.normalize false, or from before statistics were recorded
+    ({"source": "torchvision", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}, None),
+    ({"source": "dataset x", "mean": [0.0], "std": [PIXEL_STD], "note": "constant"}, None),
+    ({"mean": [255], "std": [255]}, None),
+    ("imagenet", "normalize is a str, expected a mapping with mean and std"),
+    ({"mean": [1.0], "std": 1.0}, "normalize.std is a float, expected a list of one number per channel"),
+    ({"source": ["x"], "mean": [1.0], "std": [1.0]}, "normalize.source is a list, expected text"),
+    ({"mean": [1.0, 2.0, 3.0], "std": [1.0]}, "normalize has 3 means and 1 stds, expected one of each per channel"),
+    ({"mean": [], "std": []}, "normalize has 0 values per statistic, expected one per channel (1 to 16)"),
+    ({"mean": [1.0] * 17, "std": [1.0] * 17}, "normalize has 17 values per statistic, expected one per channel "
+                                               "(1 to 16)"),
+    ({"mean": [True], "std": [1.0]}, "normalize.mean[0] is a bool, expected a number"),
+    ({"mean": [1.0], "std": ["2"]}, "normalize.std[0] is a str, expected a number"),
+    ({"mean": [1.0], "std": [0.0]}, "normalize.std[0] is 0.0, expected a finite value in [1e-07, 255] (pixel units)"),
+    ({"mean": [1.0], "std": [-2.0]}, "normalize.std[0] is -2.0, expected a finite value in [1e-07, 255] (pixel units)"),
+    ({"mean": [1.0], "std": [1e-300]}, "normalize.std[0] is 1e-300, expected a finite value in [1e-07, 255] "
+                                       "(pixel units)"),  # 0 in float32: every input would be inf
+    ({"mean": [float("nan")], "std": [1.0]}, "normalize.mean[0] is nan, expected a finite value in [0, 255] "
+                                             "(pixel units)"),
+    ({"mean": [1.0, float("inf")], "std": [1.0, 1.0]}, "normalize.mean[1] is inf, expected a finite value in "
+                                                       "[0, 255] (pixel units)"),
+])
+def test_recorded_statistics_are_used_only_when_they_normalise_sanely(stats, problem):
+    from onecycle_cli.safe_torch import stats_problem
+    assert stats_problem(stats) == problem

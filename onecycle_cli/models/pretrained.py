@@ -6,9 +6,13 @@ Where weights come from, and how they are read:
   (`$HF_HUB_CACHE/models--timm--<name>`) or, for weights published only by URL, the torch hub folder.
   A missing file is fetched only when `model.download` is true and the host answers within seconds;
   otherwise the error names the file, the folder to copy it into and how to get it.
-- `model.pretrained: PATH` and `--init RUN_DIR`: a local file, never trusted: `torch.load(weights_only=True)`
-  (no code runs), or safetensors; a zip whose members inflate far beyond what torch.save writes is refused
-  before it is read.
+- `model.pretrained: PATH` and `--init RUN_DIR`: a local file, never trusted (onecycle_cli/safe_torch.py): opened
+  once, non-blocking, a regular file under a size cap (a FIFO or /dev/zero is refused, never waited on), then
+  `torch.load(weights_only=True)` of that open file (no code runs) or safetensors from its bytes; a zip whose
+  members inflate far beyond what torch.save writes is refused before it is read. Every tensor must be dense,
+  real and hold values (no sparse, meta, quantized or complex tensor), and a checkpoint's recorded
+  normalisation must be one sane number per channel; either is refused naming the tensor or the field.
+  `--init`'s summary.json only says how the run ended: unreadable, it is "status unknown".
 Every tensor is taken by name and shape (`load_matching`); what was taken, skipped and missing is
 returned, so the run can say so. A classifier is a map onto named classes, not just a shape: the head
 of a onecycle run is kept only for the same classes in the same order (the checkpoint records them).
@@ -20,11 +24,9 @@ starts afresh and the record says why.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import socket
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .. import safe_torch
 from ..errors import DataError, RunDirError, UsageError
+from ..safe_files import NotRegularFile, TooLarge, check_regular_or_dir, read_json
+from ..safe_text import one_line
 
 PROBE_SECONDS = 3.0      # no answer from the host within this: treated as offline, said so at once
 DOWNLOAD_TIMEOUT = 60.0  # a stalled transfer fails instead of hanging the run
@@ -84,15 +89,18 @@ class Built:
 # reading a file
 
 
-def _check_zip(path: Path, what: str) -> None:
-    if not zipfile.is_zipfile(path):
-        return  # the legacy (pre-1.6) format: torch.load reads it with the same restricted unpickler
+def _check_zip(f, path: Path, what: str) -> None:
+    """`f`: the open weights file, read from its start (and left there)."""
     try:
-        with zipfile.ZipFile(path) as z:
+        if not zipfile.is_zipfile(f):
+            return  # the legacy (pre-1.6) format: torch.load reads it with the same restricted unpickler
+        with zipfile.ZipFile(f) as z:
             stored = sum(i.compress_size for i in z.infolist())
             inflated = sum(i.file_size for i in z.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise DataError(f"{what} {path}: a damaged zip archive ({e}); expected a file written by torch.save") from None
+    finally:
+        f.seek(0)
     if inflated > MAX_INFLATION * stored + (1 << 20):
         raise DataError(f"{what} {path}: its members inflate to {inflated:,} bytes from {stored:,}; torch.save "
                         f"writes them uncompressed, so this is not a weights file")
@@ -100,7 +108,8 @@ def _check_zip(path: Path, what: str) -> None:
 
 def _unwrap(obj, path: Path, what: str) -> tuple[dict, str, dict | None, list[str] | None]:
     """The tensor mapping inside a loaded object: a onecycle checkpoint's "model", a training script's
-    "state_dict" / "model_state_dict", or the object itself; with a checkpoint's statistics and classes."""
+    "state_dict" / "model_state_dict", or the object itself; with a checkpoint's statistics and classes.
+    Every tensor is one a model can take, and the statistics are sane (safe_torch), or a DataError says which not."""
     normalize = classes = None
     kind = "state_dict"
     if isinstance(obj, dict) and "format" in obj and isinstance(obj.get("model"), dict):
@@ -115,50 +124,68 @@ def _unwrap(obj, path: Path, what: str) -> tuple[dict, str, dict | None, list[st
                         f", expected a state_dict (tensor names to tensors) or a onecycle checkpoint")
     bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
-        raise DataError(f"{what} {path}: entry {str(bad)[:60]!r} is a {type(obj[bad]).__name__}, not a tensor; "
-                        f"expected a state_dict (tensor names to tensors) or a onecycle checkpoint")
+        raise DataError(f"{what} {path}: entry {one_line(bad)[:60]!r} is a {type(obj[bad]).__name__}, not "
+                        f"a tensor; expected a state_dict (tensor names to tensors) or a onecycle checkpoint")
+    for name, tensor in obj.items():
+        problem = safe_torch.tensor_problem(tensor)
+        if problem:
+            raise DataError(f"{what} {path}: tensor {one_line(name)[:80]!r} is {problem}; expected dense "
+                            f"tensors of real numbers, as torch.save writes a model's state_dict")
     for prefix in ("module.", "_orig_mod."):  # saved from DDP or a torch.compile'd model
         if all(k.startswith(prefix) for k in obj):
             obj = {k[len(prefix):]: v for k, v in obj.items()}
-    if not (isinstance(normalize, dict) and isinstance(normalize.get("mean"), list)
-            and isinstance(normalize.get("std"), list)):
-        normalize = None
+    problem = safe_torch.stats_problem(normalize)
+    if problem:  # used, they would normalise every input wrongly, and the run would be blamed for the file
+        raise DataError(f"{what} {path}: its recorded {problem}; the checkpoint is damaged or not onecycle's")
+    if normalize is not None:
+        normalize = safe_torch.clean_stats(normalize, f"the checkpoint {path}")
     if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
         classes = None  # a checkpoint from before they were recorded: its head's classes are unknown
     return obj, kind, normalize, classes
 
 
-def read_weights(path: str | Path, what: str = "model.pretrained") -> Weights:
-    """The tensors of a weights file, read without running anything in it; a DataError says what is wrong."""
+WHAT_IT_TAKES = ("expected a state_dict (.pth, .pt, .bin, .safetensors) or a onecycle checkpoint "
+                 "(RUN/checkpoints/last.pt)")
+
+
+def read_weights(path: str | Path, what: str = "model.pretrained", follow: bool = True) -> Weights:
+    """The tensors of a weights file, read without running anything in it; a DataError says what is wrong.
+    `follow=False` for a file inside a run directory: a link there is refused, not followed."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"{what} {path}: no such file")
-    if not path.is_file():
-        raise DataError(f"{what} {path}: not a file; expected a state_dict (.pth, .pt, .bin, .safetensors) or a "
-                        f"onecycle checkpoint (RUN/checkpoints/last.pt)")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise UsageError(f"{what} {path}: reading .safetensors needs the safetensors package "
-                             f"(pip install safetensors, or \"onecycle[timm]\")") from None
-        try:
-            obj = load_file(str(path), device="cpu")
-        except Exception as e:  # a header that lies, a truncated body: safetensors checks both
-            raise DataError(f"{what} {path}: not a readable safetensors file ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'})") from None
-    else:
-        _check_zip(path, what)
-        try:
-            with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before refusing it
-                warnings.simplefilter("ignore")
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise DataError(f"{what} {path}: not a weights file torch reads safely ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200] if str(e) else 'no detail'}); expected a state_dict saved "
-                            f"with torch.save, a .safetensors file or a onecycle checkpoint") from None
+    try:
+        f = safe_torch.open_weights(path, follow=follow)
+    except FileNotFoundError:
+        raise DataError(f"{what} {path}: no such file") from None
+    except NotRegularFile as e:
+        raise DataError(f"{what} {path}: {e.strerror}, not a file; {WHAT_IT_TAKES}") from None
+    except TooLarge as e:
+        raise DataError(f"{what} {path}: {e.strerror} of a weights file") from None
+    except OSError as e:
+        raise DataError(f"{what} {path}: cannot be read ({e.strerror or type(e).__name__})") from None
+    with f:
+        if path.suffix == ".safetensors":
+            try:
+                from safetensors.torch import load
+            except ImportError:
+                raise UsageError(f"{what} {path}: reading .safetensors needs the safetensors package "
+                                 f"(pip install safetensors, or \"onecycle[timm]\")") from None
+            try:
+                obj = load(f.read(safe_torch.WEIGHTS_LIMIT))
+            except Exception as e:  # a header that lies, a truncated body: safetensors checks both
+                raise DataError(f"{what} {path}: not a readable safetensors file ({safe_torch.detail(e)})") from None
+        else:
+            _check_zip(f, path, what)
+            try:
+                obj = safe_torch.load(f)
+            except Exception as e:
+                raise DataError(f"{what} {path}: not a weights file torch reads safely ({safe_torch.detail(e)}); "
+                                f"expected a state_dict saved with torch.save, a .safetensors file or a onecycle "
+                                f"checkpoint") from None
     tensors, kind, normalize, classes = _unwrap(obj, path, what)
     return Weights(tensors, kind, str(path), normalize, classes)
+
+
+ENDINGS = ("completed", "interrupted", "diverged", "failed", "running")  # a summary's status, as runs.py knows them
 
 
 def read_run(run_dir: str | Path) -> Weights:
@@ -166,18 +193,23 @@ def read_run(run_dir: str | Path) -> Weights:
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         raise RunDirError(f"--init {run}: no such run directory")
+    for inside in ("checkpoints", "checkpoints/last.pt"):  # a link in the run would read a file outside it
+        problem = check_regular_or_dir(run / inside)
+        if problem:
+            raise RunDirError(f"--init {run}: {inside} is {problem}; expected a finished onecycle train run")
     path = run / "checkpoints" / "last.pt"
     if not path.is_file():
         raise RunDirError(f"--init {run}: no checkpoints/last.pt (not a train run, or it stopped before its first "
                           f"epoch ended); expected a finished onecycle train run")
-    weights = read_weights(path, "--init")
+    weights = read_weights(path, "--init", follow=False)
     if weights.kind != "onecycle":
         raise RunDirError(f"--init {run}: checkpoints/last.pt is not a onecycle checkpoint")
-    try:  # an interrupted or diverged run's last checkpoint is usable, but the record should say which it was
-        status = json.loads((run / "summary.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
-    weights.source = f"run {run}" + (f" ({status})" if isinstance(status, str) and status != "completed" else "")
+    # an interrupted or diverged run's last checkpoint is usable, but the record should say which it was; a
+    # summary that cannot be read (a FIFO, a link, nested past the parser, not JSON) leaves that unknown
+    summary = read_json(run / "summary.json")
+    status = summary.get("status") if summary else None
+    status = status if status in ENDINGS else "status unknown"
+    weights.source = f"run {run}" + (f" ({status})" if status != "completed" else "")
     return weights
 
 
