@@ -10,7 +10,9 @@ flag may name anything. So:
   refused unless it is a regular file, and never read past a size limit;
 - a file is written whole (a temporary file created O_EXCL beside it, fsync, rename), and on any
   failure the temporary file is removed; a full disk is one line, "no space left on <path>";
-- a path from outside is checked before use: no NUL, no part longer than the file system allows.
+- a path from outside is checked before use: no NUL, no part longer than the file system allows;
+- a tree of onecycle's own folders (the decode cache) is walked one level at a time with directory
+  file descriptors (`open_dir`, then `dir_fd=`): a link planted at any level is never followed.
 
 Library code only: errors are `OnecycleError`s (or OSError for the caller to word).
 """
@@ -47,6 +49,10 @@ class TooLarge(OSError):
     """A file larger than anything onecycle writes or reads of that kind."""
 
 
+class NotDirectory(OSError):
+    """A path that is a link, a file or anything else where a directory of onecycle's own was expected."""
+
+
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
                        (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
@@ -55,15 +61,27 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def open_regular(path: Path, limit: int | None = None, follow: bool = False) -> BinaryIO:
+def _at(path: Path, dir_fd: int | None) -> str | Path:
+    # with a directory descriptor, `path` is still the whole path (for messages) and its last part is opened there
+    return path if dir_fd is None else Path(path).name
+
+
+def open_regular(path: Path, limit: int | None = None, follow: bool = False, dir_fd: int | None = None) -> BinaryIO:
     """An existing regular file, opened for reading; never blocks on a FIFO, never reads a device.
 
-    `follow=False` (for files inside a run) refuses a symbolic link; `follow=True` is for a path the
-    user named (a --config that is a link to the version in use is fine).
+    `follow=False` (for files inside a run) refuses a symbolic link, and looks (lstat) before it opens:
+    a device node is never opened; `follow=True` is for a path the user named (a --config that is a
+    link to the version in use is fine). With `dir_fd`, the last part of `path` is opened in that
+    directory (the rest of `path` only names it in messages).
     Raises FileNotFoundError, NotRegularFile, TooLarge or another OSError.
     """
+    name = _at(path, dir_fd)
+    if not follow:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(errno.ELOOP if stat.S_ISLNK(mode) else errno.EINVAL, _kind(mode), str(path))
     try:
-        fd = os.open(path, os.O_RDONLY | (_FOLLOW if follow else _NOFOLLOW))
+        fd = os.open(name, os.O_RDONLY | (_FOLLOW if follow else _NOFOLLOW), dir_fd=dir_fd)
     except OSError as e:
         if e.errno == errno.ELOOP and not follow:
             raise NotRegularFile(errno.ELOOP, "a symbolic link", str(path)) from None
@@ -81,9 +99,9 @@ def open_regular(path: Path, limit: int | None = None, follow: bool = False) -> 
         raise
 
 
-def read_regular(path: Path, limit: int, follow: bool = False) -> bytes:
+def read_regular(path: Path, limit: int, follow: bool = False, dir_fd: int | None = None) -> bytes:
     """The bytes of a regular file of at most `limit` bytes (see `open_regular`)."""
-    with open_regular(path, limit, follow) as f:
+    with open_regular(path, limit, follow, dir_fd) as f:
         data = f.read(limit + 1)
     if len(data) > limit:  # it grew since it was measured
         raise TooLarge(errno.EFBIG, f"more than the {limit:,} bytes expected", str(path))
@@ -119,38 +137,64 @@ def check_regular_or_dir(path: Path) -> str | None:
     return _kind(mode)
 
 
+def open_dir(path: Path, dir_fd: int | None = None, create: bool = False) -> int:
+    """A descriptor of the directory `path` (with `dir_fd`: its last part, in that directory), made if
+    `create` and missing, never reached through a symbolic link: a link, a file or a FIFO there is
+    NotDirectory, saying which. The caller closes it."""
+    name = _at(path, dir_fd)
+    if create:
+        try:
+            os.mkdir(name, 0o755, dir_fd=dir_fd)  # mkdir never follows a link either: a planted one is EEXIST
+        except FileExistsError:
+            pass
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        try:
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            what = "a file" if stat.S_ISREG(mode) else _kind(mode)
+        except OSError:
+            what = "not a directory"
+        raise NotDirectory(e.errno, what, str(path)) from None
+
+
 # -- writing ----------------------------------------------------------------------------------------
 
-def _create(path: Path) -> int:
+def _create(path: Path, dir_fd: int | None = None) -> int:
     """A new file that no one else made: O_EXCL never opens a planted file or follows a planted link."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+    name = _at(path, dir_fd)
     try:
-        return os.open(path, flags, 0o644)
+        return os.open(name, flags, 0o644, dir_fd=dir_fd)
     except FileExistsError:  # left by a process of the same pid that was killed mid-write
-        os.unlink(path)      # removes a link itself, never what it points at
-        return os.open(path, flags, 0o644)
+        os.unlink(name, dir_fd=dir_fd)  # removes a link itself, never what it points at
+        return os.open(name, flags, 0o644, dir_fd=dir_fd)
 
 
 def no_space(e: OSError) -> bool:
     return e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def atomic_write_bytes(path: Path, data: bytes, point: str = "") -> None:
+def atomic_write_bytes(path: Path, data: bytes, point: str = "", dir_fd: int | None = None) -> None:
     """Write `path` whole: readers see the old file or the new one, never half of one, and on any
-    failure nothing is left behind but the old file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    failure nothing is left behind but the old file. With `dir_fd`, `path`'s last part is written in
+    that directory (a link, a FIFO or a device under that name is replaced, never opened)."""
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
     try:
-        fd = _create(tmp)
+        fd = _create(tmp, dir_fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         if point:
             fault(point)
-        os.replace(tmp, path)  # a link at `path` is replaced, never written through
+        # a link at `path` is replaced, never written through
+        os.replace(_at(tmp, dir_fd), _at(path, dir_fd), src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException as e:
         try:
-            os.unlink(tmp)
+            os.unlink(_at(tmp, dir_fd), dir_fd=dir_fd)
         except OSError:
             pass
         if isinstance(e, OSError) and no_space(e):
@@ -158,9 +202,9 @@ def atomic_write_bytes(path: Path, data: bytes, point: str = "") -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, dir_fd: int | None = None) -> None:
     # a name that is not UTF-8 (surrogateescape) is written as its escapes rather than failing the write
-    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
+    atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"), dir_fd=dir_fd)
 
 
 def open_append(path: Path):

@@ -17,6 +17,7 @@ import os
 import pickle
 import shlex
 import shutil
+import stat
 import struct
 import subprocess
 from dataclasses import dataclass, field
@@ -821,6 +822,218 @@ COMPLETION_CASES = [
     attack("fish completion with an unknown action", "", **completing(
         0, _ONECYCLE_COMPLETE="complete_fish", _TYPER_COMPLETE_FISH_ACTION="nonsense",
         _TYPER_COMPLETE_ARGS="onecycle")),
+
+# ------------------------------------------------------------------------------------------------
+# 9. the decode cache never follows a link or blocks: a data folder received from someone else may
+# hold anything in its .onecycle-cache
+
+FOLDER = "--config folder --data-dir photos --set data.image_size=16"
+CHECK = f"data check {FOLDER} --json"
+TRAIN = (f"train {FOLDER} --model simple_cnn --set model.channels=[3,4,2] --set model.kernel_sizes=[3] "
+         "--batch-size 2 --epochs 1 --set schedule.pct_start=0.5 --json")  # 8 images, 4 steps
+SETTINGS = "photos/.onecycle-cache/16px-crop-rgb"
+OUTSIDE = "outside"  # a folder beside the data, holding a canary, that no case may change
+NEEDS_ROOT = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mknod needs root")
+
+
+def photos_and_canary(given: Given) -> None:
+    from test_folder import write_photos
+    write_photos(given.root / "photos", train=6, valid=4, bad=False)  # 12 images: 8 to train, 4 to validate
+    given.file(f"{OUTSIDE}/canary.txt", CANARY)
+
+
+def check_folder(given: Given, *extra: str) -> Result:
+    r = given.request.getfixturevalue("cli")(*shlex.split(CHECK), *extra)
+    assert r.code == 0, r.stderr
+    return r
+
+
+def cache_planted(*plants: Callable[[Path, Given], None], build: bool = True):
+    """A tiny image folder with its cache (built by a real `data check` if `build`), then each
+    `plant(settings folder, given)` applied: what a folder from someone else may hold."""
+    def setup(given: Given) -> dict:
+        photos_and_canary(given)
+        settings = Path(check_folder(given).json()["cache"]["path"]) if build else given.root / SETTINGS
+        for plant in plants:
+            plant(settings, given)
+        return {}
+    return setup
+
+
+def replaced(name: str, make: Callable[[Path, Given], None]):
+    """`make(path, given)` where the cache has `name` (a glob in the settings folder, or a path from the data
+    folder's parent when it starts with photos/)."""
+    def plant(settings: Path, given: Given) -> None:
+        paths = [given.root / name] if name.startswith("photos/") else sorted(settings.glob(name))
+        assert paths, name
+        for path in paths:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            make(path, given)
+    return plant
+
+
+def link(target: str):
+    """A symbolic link to `target` (under the case's folder, or absolute)."""
+    return lambda path, given: path.symlink_to(given.root / target)
+
+
+def fifo(path: Path, given: Given) -> None:
+    os.mkfifo(path)
+
+
+def zero_device(path: Path, given: Given) -> None:
+    os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's own numbers, under the cache's name
+
+
+def sparse(nbytes: int, head: bytes = b""):
+    def make(path: Path, given: Given) -> None:
+        with open(path, "wb") as f:
+            f.write(head)
+            f.truncate(nbytes)  # no blocks: a huge file that costs nothing to plant
+    return make
+
+
+def planted_generations(settings: Path, given: Given) -> None:
+    """Names a build deletes when they are its own old generations, here not its own: a folder (with a file
+    in it), a link, and a file of a near name."""
+    (settings / "images-0123456789ab.npy").mkdir()
+    (settings / "images-0123456789ab.npy" / "keep.txt").write_text("someone's")
+    (settings / "sums-0123456789ab.npy").symlink_to(given.root / OUTSIDE / "canary.txt")
+    (settings / "images-notatoken.npy").write_text("someone's")
+    (settings / "manifest.json").unlink()  # so that the next run builds, and removes what it may
+
+
+def outside_untouched(given: Given, result: Result, names: dict) -> None:
+    outside = given.root / OUTSIDE
+    assert sorted(p.name for p in outside.iterdir()) == ["canary.txt"], sorted(outside.iterdir())
+    assert (outside / "canary.txt").read_text() == CANARY
+
+
+def rebuilt(why: str, fresh: tuple[str, ...] = ()):
+    """The run ended, the cache was decoded again with a note saying `why`, and `fresh` names in the settings
+    folder are now regular files of the cache's own (replaced in place, not written through)."""
+    def check(given: Given, result: Result, names: dict) -> None:
+        outside_untouched(given, result, names)
+        summary = result.json()
+        cache = summary["cache"] if "cache" in summary else json.loads(
+            (Path(summary["run_dir"]) / "data_report.json").read_text())["cache"]
+        assert cache["status"] == "built" and why in cache.get("note", ""), cache
+        for name in fresh:
+            assert (given.root / SETTINGS / name).is_file() and not (given.root / SETTINGS / name).is_symlink(), name
+        again = check_folder(given).json()["cache"]
+        assert again["status"] == "hit", again
+    return check
+
+
+def lock_replaced(given: Given, result: Result, names: dict) -> None:
+    outside_untouched(given, result, names)
+    lock = given.root / SETTINGS / ".lock"
+    assert lock.is_file() and not lock.is_symlink() and result.json()["cache"]["status"] == "hit"
+
+
+def left_alone(given: Given, result: Result, names: dict) -> None:
+    outside_untouched(given, result, names)
+    settings = given.root / SETTINGS
+    assert (settings / "images-0123456789ab.npy" / "keep.txt").read_text() == "someone's"
+    assert (settings / "sums-0123456789ab.npy").is_symlink() and (settings / "images-notatoken.npy").is_file()
+    ours = sorted(p.name for p in settings.iterdir() if p.is_file() and not p.is_symlink() and "-" in p.name)
+    assert len(ours) == 3 and ours[0].startswith("images-") and ours[1] == "images-notatoken.npy", ours  # one pair
+
+
+def shared_folder_linked(given: Given) -> dict:
+    """data.cache whose folder for this data root is a link to a folder outside."""
+    photos_and_canary(given)
+    check_folder(given, "--set", f"data.cache={given.root / 'shared'}")
+    [per_root] = (given.root / "shared").iterdir()
+    shutil.rmtree(per_root)
+    per_root.symlink_to(given.root / OUTSIDE)
+    return {"cache": given.root / "shared"}
+
+
+def full_cache(room: str):
+    """A folder whose cache (data.cache) is on a small real disk, filled but for `room` ("none", or
+    "images": the new images fit and their sums do not), and one image changed: the next run writes a
+    new generation there and meets ENOSPC."""
+    def setup(given: Given) -> dict:
+        photos_and_canary(given)
+        cache = given.request.getfixturevalue("full_disk")(64).parent / "cache"
+        settings = Path(check_folder(given, "--set", f"data.cache={cache}").json()["cache"]["path"])
+        changed = sorted((given.root / "photos" / "valid").rglob("*.png"))[0]
+        os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+        page = os.statvfs(cache).f_frsize
+        images = next(settings.glob("images-*.npy")).stat().st_size
+        keep = 0 if room == "none" else -(-images // page) * page
+        free = os.statvfs(cache).f_bavail * page
+        with open(cache.parent / "filler", "wb") as f:
+            f.write(b"\0" * (free - keep))
+        assert os.statvfs(cache).f_bavail * page == keep
+        return {"cache": cache, "settings": settings, "before": sorted(os.listdir(settings))}
+    return setup
+
+
+def freed_then_works(given: Given, result: Result, names: dict) -> None:
+    assert f"no space left on {names['settings']}" in result.stderr, result.stderr
+    assert sorted(os.listdir(names["settings"])) == names["before"], "the failed build left files behind"
+    os.unlink(names["cache"].parent / "filler")  # space is back: the next run works, decoding only the changed file
+    again = check_folder(given, "--set", f"data.cache={names['cache']}").json()["cache"]
+    assert again["status"] == "updated" and again["decoded"] == 1, again
+    assert len(list(names["settings"].glob("images-*.npy"))) == 1
+
+
+CACHE_CASES = [
+    refused(".onecycle-cache linked to a folder outside", CHECK, "cache photos/.onecycle-cache is a symbolic link",
+            "data.cache", setup=cache_planted(replaced("photos/.onecycle-cache", link(OUTSIDE)), build=False),
+            check=outside_untouched),
+    refused("train with .onecycle-cache linked to a folder outside", TRAIN, ".onecycle-cache is a symbolic link",
+            setup=cache_planted(replaced("photos/.onecycle-cache", link(OUTSIDE)), build=False),
+            check=outside_untouched),
+    refused("the settings folder linked to a folder outside", CHECK, f"cache {SETTINGS} is a symbolic link",
+            setup=cache_planted(replaced(SETTINGS, link(OUTSIDE))), check=outside_untouched),
+    refused(".onecycle-cache that is a file", CHECK, "cache photos/.onecycle-cache is a file",
+            setup=cache_planted(replaced("photos/.onecycle-cache", lambda p, g: p.write_text("x")), build=False)),
+    refused("data.cache whose folder for this root is a link", CHECK + " --set data.cache={cache}",
+            "is a symbolic link", setup=shared_folder_linked, check=outside_untouched),
+    attack("the cache's .lock a dangling link", CHECK, 0,
+           setup=cache_planted(replaced(".lock", link(f"{OUTSIDE}/created"))), check=lock_replaced),
+    attack("the cache's .lock linked to a canary", CHECK, 0,
+           setup=cache_planted(replaced(".lock", link(f"{OUTSIDE}/canary.txt"))), check=lock_replaced),
+    attack("the cache's .lock that is a FIFO", CHECK, 0, setup=cache_planted(replaced(".lock", fifo)), process=True,
+           check=lock_replaced),
+    attack("manifest.json linked to a canary", CHECK, 0,
+           setup=cache_planted(replaced("manifest.json", link(f"{OUTSIDE}/canary.txt"))),
+           check=rebuilt("manifest.json is a symbolic link", fresh=("manifest.json",))),
+    attack("the images linked to a canary", CHECK, 0,
+           setup=cache_planted(replaced("images-*.npy", link(f"{OUTSIDE}/canary.txt"))),
+           check=rebuilt("is a symbolic link")),
+    attack("train with the channel sums linked to a canary", TRAIN, 0,
+           setup=cache_planted(replaced("sums-*.npy", link(f"{OUTSIDE}/canary.txt"))),
+           check=rebuilt("is a symbolic link")),
+    attack("planted generations: a folder, a link, a near name", CHECK, 0, setup=cache_planted(planted_generations),
+           check=left_alone),
+    attack("manifest.json that is a FIFO", CHECK, 0, setup=cache_planted(replaced("manifest.json", fifo)),
+           process=True, check=rebuilt("manifest.json is a FIFO", fresh=("manifest.json",))),
+    attack("manifest.json linked to /dev/zero", CHECK, 0,
+           setup=cache_planted(replaced("manifest.json", lambda p, g: p.symlink_to("/dev/zero"))), process=True,
+           check=rebuilt("manifest.json is a symbolic link", fresh=("manifest.json",))),
+    attack("manifest.json that is a device node", CHECK, 0, setup=cache_planted(replaced("manifest.json", zero_device)),
+           process=True, check=rebuilt("manifest.json is a device", fresh=("manifest.json",)), marks=NEEDS_ROOT),
+    attack("train with the images a FIFO", TRAIN, 0, setup=cache_planted(replaced("images-*.npy", fifo)),
+           process=True, check=rebuilt("is a FIFO")),
+    attack("a manifest.json of four gigabytes", CHECK, 0,
+           setup=cache_planted(replaced("manifest.json", sparse(4 << 30))), process=True,
+           check=rebuilt("manifest.json is 4,294,967,296 bytes", fresh=("manifest.json",))),
+    attack("images of a terabyte behind a true header", CHECK, 0,
+           setup=cache_planted(lambda settings, given: replaced("images-*.npy", sparse(
+               1 << 40, next(settings.glob("images-*.npy")).read_bytes()[:128]))(settings, given)),
+           process=True, check=rebuilt("bytes, more than the")),
+    refused("a full disk under the cache", CHECK + " --set data.cache={cache}", "no space left on", "16px-crop-rgb",
+            "for 9.2 kB of decoded images", setup=full_cache("none"), check=freed_then_works),
+    refused("a full disk after the images, before their sums", CHECK + " --set data.cache={cache}",
+            "no space left on", "16px-crop-rgb", setup=full_cache("images"), check=freed_then_works),
 ]
 
 
@@ -835,6 +1048,7 @@ CLASSES = {
     "an interrupted --max-lr find records no false LR": LR_CASES,
     "weights and checkpoints are checked before use": WEIGHT_CASES,
     "completion: a malformed request completes nothing, quietly": COMPLETION_CASES,
+    "the decode cache never follows a link or blocks": CACHE_CASES,
 }
 ALL = [case for cases in CLASSES.values() for case in cases]
 

@@ -336,6 +336,29 @@ def test_every_core_decodes_the_same_pixels_as_one(tmp_path):
             assert (cached.images[cached.row[e.path]] == decode_image(root / e.path, 3, 12, "pad")).all(), e.path
 
 
+def test_a_decode_worker_writes_only_into_the_file_the_cache_created(tmp_path):
+    """The images file is opened by name in each worker: a link planted under that name, or another file
+    put in its place since the cache created it, is refused, never written through."""
+    import errno
+    from onecycle_cli.datasets.decode import decode_chunk
+    Image.fromarray(digits(1)[0][0]).save(tmp_path / "a.png")
+    job = [(0, str(tmp_path / "a.png"))]
+    victim, target = tmp_path / "victim", tmp_path / "images.npy"
+    victim.write_bytes(b"\0" * 64)
+    target.symlink_to(victim)
+    with pytest.raises(OSError) as e:
+        decode_chunk(str(target), 0, job, 1, 8, "crop")
+    assert e.value.errno == errno.ELOOP
+    target.unlink()
+    target.write_bytes(b"\0" * 64)
+    other = victim.stat()
+    with pytest.raises(OSError, match="replaced while the images were decoded"):
+        decode_chunk(str(target), 0, job, 1, 8, "crop", (other.st_dev, other.st_ino))
+    assert victim.read_bytes() == target.read_bytes() == b"\0" * 64
+    own = target.stat()
+    [(row, error, sums)] = decode_chunk(str(target), 0, job, 1, 8, "crop", (own.st_dev, own.st_ino))
+    assert error is None and target.read_bytes() != b"\0" * 64 and victim.read_bytes() == b"\0" * 64
+
 def test_data_check_never_imports_torch(photos):
     root, _ = photos
     code = ("import sys\nfrom onecycle_cli.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"

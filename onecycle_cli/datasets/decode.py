@@ -10,8 +10,9 @@ JPEGs are decoded at the smallest DCT scale that still covers `size` (PIL's draf
 4000 px photo meant for 224 px is not decoded in full.
 
 `decode_files` runs `decode_image` over many files in a pool of processes (one per core), each
-writing its images straight into their rows of the cache's .npy file, and hands back, per file, an
-error message or the image's per-channel sums. A file that cannot be decoded (unreadable,
+writing its images straight into their rows of the cache's .npy file (opened without following a
+link, and checked to be the very file the cache created), and hands back, per file, an error
+message or the image's per-channel sums. A file that cannot be decoded (unreadable,
 truncated, not an image, or more pixels than PIL's decompression-bomb limit) is an error for that
 file only.
 """
@@ -19,10 +20,12 @@ file only.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import errno
 import math
 import multiprocessing
 import os
 import signal
+import stat
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -110,11 +113,24 @@ def _square(im, size: int, resize: str) -> np.ndarray:
     return a[None] if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
-def decode_chunk(target: str, offset: int, jobs: list[tuple[int, str]], channels: int, size: int, resize: str
-                 ) -> list[tuple[int, str | None, np.ndarray | None]]:
-    """Decode (row, path) jobs into the rows of the .npy at `target` whose data starts at byte `offset`;
-    returns (row, error or None, [per-channel sums, sums of squares]) for each."""
-    fd = os.open(target, os.O_WRONLY)  # pwrite into the page cache: cheaper than faulting in a memory map
+def open_target(target: str, identity: tuple[int, int] | None) -> int:
+    """The .npy the parent created, opened to write: never through a link planted under its name, and
+    (given its (st_dev, st_ino)) that very file, not one put in its place since."""
+    fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO: no wait
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (identity is not None and (st.st_dev, st.st_ino) != tuple(identity)):
+        os.close(fd)
+        raise OSError(errno.ESTALE, "replaced while the images were decoded into it", target)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def decode_chunk(target: str, offset: int, jobs: list[tuple[int, str]], channels: int, size: int, resize: str,
+                 identity: tuple[int, int] | None = None) -> list[tuple[int, str | None, np.ndarray | None]]:
+    """Decode (row, path) jobs into the rows of the .npy at `target` whose data starts at byte `offset`
+    (the file whose (st_dev, st_ino) is `identity`); returns (row, error or None, [per-channel sums,
+    sums of squares]) for each."""
+    fd = open_target(target, identity)  # pwrite into the page cache: cheaper than faulting in a memory map
     out = []
     try:
         for row, path in jobs:
@@ -148,10 +164,10 @@ def _pool(workers: int) -> futures.ProcessPoolExecutor:
     return futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_ignore_sigint)
 
 
-def decode_files(target: Path, offset: int, jobs: list[tuple[int, str]], channels: int, size: int, resize: str
-                 ) -> Iterator[list[tuple[int, str | None, np.ndarray | None]]]:
-    """Decode every (row, path) job into the .npy at `target` (its data at byte `offset`), yielding each
-    chunk's results as it finishes.
+def decode_files(target: Path, offset: int, jobs: list[tuple[int, str]], channels: int, size: int, resize: str,
+                 identity: tuple[int, int] | None = None) -> Iterator[list[tuple[int, str | None, np.ndarray | None]]]:
+    """Decode every (row, path) job into the .npy at `target` (its data at byte `offset`; the file whose
+    (st_dev, st_ino) is `identity`), yielding each chunk's results as it finishes.
 
     In-process when there are few files, else in a pool of one process per core. A caller that
     stops iterating keeps what it has been given; the rows decoded meanwhile are just not reported.
@@ -160,11 +176,12 @@ def decode_files(target: Path, offset: int, jobs: list[tuple[int, str]], channel
     workers = min(cores(), len(jobs) // MIN_PER_WORKER)
     if workers <= 1:
         for chunk in chunks:
-            yield decode_chunk(str(target), offset, chunk, channels, size, resize)
+            yield decode_chunk(str(target), offset, chunk, channels, size, resize, identity)
         return
     pool = _pool(workers)
     try:
-        pending = [pool.submit(decode_chunk, str(target), offset, chunk, channels, size, resize) for chunk in chunks]
+        pending = [pool.submit(decode_chunk, str(target), offset, chunk, channels, size, resize, identity)
+                   for chunk in chunks]
         for f in futures.as_completed(pending):
             yield f.result()
     finally:
