@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Result, assert_usage_error, run_process, run_watched, write_cifar
+from conftest import Result, assert_usage_error, run_process, run_watched, write_cifar, write_photos
 from test_bad_inputs import MNIST, HIDDEN_WARNINGS, Given, assert_nothing_left_behind, mnist, records
 
 
@@ -822,6 +822,8 @@ COMPLETION_CASES = [
     attack("fish completion with an unknown action", "", **completing(
         0, _ONECYCLE_COMPLETE="complete_fish", _TYPER_COMPLETE_FISH_ACTION="nonsense",
         _TYPER_COMPLETE_ARGS="onecycle")),
+]
+
 
 # ------------------------------------------------------------------------------------------------
 # 9. the decode cache never follows a link or blocks: a data folder received from someone else may
@@ -837,7 +839,6 @@ NEEDS_ROOT = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
 
 
 def photos_and_canary(given: Given) -> None:
-    from test_folder import write_photos
     write_photos(given.root / "photos", train=6, valid=4, bad=False)  # 12 images: 8 to train, 4 to validate
     given.file(f"{OUTSIDE}/canary.txt", CANARY)
 
