@@ -69,17 +69,17 @@ def _at(path: Path, dir_fd: int | None) -> str | Path:
 def open_regular(path: Path, limit: int | None = None, follow: bool = False, dir_fd: int | None = None) -> BinaryIO:
     """An existing regular file, opened for reading; never blocks on a FIFO, never reads a device.
 
-    `follow=False` (for files inside a run) refuses a symbolic link, and looks (lstat) before it opens:
-    a device node is never opened; `follow=True` is for a path the user named (a --config that is a
-    link to the version in use is fine). With `dir_fd`, the last part of `path` is opened in that
-    directory (the rest of `path` only names it in messages).
+    `follow=False` (for files inside a run) refuses a symbolic link; `follow=True` is for a path the user
+    named (a --config that is a link to the version in use is fine). Either way the path is looked at
+    (stat) before it is opened, so a device node is never opened. With `dir_fd`, the last part of `path`
+    is opened in that directory (the rest of `path` only names it in messages).
     Raises FileNotFoundError, NotRegularFile, TooLarge or another OSError.
     """
     name = _at(path, dir_fd)
-    if not follow:
-        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFile(errno.ELOOP if stat.S_ISLNK(mode) else errno.EINVAL, _kind(mode), str(path))
+    # looked at before it is opened: opening a device can do something (a tape rewinds, a watchdog arms)
+    mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=follow).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(errno.ELOOP if stat.S_ISLNK(mode) else errno.EINVAL, _kind(mode), str(path))
     try:
         fd = os.open(name, os.O_RDONLY | (_FOLLOW if follow else _NOFOLLOW), dir_fd=dir_fd)
     except OSError as e:
@@ -118,6 +118,16 @@ def read_json(path: Path, limit: int = JSON_LIMIT) -> dict | None:
     except (OSError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def not_a_file(path: Path) -> str | None:
+    """What `path` is when it is there (links followed) but is no regular file ("a FIFO", "a device", ...),
+    else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else _kind(mode)
 
 
 def check_regular_or_dir(path: Path) -> str | None:

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Result, assert_usage_error, run_process, run_watched, write_cifar, write_photos
-from test_bad_inputs import MNIST, HIDDEN_WARNINGS, Given, assert_nothing_left_behind, mnist, records
+from conftest import Result, assert_usage_error, run_process, run_watched, write_cifar, write_mnist, write_photos
+from test_bad_inputs import MNIST, RAW, HIDDEN_WARNINGS, Given, assert_nothing_left_behind, mnist, records
 
 
 @dataclass
@@ -1038,6 +1038,43 @@ CACHE_CASES = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------
+# a FIFO or a device where a built-in dataset's file belongs: never waited on, never read without end
+
+def replaced_by(where: str, name: str, make: Callable[[Path], None]):
+    """A tiny MNIST (`where` "mnist") or CIFAR-10 ("cifar") whose file `name` is replaced by `make(path)`."""
+    def setup(given: Given) -> dict:
+        if where == "mnist":
+            write_mnist(given.root / "data")
+            folder = given.root / RAW
+        else:
+            write_cifar(given.root / "data")
+            folder = given.root / BATCHES
+        (folder / name).unlink()
+        make(folder / name)
+        return {}
+    return setup
+
+
+def to_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+DATA_READ_CASES = [
+    refused("an MNIST idx file that is a FIFO", f"train {MNIST}", "train-images-idx3-ubyte", "is a FIFO, not a file",
+            setup=replaced_by("mnist", "train-images-idx3-ubyte", os.mkfifo), process=True),
+    refused("an MNIST label file linked to /dev/zero", f"find {MNIST}", "t10k-labels-idx1-ubyte", "a device",
+            setup=replaced_by("mnist", "t10k-labels-idx1-ubyte", to_zero), process=True),
+    refused("a CIFAR-10 batch that is a FIFO", f"train {CIFAR}", "data_batch_3", "is a FIFO, not a file",
+            setup=replaced_by("cifar", "data_batch_3", os.mkfifo), process=True),
+    refused("a CIFAR-10 test batch linked to /dev/zero", f"find {CIFAR}", "test_batch", "a device",
+            setup=replaced_by("cifar", "test_batch", to_zero), process=True),
+    refused("an MNIST idx file that is a folder", f"train {MNIST}", "train-labels-idx1-ubyte",
+            "is a directory, not a file",
+            setup=replaced_by("mnist", "train-labels-idx1-ubyte", Path.mkdir)),
+]
+
+
 CLASSES = {
     "data files never run code": CODE_CASES,
     "nothing outside the run directory is written or embedded": LINK_CASES,
@@ -1050,6 +1087,7 @@ CLASSES = {
     "weights and checkpoints are checked before use": WEIGHT_CASES,
     "completion: a malformed request completes nothing, quietly": COMPLETION_CASES,
     "the decode cache never follows a link or blocks": CACHE_CASES,
+    "no read of a built-in dataset's file blocks": DATA_READ_CASES,
 }
 ALL = [case for cases in CLASSES.values() for case in cases]
 

@@ -25,6 +25,7 @@ import numpy as np
 from .. import memory, safe_pickle
 from ..config import DataConfig
 from ..errors import DataError
+from ..safe_files import TooLarge, not_a_file, open_regular, read_regular
 from .arrays import Arrays, Images, channel_stats
 
 
@@ -41,6 +42,9 @@ def _finish(name: str, xtr, ytr, xva, yva, classes, cfg: DataConfig) -> Arrays:
 # --------------------------------------------------------------------------------------------
 # MNIST and Fashion-MNIST: the idx files of torchvision's <root>/<Name>/raw layout
 
+IDX_LIMIT = 1 << 30      # MNIST's largest idx file is 47 MB
+CIFAR_BATCH_LIMIT = 1 << 28  # a CIFAR-10 batch is 31 MB
+
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "valid": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -48,9 +52,12 @@ IDX_FILES = {
 
 
 def read_idx(path: Path, expect_dims: int) -> np.ndarray:
-    """One uint8 idx file (magic 0x0000080N, N big-endian sizes, then the bytes), checked."""
+    """One uint8 idx file (magic 0x0000080N, N big-endian sizes, then the bytes), checked; never a FIFO or
+    a device (it could block or never end), never more than IDX_LIMIT bytes."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path, IDX_LIMIT, follow=True)  # a dataset folder linked from a shared disk is fine
+    except TooLarge as e:
+        raise DataError(f"{path}: {e.strerror}: not an MNIST idx file; download it again") from None
     except OSError as e:
         raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions, or download it again") from None
     if len(data) < 4 or data[:3] != b"\x00\x00\x08" or data[3] != expect_dims:
@@ -99,7 +106,7 @@ CIFAR_LAYOUT = ("<root>/cifar-10-batches-py/ holding data_batch_1 .. data_batch_
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, CIFAR_BATCH_LIMIT, follow=True) as f:  # never a FIFO, a device or 4 GB
             batch = safe_pickle.load(f)  # a pickle names functions to call: only numpy's own are admitted
     except safe_pickle.Refused as e:
         raise DataError(f"{path}: not a readable CIFAR-10 batch: {e}") from None
@@ -165,6 +172,9 @@ _download_cifar10 = _download_torchvision("CIFAR10")
 
 
 def _ensure(paths: list[Path], cfg: DataConfig, download: Callable[[Path], None], layout: str) -> None:
+    odd = next(((p, kind) for p in paths if (kind := not_a_file(p))), None)
+    if odd is not None:  # there, but a FIFO, a device or a folder: reading it could block or never end
+        raise DataError(f"{odd[0]} is {odd[1]}, not a file: expected {layout}")
     missing = [p for p in paths if not p.is_file()]
     if not missing:
         return
