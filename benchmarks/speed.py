@@ -41,7 +41,7 @@ PRESETS = {"resnet56": "cifar", "simple_cnn": "mnist"}
 def images_for(model: str, data: Path, n: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(N x C x H x W uint8, labels, where they came from): real MNIST when at hand, else CIFAR-shaped noise."""
     if model == "simple_cnn" and (data / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        from onecycle_cli.datasets import read_idx
+        from onecycle_cli.datasets.builtin import read_idx
         x = read_idx(data / "MNIST" / "raw" / "train-images-idx3-ubyte", 3)[:n, None]
         y = read_idx(data / "MNIST" / "raw" / "train-labels-idx1-ubyte", 1)[:n].astype(np.int64)
         return np.ascontiguousarray(x), y, f"MNIST from {data}"

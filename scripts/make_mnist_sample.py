@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onecycle_cli.datasets import IDX_FILES, read_idx
+from onecycle_cli.datasets.builtin import IDX_FILES, read_idx
 
 OUT = Path(__file__).resolve().parents[1] / "onecycle_cli" / "assets" / "mnist_sample.npz"
 
