@@ -97,7 +97,8 @@ def main() -> None:
     y = torch.randint(0, 10, (a.images,), generator=g)
     if not a.smoke:  # a smoke run shares the machine (the suite runs it): it takes the threads it is given
         torch.set_num_threads(os.cpu_count())
-    result = {"benchmark": "loader", **({"smoke": True} if a.smoke else {}), "images": a.images, "batch_size": a.batch_size, "device": a.device,
+    result = {"benchmark": "loader", **({"smoke": True} if a.smoke else {}), "images": a.images,
+              "batch_size": a.batch_size, "device": a.device,
               "cores": os.cpu_count(), "workers": a.workers, "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
               "onecycle_images_per_s": round(ours(x, y, a.batch_size, a.epochs, a.device)),

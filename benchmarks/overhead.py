@@ -159,7 +159,8 @@ def main() -> None:
     o = statistics.median(s["train_seconds"] for s in ours)
     b = statistics.median(s["seconds"] for s in bare)
     print(json.dumps({
-        "benchmark": "overhead", **({"smoke": True} if a.smoke else {}), "model": "tv:resnet18", "dataset": a.dataset, "device": bare[0]["device"],
+        "benchmark": "overhead", **({"smoke": True} if a.smoke else {}), "model": "tv:resnet18", "dataset": a.dataset,
+        "device": bare[0]["device"],
         "epochs": a.epochs, "batch_size": a.batch_size, "train_size": a.train_size, "steps": bare[0]["steps"],
         "rounds": a.rounds, "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
         "gpu": torch.cuda.get_device_name() if bare[0]["device"].startswith("cuda") else None,
