@@ -230,8 +230,8 @@ def main() -> None:
             rounds[which].append(spawn(a, which))
     errors = {k: r["error"] for k, rs in rounds.items() for r in rs if "error" in r}
     result = {
-        **({"smoke": True} if a.smoke else {}),
-        "benchmark": "folder", "date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
+        "benchmark": "folder", **({"smoke": True} if a.smoke else {}), "date": time.strftime("%Y-%m-%d"),
+        "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(), "images": a.images, "size": a.size, "batch_size": a.batch_size, "steps": a.steps,
         "rounds": a.rounds, "data": f"Fashion-MNIST as PNG in {a.root}",
         "decode": {"onecycle_images_per_s": median(rounds["decode"], "images_per_s"),
