@@ -41,9 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 PRESETS = {"resnet56": "cifar", "simple_cnn": "mnist"}
 
 
+def real_mnist(model: str, data: Path) -> bool:
+    return model == "simple_cnn" and (data / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
 def images_for(model: str, data: Path, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """(N x C x H x W uint8, labels, where they came from): real MNIST when at hand, else CIFAR-shaped noise."""
-    if model == "simple_cnn" and (data / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+    """(N x C x H x W uint8, labels, where they came from): real MNIST when at hand, else noise of the model's shape."""
+    if real_mnist(model, data):
         from onecycle_cli.datasets.builtin import read_idx
         x = read_idx(data / "MNIST" / "raw" / "train-images-idx3-ubyte", 3)[:n, None]
         y = read_idx(data / "MNIST" / "raw" / "train-labels-idx1-ubyte", 1)[:n].astype(np.int64)
@@ -61,8 +65,9 @@ def child_onecycle(a) -> dict:
     from onecycle_cli.signals import StopFlag
     n = a.steps * a.batch_size
     data_sets = [f"data.root={a.data}"]
-    if a.model == "resnet56":  # CIFAR-shaped synthetic images when CIFAR-10 is not on the machine
-        data_sets = ["data.dataset=synthetic", "data.image_size=32", "data.channels=3", "data.classes=10",
+    if not real_mnist(a.model, a.data):  # images of the model's shape, as the reference's, when the set is not here
+        c, size = (1, 28) if a.model == "simple_cnn" else (3, 32)  # CIFAR-10 never is (../shared/data/README.md)
+        data_sets = ["data.dataset=synthetic", f"data.image_size={size}", f"data.channels={c}", "data.classes=10",
                      f"data.valid_size={a.batch_size}"]
     sets = [*data_sets, f"data.train_size={n}", f"train.batch_size={a.batch_size}", "train.epochs=2",
             f"train.device={a.device}", "data.flip=true", "data.crop=true", "data.pad=4", f"run.root={a.runs}",
