@@ -9,8 +9,13 @@ Recorder (its smoothing), LRFinder (its LR schedule and its stop rule), `lr_find
 four suggestion functions all run as they run for a user. Prints one JSON line: fastai's version and,
 per sweep, its valley, slide, minimum and steep. Asking for a step past the recorded ones means
 fastai's stop rule disagrees with the sweep's, and stops this script with that message.
+
+    echo '[{"losses": [...], ...}]' | PY benchmarks/fastai_replay.py
+    PY benchmarks/fastai_replay.py --smoke    # the smallest run: one made-up 50-step sweep, no stdin; under a
+                                              # python without fastai it says so and prints {"fastai": null, ...}
 """
 
+import argparse
 import json
 import math
 import sys
@@ -19,11 +24,8 @@ import tempfile
 import torch
 from torch import nn
 
-import fastai
-from fastai.callback.schedule import minimum, slide, steep, valley  # also patches Learner.lr_find
-from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader
-from fastai.learner import Learner
+MISSING = (f"fastai is not importable in {sys.executable}: run this script with a python that has fastai 2.8 "
+           f"(see its docstring; benchmarks/suggest.py --fastai-python PY passes it)")
 
 
 class Scalar(nn.Module):
@@ -35,7 +37,18 @@ class Scalar(nn.Module):
         return x * self.w
 
 
+def smoke_sweep(num_it: int = 50) -> dict:
+    """A sweep as a range test records it: the loss falls to its lowest 60% of the way, then rises, never past
+    fastai's stop rule (4x the best smoothed loss), so fastai runs it to num_it as the sweep did."""
+    losses = [1 + 3 * (i / (num_it - 1) - 0.6) ** 2 for i in range(num_it)]
+    return {"losses": losses, "num_it": num_it, "start_lr": 1e-7, "end_lr": 10.0}
+
+
 def replay(sweep: dict, path: str) -> dict:
+    from fastai.callback.schedule import minimum, slide, steep, valley  # also patches Learner.lr_find
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
     recorded = sweep["losses"]
     ended_on_nan = not math.isfinite(recorded[-1])
     step = iter(range(10 ** 9))
@@ -61,10 +74,22 @@ def replay(sweep: dict, path: str) -> dict:
 
 
 def main() -> None:
-    sweeps = json.loads(sys.stdin.read())
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="replay one made-up sweep instead of reading stdin")
+    a = p.parse_args()
+    try:
+        import fastai
+    except ImportError:
+        print(f"fastai_replay.py: {MISSING}" + ("; skipped" if a.smoke else ""), file=sys.stderr)
+        if a.smoke:  # a check of this script where fastai is not installed: it ran, and says what it skipped
+            print(json.dumps({"smoke": True, "fastai": None, "skipped": MISSING}))
+            return
+        sys.exit(2)
+    sweeps = [smoke_sweep()] if a.smoke else json.loads(sys.stdin.read())
     with tempfile.TemporaryDirectory() as path:
         out = [replay(s, path) for s in sweeps]
-    print(json.dumps({"fastai": fastai.__version__, "suggestions": out}))
+    print(json.dumps({**({"smoke": True, "sweeps": sweeps} if a.smoke else {}), "fastai": fastai.__version__,
+                      "suggestions": out}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ one JSON object: medians over the rounds and the ratios onecycle / reference.
 
     python benchmarks/folder.py --images 1000 --batch-size 32 --rounds 1 --steps 8   # a quick try
     python benchmarks/folder.py                                        # 12,000 images, 3 rounds
+    python benchmarks/folder.py --smoke   # the smallest run: 200 images at 32 px, batch 16, 4 steps, 1 round;
+                                          # a check that every step runs, not a measurement
 """
 
 from __future__ import annotations
@@ -194,17 +196,22 @@ def median(rounds: list[dict], key: str):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=12_000, help="PNG files to write (a fifth go to valid/)")
-    p.add_argument("--size", type=int, default=64, help="the side images are decoded and trained at")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=30, help="timed training steps (onecycle: an epoch of them)")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--images", type=int, help="PNG files to write, a fifth go to valid/ (default 12,000, --smoke 200)")
+    p.add_argument("--size", type=int, help="the side images are decoded and trained at (default 64, --smoke 32)")
+    p.add_argument("--batch-size", type=int, help="default 256 (--smoke 16)")
+    p.add_argument("--steps", type=int, help="timed training steps, onecycle: an epoch of them (default 30, --smoke 4)")
+    p.add_argument("--rounds", type=int, help="default 3 (--smoke 1)")
+    p.add_argument("--smoke", action="store_true", help="the smallest run of every step, in seconds: not a measurement")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "onecycle-folder-bench")
     p.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--runs", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
+    for key, full, smoke in (("images", 12_000, 200), ("size", 64, 32), ("batch_size", 256, 16), ("steps", 30, 4),
+                             ("rounds", 3, 1)):
+        if getattr(a, key) is None:
+            setattr(a, key, smoke if a.smoke else full)
     if a.child:
         out = CHILDREN[a.child](a)
         out["peak_host_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -223,7 +230,8 @@ def main() -> None:
             rounds[which].append(spawn(a, which))
     errors = {k: r["error"] for k, rs in rounds.items() for r in rs if "error" in r}
     result = {
-        "benchmark": "folder", "date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
+        "benchmark": "folder", **({"smoke": True} if a.smoke else {}), "date": time.strftime("%Y-%m-%d"),
+        "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(), "images": a.images, "size": a.size, "batch_size": a.batch_size, "steps": a.steps,
         "rounds": a.rounds, "data": f"Fashion-MNIST as PNG in {a.root}",
         "decode": {"onecycle_images_per_s": median(rounds["decode"], "images_per_s"),
@@ -242,6 +250,8 @@ def main() -> None:
         ours, ref = result[part]["onecycle_images_per_s"], result[part]["reference_images_per_s"]
         result[part]["ratio"] = round(ours / ref, 2) if ours and ref else None
     print(json.dumps(result))
+    if a.smoke and errors:
+        sys.exit(1)  # a check: a pipeline that failed fails it
 
 
 if __name__ == "__main__":

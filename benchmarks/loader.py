@@ -6,6 +6,10 @@ their labels. torchvision's is the loop users write today: a Dataset whose __get
 `transforms.v2` per image, through a DataLoader with one worker per core. Two variants of it are
 timed: images handed over as PIL images (what torchvision.datasets.CIFAR10 does) and as uint8
 tensors (v2's fast path). Prints one JSON object; the ratio is against the faster variant.
+
+    python benchmarks/loader.py             # 50,000 images, batch 512, 2 epochs of onecycle's loader
+    python benchmarks/loader.py --smoke     # the smallest run: 1,024 images, batch 64, 1 epoch, torch's
+                                            # threads as OMP_NUM_THREADS says; a check, not a measurement
 """
 
 from __future__ import annotations
@@ -78,17 +82,23 @@ def sync(device: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=50_000, help="CIFAR-10's training set size")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--epochs", type=int, default=2, help="epochs of onecycle's loader to time")
+    p.add_argument("--images", type=int, help="default 50,000, CIFAR-10's training set size (--smoke 1,024)")
+    p.add_argument("--batch-size", type=int, help="default 512 (--smoke 64)")
+    p.add_argument("--epochs", type=int, help="epochs of onecycle's loader to time (default 2, --smoke 1)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--smoke", action="store_true", help="the smallest run of every step, in seconds: not a measurement")
     a = p.parse_args()
+    for key, full, smoke in (("images", 50_000, 1024), ("batch_size", 512, 64), ("epochs", 2, 1)):
+        if getattr(a, key) is None:
+            setattr(a, key, smoke if a.smoke else full)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (a.images, 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (a.images,), generator=g)
-    torch.set_num_threads(os.cpu_count())
-    result = {"benchmark": "loader", "images": a.images, "batch_size": a.batch_size, "device": a.device,
+    if not a.smoke:  # a smoke run shares the machine (the suite runs it): it takes the threads it is given
+        torch.set_num_threads(os.cpu_count())
+    result = {"benchmark": "loader", **({"smoke": True} if a.smoke else {}), "images": a.images,
+              "batch_size": a.batch_size, "device": a.device,
               "cores": os.cpu_count(), "workers": a.workers, "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(),
               "onecycle_images_per_s": round(ours(x, y, a.batch_size, a.epochs, a.device)),

@@ -15,6 +15,8 @@ medians reported, with the ratio onecycle / bare (target: within 1.1x). Prints o
     python benchmarks/overhead.py --rounds 3 --train-size 1024 --epochs 1             # quick, CPU, synthetic
     python benchmarks/overhead.py --dataset fashion_mnist --data ../shared/data --device cuda --epochs 2 --rounds 5
     python benchmarks/overhead.py --dataset cifar10 --data DIR --device cuda --batch-size 512 --epochs 2 --rounds 5
+    python benchmarks/overhead.py --smoke   # the smallest run: 1 round of 8 steps of 16 images on the CPU, real
+                                            # MNIST where --data holds it (else synthetic); a check, not a measurement
 """
 
 from __future__ import annotations
@@ -123,17 +125,24 @@ def run(cmd: list[str], cwd: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="synthetic", choices=["synthetic", "cifar10", "mnist", "fashion_mnist"])
+    p.add_argument("--dataset", choices=["synthetic", "cifar10", "mnist", "fashion_mnist"],
+                   help="default: synthetic (--smoke: mnist where --data holds it)")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", help="default: auto (--smoke: cpu)")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-size", type=int, default=2048)
-    p.add_argument("--valid-size", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, help="default 128 (--smoke 16)")
+    p.add_argument("--train-size", type=int, help="default 2048 (--smoke 128)")
+    p.add_argument("--valid-size", type=int, help="default 256 (--smoke 32)")
+    p.add_argument("--rounds", type=int, help="default 3 (--smoke 1)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "onecycle-overhead")
+    p.add_argument("--smoke", action="store_true", help="the smallest run of every step, in seconds: not a measurement")
     p.add_argument("--child", choices=["bare"], help=argparse.SUPPRESS)
     a = p.parse_args()
+    real = "mnist" if (a.data / "MNIST" / "raw").is_dir() else "synthetic"
+    for key, full, smoke in (("dataset", "synthetic", real), ("device", "auto", "cpu"), ("batch_size", 128, 16),
+                             ("train_size", 2048, 128), ("valid_size", 256, 32), ("rounds", 3, 1)):
+        if getattr(a, key) is None:
+            setattr(a, key, smoke if a.smoke else full)
     if a.child == "bare":
         print(json.dumps(child_bare(a)))
         return
@@ -150,7 +159,8 @@ def main() -> None:
     o = statistics.median(s["train_seconds"] for s in ours)
     b = statistics.median(s["seconds"] for s in bare)
     print(json.dumps({
-        "benchmark": "overhead", "model": "tv:resnet18", "dataset": a.dataset, "device": bare[0]["device"],
+        "benchmark": "overhead", **({"smoke": True} if a.smoke else {}), "model": "tv:resnet18", "dataset": a.dataset,
+        "device": bare[0]["device"],
         "epochs": a.epochs, "batch_size": a.batch_size, "train_size": a.train_size, "steps": bare[0]["steps"],
         "rounds": a.rounds, "cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
         "gpu": torch.cuda.get_device_name() if bare[0]["device"].startswith("cuda") else None,

@@ -16,6 +16,11 @@ Times compared, and what each includes:
   which also covers only the training loop.
 fastai is optional (it needs its own environment, see ../shared/peers/README.md): without
 --fastai-python only the bare loops are measured.
+
+    python benchmarks/peers.py --smoke   # the smallest run of every step: 1 round on MNIST's first 4,096
+                                         # training and 512 test images (the bare loops copied unchanged
+                                         # beside that copy), mnist_sample cut to 512 + 128, a 30-step range
+                                         # test; a check, not a measurement
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -65,6 +72,28 @@ def fit_seconds(summary: dict) -> float:
     return sum(r["seconds"] for r in read_csv(Path(summary["run_dir"]) / "metrics.csv"))
 
 
+SMOKE_SIZES = {"train": 4096, "t10k": 512}  # the bare P2 loop's batch of 512: 8 steps, the fewest its 1cycle takes
+
+
+def smoke_copy(data: Path, peers: Path, work: Path) -> tuple[Path, Path]:
+    """(data root, bare loops' folder) for --smoke: MNIST's first images as idx files with their own headers,
+    and the bare loops copied unchanged next to it (they read ../data/MNIST/raw from where they are)."""
+    raw, small = data / "MNIST" / "raw", work / "data" / "MNIST" / "raw"
+    if not (raw / "train-images-idx3-ubyte").is_file():
+        sys.exit(f"peers.py: no MNIST idx files in {raw}: pass --data DIR, the folder holding MNIST/raw/")
+    small.mkdir(parents=True, exist_ok=True)
+    for split, n in SMOKE_SIZES.items():
+        images, labels = raw / f"{split}-images-idx3-ubyte", raw / f"{split}-labels-idx1-ubyte"
+        with images.open("rb") as f:
+            (small / images.name).write_bytes(struct.pack(">4I", 0x803, n, 28, 28) + f.read(16 + n * 784)[16:])
+        with labels.open("rb") as f:
+            (small / labels.name).write_bytes(struct.pack(">2I", 0x801, n) + f.read(8 + n)[8:])
+    (work / "peers").mkdir(exist_ok=True)
+    for name in ("bare_p1.py", "bare_p2.py"):
+        shutil.copyfile(peers / name, work / "peers" / name)
+    return work / "data", work / "peers"
+
+
 def median(values) -> float:
     return round(statistics.median(values), 3)
 
@@ -75,12 +104,27 @@ def main() -> None:
     p.add_argument("--peers", type=Path, default=REPO.parent / "shared" / "peers")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "onecycle-peers")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, help="default 5 (--smoke 1)")
+    p.add_argument("--smoke", action="store_true", help="the smallest run of every step, in seconds: not a measurement")
     a = p.parse_args()
+    a.repeats = a.repeats or (1 if a.smoke else 5)
     a.work.mkdir(parents=True, exist_ok=True)
+    bare = a.peers
+    # --smoke: the same programs on less data; P1's bundled set cut by settings, P2's MNIST by a smaller copy
+    sample_sets, find_sets = [], []
+    if a.smoke:
+        a.work = a.work / "smoke"  # its mnist_sample and mnist_png folders are not the full runs' ones
+        a.work.mkdir(exist_ok=True)
+        a.data, bare = smoke_copy(a.data, a.peers, a.work)
+        sample_sets = ["--set", "data.train_size=512", "--set", "data.valid_size=128"]
+        find_sets = ["--num-it", "30"]
+    if not a.fastai_python:
+        print("peers.py: no --fastai-python given, so fastai's side is skipped (../shared/peers/README.md makes "
+              "one); the bare loops and onecycle run", file=sys.stderr)
     runs = a.work / "runs"
     n = range(a.repeats)
-    result: dict = {"benchmark": "peers", "cores": os.cpu_count(), "torch": torch.__version__,
+    result: dict = {"benchmark": "peers", **({"smoke": True, "data": str(a.data)} if a.smoke else {}),
+                    "cores": os.cpu_count(), "torch": torch.__version__,
                     "cpu": platform.processor() or platform.machine(), "repeats": a.repeats,
                     "date": time.strftime("%Y-%m-%d")}
 
@@ -90,11 +134,11 @@ def main() -> None:
     if a.fastai_python and not sample.exists():
         run([a.fastai_python, str(a.peers / "make_mnist_sample.py"), str(a.data / "MNIST" / "raw"), str(sample)])
     for _ in n:
-        bare1.append(last_json(run([sys.executable, str(a.peers / "bare_p1.py")])[0]))
-        p1.append(onecycle("train", "--config", "mnist_sample", runs=runs)[0])
-        bare2.append(last_json(run([sys.executable, str(a.peers / "bare_p2.py")])[0]))
+        bare1.append(last_json(run([sys.executable, str(bare / "bare_p1.py")])[0]))
+        p1.append(onecycle("train", "--config", "mnist_sample", *sample_sets, runs=runs)[0])
+        bare2.append(last_json(run([sys.executable, str(bare / "bare_p2.py")])[0]))
         p2.append(onecycle("train", "--config", "mnist", "--data-dir", str(a.data), runs=runs)[0])
-        finds.append(onecycle("find", "--config", "mnist_sample", runs=runs))
+        finds.append(onecycle("find", "--config", "mnist_sample", *sample_sets, *find_sets, runs=runs))
         if a.fastai_python:
             finds_fa.append(run([a.fastai_python, str(a.peers / "peer_fastai.py"), str(sample), "-", "p1find"],
                                 cwd=a.peers))
@@ -103,8 +147,8 @@ def main() -> None:
 
     # -- onecycle -------------------------------------------------------------------------------------
     f0 = finds[0][0]
-    const = onecycle("train", "--config", "mnist_sample", "--schedule", "constant", runs=runs)[0]
-    at_default = onecycle("train", "--config", "mnist_sample", "--max-lr", f0["run_dir"], runs=runs)[0]
+    const = onecycle("train", "--config", "mnist_sample", *sample_sets, "--schedule", "constant", runs=runs)[0]
+    at_default = onecycle("train", "--config", "mnist_sample", *sample_sets, "--max-lr", f0["run_dir"], runs=runs)[0]
     result["onecycle"] = {
         "find_process_seconds": median(w for _, w in finds),
         "find_sweep_seconds": median(s["curves"][0]["seconds"] for s, _ in finds),

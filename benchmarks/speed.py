@@ -16,6 +16,9 @@ warm-up, onecycle on its second epoch. Prints one JSON object.
     python benchmarks/speed.py --steps 30                      # quick, both models, CPU (+ CUDA)
     python benchmarks/speed.py --model resnet56 --batch-size 512 --device cuda --steps 100
     python benchmarks/speed.py --time-to-accuracy mnist --data ../shared/data   # a whole preset
+    python benchmarks/speed.py --smoke    # the smallest run: simple_cnn on the CPU, 4 steps of 16 images,
+                                          # real MNIST where --data holds it (else random images); a check
+                                          # that every step runs, not a measurement
 """
 
 from __future__ import annotations
@@ -38,10 +41,14 @@ REPO = Path(__file__).resolve().parents[1]
 PRESETS = {"resnet56": "cifar", "simple_cnn": "mnist"}
 
 
+def real_mnist(model: str, data: Path) -> bool:
+    return model == "simple_cnn" and (data / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
 def images_for(model: str, data: Path, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """(N x C x H x W uint8, labels, where they came from): real MNIST when at hand, else CIFAR-shaped noise."""
-    if model == "simple_cnn" and (data / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        from onecycle_cli.datasets import read_idx
+    """(N x C x H x W uint8, labels, where they came from): real MNIST when at hand, else noise of the model's shape."""
+    if real_mnist(model, data):
+        from onecycle_cli.datasets.builtin import read_idx
         x = read_idx(data / "MNIST" / "raw" / "train-images-idx3-ubyte", 3)[:n, None]
         y = read_idx(data / "MNIST" / "raw" / "train-labels-idx1-ubyte", 1)[:n].astype(np.int64)
         return np.ascontiguousarray(x), y, f"MNIST from {data}"
@@ -58,8 +65,9 @@ def child_onecycle(a) -> dict:
     from onecycle_cli.signals import StopFlag
     n = a.steps * a.batch_size
     data_sets = [f"data.root={a.data}"]
-    if a.model == "resnet56":  # CIFAR-shaped synthetic images when CIFAR-10 is not on the machine
-        data_sets = ["data.dataset=synthetic", "data.image_size=32", "data.channels=3", "data.classes=10",
+    if not real_mnist(a.model, a.data):  # images of the model's shape, as the reference's, when the set is not here
+        c, size = (1, 28) if a.model == "simple_cnn" else (3, 32)  # CIFAR-10 never is (../shared/data/README.md)
+        data_sets = ["data.dataset=synthetic", f"data.image_size={size}", f"data.channels={c}", "data.classes=10",
                      f"data.valid_size={a.batch_size}"]
     sets = [*data_sets, f"data.train_size={n}", f"train.batch_size={a.batch_size}", "train.epochs=2",
             f"train.device={a.device}", "data.flip=true", "data.crop=true", "data.pad=4", f"run.root={a.runs}",
@@ -175,10 +183,11 @@ def time_to_accuracy(a) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["resnet56", "simple_cnn", "all"], default="all")
-    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    p.add_argument("--steps", type=int, default=30, help="timed training steps per pipeline")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--model", choices=["resnet56", "simple_cnn", "all"], help="default: all (--smoke: simple_cnn)")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], help="default: all (--smoke: cpu)")
+    p.add_argument("--steps", type=int, help="timed training steps per pipeline (default 30, --smoke 4)")
+    p.add_argument("--batch-size", type=int, help="default 512 (--smoke 16)")
+    p.add_argument("--smoke", action="store_true", help="the smallest run of every step, in seconds: not a measurement")
     p.add_argument("--compile", action="store_true", help="onecycle with torch.compile")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--runs", type=Path, default=Path(tempfile.gettempdir()) / "onecycle-speed")
@@ -186,6 +195,10 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="config overrides for --time-to-accuracy")
     p.add_argument("--child", choices=["onecycle", "reference"], help=argparse.SUPPRESS)
     a = p.parse_args()
+    for key, full, smoke in (("model", "all", "simple_cnn"), ("device", "all", "cpu"), ("steps", 30, 4),
+                             ("batch_size", 512, 16)):
+        if getattr(a, key) is None:
+            setattr(a, key, smoke if a.smoke else full)
     if a.child:
         return child(a)
     a.runs.mkdir(parents=True, exist_ok=True)
@@ -210,7 +223,9 @@ def main() -> None:
                 row["onecycle_seconds_per_epoch"] = round(epoch / ours["images_per_s"], 2)
                 row["reference_seconds_per_epoch"] = round(epoch / ref["images_per_s"], 2)
             results.append(row)
-    print(json.dumps({**info, "results": results}))
+    print(json.dumps({**info, **({"smoke": True} if a.smoke else {}), "results": results}))
+    if a.smoke and any("error" in r["onecycle"] or "error" in r["reference"] for r in results):
+        sys.exit(1)  # a check: a pipeline that failed fails it
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ the medians are reported beside `python -c pass`, the floor no Python command ca
 `python -c "import torch"`, what each of these paid before it stopped importing torch. A separate
 run of each command under `-X importtime` says whether torch, torchvision or matplotlib was imported.
 Prints one JSON object.
+
+    python benchmarks/startup.py --rounds 9     # as docs/benchmarks.md records it
+    python benchmarks/startup.py --smoke        # the smallest run: 1 round, no warm-up round; every command
+                                                # still runs, `data check` on --data's MNIST where it is there
 """
 
 from __future__ import annotations
@@ -42,8 +46,14 @@ COMMANDS: dict[str, tuple[list[str], dict[str, str]]] = {
 # measured for the record, not held to the target: reading and checking 70,000 images of ../shared/data
 # (a data set the user brought, not a file of onecycle's own), where that folder exists
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-INFO_ONLY = {"data check --config mnist (../shared/data)": (["data", "check", "--config", "mnist", "--data-dir",
-                                                             str(SHARED)], {})} if (SHARED / "MNIST").is_dir() else {}
+
+
+def info_only(data: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
+    if not (data / "MNIST").is_dir():
+        return {}
+    where = "../shared/data" if data == SHARED else str(data)
+    argv = ["data", "check", "--config", "mnist", "--data-dir", str(data)]
+    return {f"data check --config mnist ({where})": (argv, {})}
 
 
 def scratch() -> Path:
@@ -72,8 +82,12 @@ def heavy_imports(argv: list[str], env: dict[str, str], cwd: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (medians over them)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds, medians over them (default 7, --smoke 1)")
+    parser.add_argument("--data", type=Path, default=SHARED, help="where `data check --config mnist` reads, if there")
+    parser.add_argument("--smoke", action="store_true", help="the smallest run of every step: not a measurement")
     args = parser.parse_args()
+    args.rounds = args.rounds or (1 if args.smoke else 7)
+    info = info_only(args.data)  # measured for the record, not held to the target
     cwd = scratch()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("ONECYCLE", "_ONECYCLE", "COMP_", "_TYPER"))}
     repo = str(Path(__file__).resolve().parents[1])
@@ -81,11 +95,12 @@ def main() -> None:
     py = sys.executable
     cases = {"python -c pass": ([py, "-c", "pass"], {}),
              "python -c 'import torch'": ([py, "-c", "import torch"], {})}
-    ours = {name: ([py, "-m", "onecycle_cli", *argv], env) for name, (argv, env) in {**COMMANDS, **INFO_ONLY}.items()}
+    ours = {name: ([py, "-m", "onecycle_cli", *argv], env) for name, (argv, env) in {**COMMANDS, **info}.items()}
     cases.update(ours)
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for name, (argv, env) in cases.items():  # one warm-up each: the first run pays for cold file caches
-        timed(argv, {**base, **env}, cwd)
+    if not args.smoke:  # one warm-up each: the first run pays for cold file caches
+        for name, (argv, env) in cases.items():
+            timed(argv, {**base, **env}, cwd)
     for _ in range(args.rounds):
         for name, (argv, env) in cases.items():
             times[name].append(timed(argv, {**base, **env}, cwd))
@@ -99,16 +114,17 @@ def main() -> None:
             "over_floor_s": round(median - floor, 4), "x_floor": round(median / floor, 2),
             "x_import_torch": round(median / torch_import, 3),
             "heavy_imports": heavy_imports(argv, {**base, **env}, cwd),
-            "target_s": None if name in INFO_ONLY else TARGET_S,
-            "meets_target": None if name in INFO_ONLY else median <= TARGET_S,
+            "target_s": None if name in info else TARGET_S,
+            "meets_target": None if name in info else median <= TARGET_S,
         }
     print(json.dumps({
-        "benchmark": "startup", "python": platform.python_version(), "machine": platform.machine(),
+        "benchmark": "startup", **({"smoke": True} if args.smoke else {}), "python": platform.python_version(),
+        "machine": platform.machine(),
         "cpus": os.cpu_count(), "rounds": args.rounds,
         "floor_python_pass_s": round(floor, 4), "python_import_torch_s": round(torch_import, 4),
         "commands": results,
         "all_meet_target": all(r["meets_target"] for r in results.values() if r["meets_target"] is not None),
-        "none_import_heavy": all(not r["heavy_imports"] for n, r in results.items() if n not in INFO_ONLY),
+        "none_import_heavy": all(not r["heavy_imports"] for n, r in results.items() if n not in info),
     }, indent=1))
 
 

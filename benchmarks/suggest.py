@@ -23,6 +23,9 @@ rerun of the same command skips what the file already holds: an interrupted benc
 the fit under way. Prints one JSON object (`--markdown`: the tables of docs/benchmarks.md instead).
 
     python benchmarks/suggest.py --quick       # smoke run: the bundled set, 2,000 images, 1 seed; under a minute
+    python benchmarks/suggest.py --smoke       # the smallest run of every step, in seconds: one task (MNIST where
+                                               # --data holds it, else the bundled set), 256 images, 1 seed, a
+                                               # 30-step range test, 2 grid points; a fresh journal unless --out
     python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl   # 6 tasks x 5 seeds: 75 min here
     python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl --summary --markdown
     python benchmarks/suggest.py ... --summary --fastai-python /tmp/fastai/bin/python  # replay through fastai
@@ -76,6 +79,8 @@ TASKS: dict[str, tuple[str, list[str], tuple[float, float]]] = {
 }
 RAW = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision's folder of each set's idx files
 QUICK = ["data.train_size=2000", "data.valid_size=500", "train.epochs=1"]  # --quick: a smoke run, not evidence
+SMOKE = ["data.train_size=256", "data.valid_size=64", "train.epochs=1", "train.batch_size=32", "find.num_it=30"]
+SIZES = {"full": [], "quick": QUICK, "smoke": SMOKE}  # the overrides of each size of run, journalled apart
 
 ONECYCLE_RULES = ["valley", "steep", "minimum", "slide"]
 FASTAI_RULES = ["valley", "slide", "minimum", "steep"]
@@ -186,22 +191,22 @@ def fastai_suggestions(lrs: list[float], losses: list[float], num_it: int, stop:
 QUIET = Display(enabled=False)
 
 
-def task_config(task: str, seed: int, data: Path, quick: bool, max_lr: float | None = None):
+def task_config(task: str, seed: int, data: Path, size: str, max_lr: float | None = None):
     preset, sets, _ = TASKS[task]
-    sets = [*sets, f"data.root={data}", f"train.seed={seed}", "train.device=cpu", *(QUICK if quick else [])]
+    sets = [*sets, f"data.root={data}", f"train.seed={seed}", "train.device=cpu", *SIZES[size]]
     if max_lr is not None:
         sets.append(f"schedule.max_lr={max_lr!r}")
     return resolve(preset, sets, environ={}).config
 
 
 def data_at_hand(task: str, data: Path) -> bool:
-    dataset = task_config(task, 0, data, False).data.dataset
+    dataset = task_config(task, 0, data, "full").data.dataset
     return dataset not in RAW or (data / RAW[dataset] / "raw").is_dir()
 
 
-def run_range_test(task: str, seed: int, data: Path, quick: bool) -> dict:
+def run_range_test(task: str, seed: int, data: Path, size: str) -> dict:
     """`onecycle find --seed SEED`: the curve, onecycle's suggestions and fastai's on the same losses."""
-    cfg = task_config(task, seed, data, quick)
+    cfg = task_config(task, seed, data, size)
     pipe = build_pipeline(cfg)
     curve = range_test(pipe, cfg, QUIET, StopFlag())
     ours = {name: {"lr": s.lr, **({"note": s.note} if s.note else {})} for name, s in curve.suggestions.items()}
@@ -214,9 +219,9 @@ def run_range_test(task: str, seed: int, data: Path, quick: bool) -> dict:
             "lrs": curve.lrs, "losses": curve.losses}
 
 
-def run_fit(task: str, seed: int, max_lr: float, data: Path, quick: bool) -> dict:
+def run_fit(task: str, seed: int, max_lr: float, data: Path, size: str) -> dict:
     """`onecycle train --seed SEED --max-lr MAX_LR`, without the run directory: its final accuracy."""
-    cfg = task_config(task, seed, data, quick, max_lr)
+    cfg = task_config(task, seed, data, size, max_lr)
     pipe = build_pipeline(cfg)
     total = cfg.train.epochs * pipe.batches.steps_per_epoch
     opt = build_optimizer(cfg.optim, pipe.model, cfg.schedule.max_lr, fused=pipe.fused)
@@ -246,10 +251,10 @@ def same_lr(a: float, b: float) -> bool:
 INERT = {("data", "root"), ("data", "download"), ("find", "suggest"), ("train", "log_every"), ("run", "root")}
 
 
-def fingerprint(task: str, quick: bool) -> str:
+def fingerprint(task: str, size: str) -> str:
     """What a task's records depend on besides seed and max_lr: its resolved config, inert keys aside.
     A record made under other settings, or before a preset changed, is not reused."""
-    cfg = task_config(task, 0, Path("data"), quick, 1.0).model_dump(mode="json")
+    cfg = task_config(task, 0, Path("data"), size, 1.0).model_dump(mode="json")
     for section, key in INERT:
         del cfg[section][key]
     return f"{task}@" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
@@ -258,9 +263,9 @@ def fingerprint(task: str, quick: bool) -> str:
 class Journal:
     """The JSONL file: every finished range test and fit, one line each, appended and flushed."""
 
-    def __init__(self, path: Path, tasks: list[str], quick: bool):
+    def __init__(self, path: Path, tasks: list[str], size: str):
         self.path = path
-        self.prints = {t: fingerprint(t, quick) for t in tasks}
+        self.prints = {t: fingerprint(t, size) for t in tasks}
         self.records: list[dict] = []
         if path.exists():
             text = path.read_text()
@@ -297,12 +302,12 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_task(task: str, seeds: list[int], points: int, data: Path, quick: bool, journal: Journal) -> None:
+def run_task(task: str, seeds: list[int], points: int, data: Path, size: str, journal: Journal) -> None:
     curves = []
     for seed in seeds:
         record = journal.curve(task, seed)
         if record is None:
-            record = journal.add(run_range_test(task, seed, data, quick))
+            record = journal.add(run_range_test(task, seed, data, size))
             log(f"{task} seed {seed}: range test stopped ({record['stop']}) at {record['stop_lr']:.3g}: "
                 + ", ".join(f"{k} {v['lr']:.2e}" for k, v in record["suggestions"].items() if v["lr"]))
         curves.append(record)
@@ -311,7 +316,7 @@ def run_task(task: str, seeds: list[int], points: int, data: Path, quick: bool, 
     todo += [(c["seed"], s["lr"]) for c in curves for s in c["suggestions"].values() if s["lr"]]
     for seed, lr in todo:
         if journal.fit(task, seed, lr) is None:
-            record = journal.add(run_fit(task, seed, lr, data, quick))
+            record = journal.add(run_fit(task, seed, lr, data, size))
             log(f"{task} seed {seed}: max_lr {lr:.3e} -> {record['accuracy']:.4f}"
                 f"{' (diverged)' if record['diverged'] else ''} in {record['seconds']:.1f} s")
 
@@ -456,8 +461,8 @@ def check_against_fastai(fastai_python: str, journal: Journal, tasks: list[str],
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path(os.environ.get("ONECYCLE_DATA", REPO.parent / "shared" / "data")))
-    p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "onecycle-suggest" / "suggest.jsonl",
-                   help="the JSONL journal: rerun with the same file to continue")
+    p.add_argument("--out", type=Path, help="the JSONL journal: rerun with the same file to continue (default "
+                   f"{Path(tempfile.gettempdir()) / 'onecycle-suggest' / 'suggest.jsonl'}; --smoke: a fresh one)")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: every task whose data is at hand")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     p.add_argument("--grid-points", type=int, default=12)
@@ -467,24 +472,36 @@ def main() -> None:
     p.add_argument("--summary", action="store_true", help="only summarise what --out already holds")
     p.add_argument("--markdown", action="store_true", help="print the tables of docs/benchmarks.md, not JSON")
     p.add_argument("--fastai-python", help="a python with fastai 2.8 installed: replay every sweep through it")
+    p.add_argument("--smoke", action="store_true", help="the smallest run of every step, in seconds: one task "
+                                                        "(MNIST's where --data holds it), 256 images, 1 seed, 2 grid "
+                                                        "points (journalled apart): a check, not evidence")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.quick and a.smoke:
+        p.error("--quick or --smoke, not both")
+    size = "smoke" if a.smoke else "quick" if a.quick else "full"
     if a.quick:
         a.seeds, a.grid_points, a.tasks = 1, 4, a.tasks or ["mnist_sample/adamw", "mnist_sample/sgd"]
+    if a.smoke:
+        a.seeds, a.grid_points = 1, 2
+        a.tasks = a.tasks or ["mnist/adamw" if data_at_hand("mnist/adamw", a.data) else "mnist_sample/adamw"]
+        a.out = a.out or Path(tempfile.mkdtemp(prefix="onecycle-suggest-smoke-")) / "suggest.jsonl"
+    a.out = a.out or Path(tempfile.gettempdir()) / "onecycle-suggest" / "suggest.jsonl"
     tasks = a.tasks or [t for t in TASKS if data_at_hand(t, a.data)]
     seeds = list(range(a.seeds))
-    journal = Journal(a.out, tasks, a.quick)
+    journal = Journal(a.out, tasks, size)
     started = time.time()
     if not a.summary:
         for task in tasks:
-            run_task(task, seeds, a.grid_points, a.data, a.quick, journal)
+            run_task(task, seeds, a.grid_points, a.data, size, journal)
     summary = summarize(journal, tasks, seeds, a.grid_points)
     if a.markdown:
         print(markdown(summary))
         return
     result = {"benchmark": "suggest", "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": a.threads,
-              "quick": a.quick, "seeds": seeds, "grid_points": a.grid_points, "journal": str(a.out),
+              "quick": a.quick, **({"smoke": True} if a.smoke else {}), "seeds": seeds, "grid_points": a.grid_points,
+              "journal": str(a.out),
               "wall_seconds": round(time.time() - started, 1), **summary}
     if a.fastai_python:
         result["fastai_check"] = check_against_fastai(a.fastai_python, journal, tasks, seeds)

@@ -4,6 +4,8 @@ The bundled 3-vs-7 sample (MNIST's 3s and 7s) as PNG files in fastai's and torch
     digits/train/3/00000.png ... digits/train/7/...    (--train images)
     digits/valid/3/...           digits/valid/7/...    (--valid images)
 A stand-in for your own photos: point --data-dir at your folder instead.
+
+    python examples/write_folder.py digits --smoke    # the smallest folder: 16 training and 8 validation images
 """
 
 import argparse
@@ -17,9 +19,12 @@ from PIL import Image
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("root", type=Path, help="the folder to write (created)")
-    p.add_argument("--train", type=int, default=1000, help="training images (of 12,396)")
-    p.add_argument("--valid", type=int, default=500, help="validation images (of 2,038)")
+    p.add_argument("--train", type=int, help="training images, of 12,396 (default 1000, --smoke 16)")
+    p.add_argument("--valid", type=int, help="validation images, of 2,038 (default 500, --smoke 8)")
+    p.add_argument("--smoke", action="store_true", help="the smallest folder that shows every step")
     a = p.parse_args()
+    a.train = a.train if a.train is not None else 16 if a.smoke else 1000
+    a.valid = a.valid if a.valid is not None else 8 if a.smoke else 500
     with resources.files("onecycle_cli").joinpath("assets/mnist_sample.npz").open("rb") as f, np.load(f) as z:
         for split, n, x, y in (("train", a.train, z["x_train"], z["y_train"]), ("valid", a.valid, z["x_valid"], z["y_valid"])):
             for i in range(min(n, len(x))):
