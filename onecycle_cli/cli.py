@@ -594,6 +594,8 @@ def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = N
         sys.stdout.flush()  # the report first, then the warning, in a log that takes both
         display.warn(f"{len(report['skipped'])} of {report['files']} files could not be decoded and are skipped"
                      f"{'' if json_ else ' (--json lists them all)'}")
+    for line in report.get("warnings", []):  # a folder's classes that only validation holds
+        display.warn(line)
     return 0 if report["ok"] else EXIT_USAGE
 
 

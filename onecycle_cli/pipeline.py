@@ -213,3 +213,5 @@ def announce_data(ds: Dataset, display: Display) -> None:
     if r.get("skipped"):
         display.warn(f"{len(r['skipped'])} of {r['files']} files could not be decoded and were skipped; "
                      f"data_report.json lists them and why (data.strict: true refuses them)")
+    for line in r.get("warnings", []):  # a folder's classes that only validation holds
+        display.warn(line)

@@ -12,6 +12,8 @@ link, a command run from a pickle, an escape sequence on the terminal) did not h
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
 import pickle
@@ -20,6 +22,8 @@ import shutil
 import stat
 import struct
 import subprocess
+import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,9 +31,9 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from test_bad_inputs import HIDDEN_WARNINGS, MNIST, RAW, Given, assert_nothing_left_behind, mnist, records
 
 from conftest import Result, assert_usage_error, run_process, run_watched, write_cifar, write_mnist, write_photos
-from test_bad_inputs import MNIST, RAW, HIDDEN_WARNINGS, Given, assert_nothing_left_behind, mnist, records
 
 
 @dataclass
@@ -1075,6 +1079,317 @@ DATA_READ_CASES = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------
+# 9. only the listed image formats are parsed, in bounded memory: a folder received from someone else
+
+IMAGES_FOLDER = "--config folder --data-dir data --set data.image_size=8"
+IMAGES_CHECK = f"data check {IMAGES_FOLDER} --set data.valid_pct=0.25 --json"
+FAKE_GS_PATH = {"PATH": f"bin{os.pathsep}{os.environ.get('PATH', '')}"}  # relative: the case's own bin/ first
+BUDGET_MB = 256  # onecycle_cli.datasets.decode.BUDGET: what one file may take while it is decoded
+
+
+def pil_bytes(fmt: str, mode: str = "RGB", size: tuple[int, int] = (8, 8), **kw) -> bytes:
+    from PIL import Image
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def two_classes(root: Path, n: int = 4) -> None:
+    """root/a/0.png ... root/b/3.png: tiny real PNGs, the smallest folder of two classes."""
+    for k, c in enumerate("ab"):
+        for i in range(n):
+            (root / c).mkdir(parents=True, exist_ok=True)
+            (root / c / f"{i}.png").write_bytes(pil_bytes("PNG"))
+
+
+def folder_with(files: dict[str, Callable[[], bytes]], gs: bool = False, split: bool = False):
+    """data/ holding two tiny classes (`split`: in train/ and in valid/) and `files` (path under data/: its bytes);
+    `gs`: a fake Ghostscript in bin/, first on the PATH the case runs with, that creates the canary."""
+    def setup(given: Given) -> dict:
+        for folder in (("train", "valid") if split else ("",)):
+            two_classes(given.root / "data" / folder)
+        for name, content in files.items():
+            given.file(f"data/{name}", content())
+        if gs:
+            given.file("bin/gs", f"#!/bin/sh\n{touch(given.root / CANARY)}\n").chmod(0o755)
+        return {}
+    return setup
+
+
+def skipped_in(result: Result) -> dict[str, str]:
+    return {s["file"]: s["reason"] for s in result.json()["skipped"]}
+
+
+def not_parsed(*files: str, images: int = 8):
+    """Each file is skipped as not an image, the real PNGs are all there, and no program ran (the canary that the
+    fake `gs` would create is absent)."""
+    def check(given: Given, result: Result, names: dict) -> None:
+        assert not (given.root / CANARY).exists(), "PIL ran Ghostscript on the file's PostScript"
+        skipped = skipped_in(result)
+        for file in files:
+            assert skipped.get(file, "").startswith("not an image ("), (file, skipped)
+        assert sum(result.json()["images"].values()) == images, result.json()["images"]
+    return check
+
+
+def eps() -> bytes:
+    return pil_bytes("EPS")  # PIL writes it; reading it back would run `gs` on its PostScript
+
+
+def _pil_writes(feature: str) -> bool:
+    from PIL import features
+    return features.check(feature)
+
+
+FOREIGN = {"PCX": "RGB", "TGA": "RGB", "XBM": "1", "ICO": "RGB", "SGI": "RGB", "ICNS": "RGB", "QOI": "RGB",
+           "DDS": "RGBA", "MSP": "1", "BLP": "P", "SPIDER": "F",  # all read by PIL's open(), as is JPEG 2000
+           **({"JPEG2000": "RGB"} if _pil_writes("jpg_2000") else {})}
+FOREIGN_NAMES = {fmt: f"a/{fmt.lower()}.{('png', 'jpg', 'gif', 'bmp', 'webp', 'tif')[i % 6]}"
+                 for i, fmt in enumerate(FOREIGN)}
+
+
+# Measured from a small launcher: a child's ru_maxrss starts at its parent's peak (exec records the old
+# memory's high-water mark), and the parent here is pytest with torch loaded.
+MEASURE = ("import resource, subprocess, sys\n"
+           "code = subprocess.call(sys.argv[2:])\n"
+           "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+           "sys.exit(code)\n")
+
+
+def run_measured(args: str, cwd: Path, patience: float = 90) -> tuple[Result, float]:
+    """`onecycle ARGS` in a real process: its result and its peak resident memory in MB (its own or a child's
+    worker's), under a watchdog as `run_watched`: still running after `patience` s, SIGTERM, and the case fails."""
+    import signal
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    peak = cwd / "peak-rss-kb"
+    p = subprocess.Popen([sys.executable, "-c", MEASURE, str(peak), sys.executable, "-m", "onecycle_cli",
+                          *shlex.split(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         cwd=cwd, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=patience)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.communicate()
+        raise AssertionError(f"onecycle {args} was still running after {patience:.0f} s") from None
+    kb = int(peak.read_text())
+    peak.unlink()
+    return Result(p.returncode, out, err), kb / 1024
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_check_mb() -> float:
+    """What `data check` of a folder of eight 8x8 PNGs peaks at (imports, the CLI, one decode): about 55 MB."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        two_classes(Path(tmp) / "data")
+        result, peak = run_measured(IMAGES_CHECK, Path(tmp))
+        assert result.code == 0, result.stderr
+        return peak
+
+
+def bounded(file: str, decoded: bool):
+    """`file` decoded, or skipped for the memory it would take; and `data check` decoding the folder afresh peaks
+    under what a tiny folder takes plus the budget of one file plus 64 MB (before the budget: up to 2.4 GB)."""
+    def check(given: Given, result: Result, names: dict) -> None:
+        skipped = skipped_in(result)
+        if decoded:
+            assert file not in skipped, skipped
+        else:
+            assert f"more than the {BUDGET_MB} MB one image may take" in skipped.get(file, ""), skipped
+        shutil.rmtree(given.root / "data" / ".onecycle-cache")  # decode again, this time measured
+        again, peak = run_measured(IMAGES_CHECK, given.root)
+        bound = tiny_check_mb() + BUDGET_MB + 64
+        assert again.code == 0 and skipped_in(again) == skipped, again.stderr
+        assert peak < bound, f"data check peaked at {peak:.0f} MB, above {bound:.0f} MB"
+    return check
+
+
+def png_of_zeros(width: int, height: int, depth: int, colour: int, channels: int, palette: bytes = b"") -> bytes:
+    """A valid PNG of width x height black pixels, compressed to next to nothing: every row's bytes are zeros."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z, left, block, idat = zlib.compressobj(1), height * (1 + width * channels * depth // 8), bytes(1 << 24), []
+    while left > 0:
+        idat.append(z.compress(block[:left]))
+        left -= len(block)
+    idat.append(z.flush())
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+            + (chunk(b"PLTE", palette) if palette else b"") + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b""))
+
+
+@functools.lru_cache(maxsize=None)
+def deep_png() -> bytes:
+    return png_of_zeros(9400, 9400, 16, 0, 1)  # 16-bit grey, under PIL's pixel limit: 2.4 GB through float64 copies
+
+
+@functools.lru_cache(maxsize=None)
+def palette_png() -> bytes:
+    return png_of_zeros(9400, 9400, 8, 3, 1, palette=b"\0\0\0\xff\xff\xff")  # 88 MB of palette, 353 MB as RGB
+
+
+def screen_gif() -> bytes:
+    """43 bytes: a 1x1 GIF whose logical screen is 9400 x 9400 (PIL allocates the screen, then converts it)."""
+    data = bytearray(pil_bytes("GIF", "L", (1, 1)))
+    data[6:10] = struct.pack("<HH", 9400, 9400)
+    return bytes(data)
+
+
+def canvas_webp() -> bytes:
+    """34 bytes: a 1x1 lossless WebP whose header claims 16383 x 5000 (libwebp allocates its canvas on open)."""
+    data = bytearray(pil_bytes("WEBP", "RGB", (1, 1), lossless=True))
+    bits = int.from_bytes(data[21:25], "little") & ~((1 << 28) - 1)
+    data[21:25] = (bits | (16383 - 1) | ((5000 - 1) << 14)).to_bytes(4, "little")
+    return bytes(data)
+
+
+def progressive_jpeg() -> bytes:
+    """A 16 x 16 progressive JPEG whose frame header says 9400 x 9400 (libjpeg zeroes 530 MB of coefficients)."""
+    data = bytearray(pil_bytes("JPEG", "RGB", (16, 16), progressive=True, subsampling=0))
+    at = data.find(b"\xff\xc2")
+    data[at + 5:at + 9] = struct.pack(">HH", 9400, 9400)
+    return bytes(data)
+
+
+FORMAT_CASES = [
+    attack("an EPS file named .png with a fake gs on PATH", IMAGES_CHECK, 0, "1 of 9 files",
+           setup=folder_with({"a/photo.png": eps}, gs=True), env=FAKE_GS_PATH, process=True,
+           check=not_parsed("a/photo.png")),
+    attack("an EPS file named .jpg in train/ and valid/ folders, fake gs on PATH", f"data check {IMAGES_FOLDER} --json", 0,
+           setup=folder_with({"valid/b/scan.jpg": eps}, gs=True, split=True), env=FAKE_GS_PATH, process=True,
+           check=not_parsed("valid/b/scan.jpg", images=16)),
+    attack("other formats PIL reads, named .png, .jpg, .gif, .bmp, .webp and .tif", IMAGES_CHECK, 0,
+           f"{len(FOREIGN)} of {8 + len(FOREIGN)} files", setup=folder_with({name: functools.partial(pil_bytes, fmt, FOREIGN[fmt])
+                                                for fmt, name in FOREIGN_NAMES.items()}),
+           check=not_parsed(*FOREIGN_NAMES.values())),
+    attack("a 9400x9400 16-bit grey PNG of under 1 MB", IMAGES_CHECK, 0, setup=folder_with({"a/deep.png": deep_png}),
+           check=bounded("a/deep.png", decoded=True)),
+    attack("a 9400x9400 palette PNG", IMAGES_CHECK, 0, "1 of 9 files", setup=folder_with({"b/palette.png": palette_png}),
+           check=bounded("b/palette.png", decoded=False)),
+    attack("a 43-byte GIF with a 9400x9400 screen", IMAGES_CHECK, 0, setup=folder_with({"a/screen.gif": screen_gif}),
+           check=bounded("a/screen.gif", decoded=False)),
+    attack("a 34-byte WebP claiming 16383x5000", IMAGES_CHECK, 0, setup=folder_with({"b/canvas.webp": canvas_webp}),
+           check=bounded("b/canvas.webp", decoded=False)),
+    attack("a 500-byte progressive JPEG claiming 9400x9400", IMAGES_CHECK, 0,
+           setup=folder_with({"a/progressive.jpg": progressive_jpeg}), check=bounded("a/progressive.jpg", decoded=False)),
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# 10. one file, one label, read from inside the root
+
+CSV = "--set data.valid_pct=0.25 --set data.csv=labels.csv"
+IMAGES_TRAIN = (f"train {IMAGES_FOLDER} --model simple_cnn --set model.channels=[3,4,2] --set model.kernel_sizes=[3] "
+         "--batch-size 2 --epochs 1 --set schedule.max_lr=0.01")
+
+
+def with_links(links: dict[str, str], split: bool = False, csv: str | None = None,
+               make: Callable[[Path], None] | None = None):
+    """data/ of two tiny classes (`split`: in train/ and valid/), outside/ beside it (a real image, o.png, and two
+    class folders of them), then `make(data)` for anything else, `links` (path under data/: the target as the link
+    holds it) and data/labels.csv holding `csv`."""
+    def setup(given: Given) -> dict:
+        folder_with({}, split=split)(given)
+        two_classes(given.root / "outside")
+        (given.root / "outside" / "o.png").write_bytes(pil_bytes("PNG"))
+        if make is not None:
+            make(given.root / "data")
+        for name, target in links.items():
+            (given.root / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+            (given.root / "data" / name).symlink_to(target)
+        if csv is not None:
+            given.file("data/labels.csv", csv)
+        return {}
+    return setup
+
+
+def classes_are(*classes: str, images: int):
+    """Only the real class folders are classes, each image counted once: nothing read through the link."""
+    def check(given: Given, result: Result, names: dict) -> None:
+        report = result.json()
+        assert report["class_names"] == list(classes), report["class_names"]
+        assert sum(report["images"].values()) == report["files"] == images and not report["skipped"], report
+    return check
+
+
+def links_skipped(*files: str, images: int = 8):
+    """Each link is listed as skipped, "a symbolic link", and what it points at is not among the images."""
+    def check(given: Given, result: Result, names: dict) -> None:
+        skipped = skipped_in(result)
+        for file in files:
+            assert skipped.get(file, "").startswith("a symbolic link"), (file, skipped)
+        assert sum(result.json()["images"].values()) == images, result.json()["images"]
+    return check
+
+
+def warned_once(*words: str):
+    def check(given: Given, result: Result, names: dict) -> None:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("warning:"), result.stderr
+        assert all(w in lines[0] for w in words) and result.json()["warnings"], lines[0]
+    return check
+
+
+def rows(*names: str) -> str:
+    """labels.csv naming `names` with labels a and b in turn."""
+    return "fname,label\n" + "".join(f"{name},{'ab'[i % 2]}\n" for i, name in enumerate(names))
+
+
+def hard_link(data: Path) -> None:
+    os.link(data / "a" / "0.png", data / "a" / "same.png")
+
+
+LABEL_CASES = [
+    attack("a class folder linked to .", IMAGES_CHECK, 0, setup=with_links({"all": "."}), check=classes_are("a", "b", images=8)),
+    attack("a class folder linked to a folder outside the root", f"data check {IMAGES_FOLDER} --json", 0,
+           setup=with_links({"train/c": "../../outside/a", "valid/c": "../../outside/b"}, split=True),
+           check=classes_are("a", "b", images=16)),
+    attack("a validation class folder linked to a training class", f"data check {IMAGES_FOLDER} --json", 0,
+           setup=with_links({"valid/c": "../train/a"}, split=True), check=classes_are("a", "b", images=16)),
+    attack("an image linked to an image outside the root", IMAGES_CHECK, 0, "1 of 9 files",
+           setup=with_links({"a/x.png": "../../outside/o.png"}), check=links_skipped("a/x.png")),
+    attack("an image of one class linked to an image of the other", IMAGES_CHECK, 0,
+           setup=with_links({"b/x.png": "../a/0.png"}), check=links_skipped("b/x.png")),
+    attack("a CSV naming a linked image and an image in a linked folder", f"{IMAGES_CHECK} --set data.csv=labels.csv", 0,
+           setup=with_links({"a/x.png": "../../outside/o.png", "ext": "../outside"},
+                            csv=rows("a/0.png", "b/0.png", "a/1.png", "b/1.png", "a/x.png", "ext/o.png")),
+           check=links_skipped("a/x.png", "ext/o.png", images=4)),
+    refused("one file as ./a/0.png and a//0.png in a CSV", f"{IMAGES_TRAIN} {CSV}", "line 3: 'a//0.png' is the file of "
+            "line 2 ('./a/0.png')", setup=with_links({}, csv=rows("./a/0.png", "a//0.png", "a/1.png", "b/1.png"))),
+    refused("one file as a/0.png and a/./0.png in a CSV", f"{IMAGES_TRAIN} {CSV}", "line 5: 'a/./0.png' is the file of "
+            "line 2", setup=with_links({}, csv=rows("a/0.png", "b/0.png", "a/1.png", "a/./0.png"))),
+    refused("one file under two names (a hard link) in a CSV", f"{IMAGES_TRAIN} {CSV}", "line 3: 'a/same.png'",
+            "line 2 ('a/0.png') under another name", setup=with_links({}, csv=rows("a/0.png", "a/same.png", "b/0.png"),
+                                                                      make=hard_link)),
+    refused("a folder of a single class", f"{IMAGES_TRAIN} --set data.valid_pct=0.25", "a single class ('a')",
+            setup=with_links({}, make=lambda data: shutil.rmtree(data / "b"))),
+    refused("a second class folder that links to the first", f"{IMAGES_TRAIN} --set data.valid_pct=0.25",
+            "a single class ('a', b: a symbolic link, not followed)", setup=with_links({"b": "a"}, make=lambda d: shutil.rmtree(d / "b"))),
+    refused("a CSV of a single label", f"{IMAGES_TRAIN} {CSV}", "a single class ('a')",
+            setup=with_links({}, csv="fname,label\na/0.png,a\na/1.png,a\nb/0.png,a\n")),
+    attack("a validation class that training never sees", f"data check {IMAGES_FOLDER} --json", 0,
+           "have validation images but no training images", setup=with_links(
+               {}, split=True, make=lambda data: shutil.copytree(data / "valid" / "b", data / "valid" / "c")),
+           check=warned_once("1 class(es)", ": c")),
+    refused("a CSV field over the csv module's limit", f"{IMAGES_TRAIN} {CSV}", "line 3", "131,072 characters",
+            setup=with_links({}, csv=rows("a/0.png", "b" * 200_000, "a/1.png"))),
+    refused("a NUL in a CSV file name", f"{IMAGES_TRAIN} {CSV}", "line 2", "a NUL character in fname",
+            setup=with_links({}, csv=rows("a/0.png\0../../etc/passwd", "b/0.png"))),
+    refused("data.csv that is a FIFO", f"{IMAGES_TRAIN} {CSV}", "labels.csv is a FIFO", process=True,
+            setup=with_links({}, make=lambda data: os.mkfifo(data / "labels.csv"))),
+    refused("data.csv linked to /dev/zero", f"{IMAGES_TRAIN} {CSV}", "labels.csv is a symbolic link", process=True,
+            setup=with_links({"labels.csv": "/dev/zero"})),
+    refused("data.csv of /dev/zero", f"{IMAGES_TRAIN} --set data.valid_pct=0.25 --set data.csv=/dev/zero",
+            "/dev/zero is a device", process=True, setup=with_links({})),
+    refused("data.csv in a folder linked outside the root", f"{IMAGES_TRAIN} --set data.valid_pct=0.25 "
+            "--set data.csv=meta/labels.csv", "a path through a symbolic link (meta)",
+            setup=with_links({"meta": "../outside"}, make=lambda data: (data.parent / "outside" / "labels.csv")
+                             .write_text(rows("a/0.png", "b/0.png")))),
+]
+
+
 CLASSES = {
     "data files never run code": CODE_CASES,
     "nothing outside the run directory is written or embedded": LINK_CASES,
@@ -1088,6 +1403,8 @@ CLASSES = {
     "completion: a malformed request completes nothing, quietly": COMPLETION_CASES,
     "the decode cache never follows a link or blocks": CACHE_CASES,
     "no read of a built-in dataset's file blocks": DATA_READ_CASES,
+    "only the listed image formats are parsed, in bounded memory": FORMAT_CASES,
+    "one file, one label, from inside the root": LABEL_CASES,
 }
 ALL = [case for cases in CLASSES.values() for case in cases]
 

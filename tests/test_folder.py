@@ -59,7 +59,7 @@ def test_train_valid_folders_give_sorted_classes_counts_and_the_skipped_files(cl
     skipped = {s["file"]: s for s in report["skipped"]}
     assert set(skipped) == {"train/3/notes.jpg", "train/7/cut.jpg"}
     assert "truncated" in skipped["train/7/cut.jpg"]["reason"]
-    assert "cannot identify image file" in skipped["train/3/notes.jpg"]["reason"]
+    assert skipped["train/3/notes.jpg"]["reason"] == "not an image (unknown format)"
     # one warning line, on stderr, with the count
     warnings = [line for line in r.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "2 of 84 files" in warnings[0]
@@ -248,6 +248,96 @@ def test_decompression_bombs_are_refused_per_file(tmp_path):
         png_header(tmp_path / name, side, side)
         with pytest.raises(DecodeError, match="decompression"):
             decode_image(tmp_path / name, 3, 16, "crop")
+
+
+def zeros_png(path: Path, width: int, height: int, depth: int = 8, colour: int = 0, channels: int = 1) -> None:
+    """A real PNG of width x height black pixels, a few hundred kB whatever its size."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z, left, idat = zlib.compressobj(1), height * (1 + width * channels * depth // 8), []
+    while left > 0:
+        idat.append(z.compress(bytes(min(left, 1 << 24))))
+        left -= 1 << 24
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat) + z.flush())
+                     + chunk(b"IEND", b""))
+
+
+def test_memory_is_bounded_in_bytes_before_any_pixel_is_decoded(tmp_path):
+    # a 24 MP photo passes: RGB (96 MB as PIL stores it), RGBA (and its RGB copy), 16-bit grey (and its 8-bit copy)
+    for name, colour, depth, channels in (("rgb.png", 2, 8, 3), ("rgba.png", 6, 8, 4), ("deep.png", 0, 16, 1)):
+        zeros_png(tmp_path / name, 6000, 4000, depth, colour, channels)
+        assert (decode_image(tmp_path / name, 3, 16, "crop") == 0).all()
+    # what would take more is refused from its header: 9400 x 9400 RGBA is 337 MB as stored, 674 MB with its copy
+    png_header(tmp_path / "big.png", 9400, 9400)
+    data = bytearray((tmp_path / "big.png").read_bytes())
+    data[24:26] = bytes([8, 6])  # 8-bit RGBA
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "big.png").write_bytes(bytes(data))
+    with pytest.raises(DecodeError, match=r"^9400x9400 PNG RGBA needs 674 MB to decode, more than the 256 MB"):
+        decode_image(tmp_path / "big.png", 3, 16, "crop")
+    # a progressive JPEG holds every DCT coefficient at full size, draft mode or not: 2 bytes each
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG", progressive=True, subsampling=0)
+    for side, refused in ((4000, False), (9400, True)):  # 96 MB of coefficients; 530 MB
+        data = bytearray(buf.getvalue())
+        at = data.find(b"\xff\xc2")
+        data[at + 5:at + 9] = struct.pack(">HH", side, side)
+        (tmp_path / "p.jpg").write_bytes(bytes(data))
+        try:
+            decode_image(tmp_path / "p.jpg", 3, 16, "crop")
+            why = ""
+        except DecodeError as e:  # the 16 x 16 scan cannot fill 4000 x 4000: broken, but not refused for its size
+            why = str(e)
+        assert ("MB to decode" in why) == refused, why
+
+
+def test_a_jpeg_scan_that_leaves_out_components_is_counted_as_buffered():
+    from onecycle_cli.datasets.decode import _first_scan_components
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(buf, "JPEG")  # baseline: one interleaved scan of Y, Cb and Cr
+    assert _first_scan_components(io.BytesIO(buf.getvalue())) == 3
+    data = buf.getvalue()
+    at = data.find(b"\xff\xda")
+    one = data[:at] + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + data[at + 14:]  # a scan of Y alone
+    assert _first_scan_components(io.BytesIO(one)) == 1
+    assert _first_scan_components(io.BytesIO(b"\xff\xd8garbage")) is None  # unreadable: counted as buffered
+
+
+def test_only_the_formats_listed_are_parsed_and_the_readme_lists_them():
+    from onecycle_cli.datasets.decode import FORMATS
+    from onecycle_cli.datasets.folder import IMAGE_EXTENSIONS
+    registered = Image.registered_extensions()
+    assert {registered[ext] for ext in IMAGE_EXTENSIONS} == set(FORMATS)  # each extension read, each format named
+    files = next(line for line in (REPO / "README.md").read_text().split("\n- ") if line.startswith("**Files.**"))
+    assert all(name.lower() in files.lower() for name in FORMATS), files
+
+
+def test_the_decoder_opens_no_link_and_no_fifo(tmp_path):
+    # scan lists neither; a file swapped for one before its turn comes is refused by the decoder itself
+    Image.new("L", (8, 8)).save(tmp_path / "real.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "real.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(DecodeError, match="^a symbolic link$"):
+        decode_image(tmp_path / "link.png", 1, 8, "crop")
+    with pytest.raises(DecodeError, match="^a FIFO$"):
+        decode_image(tmp_path / "pipe.png", 1, 8, "crop")
+
+
+@pytest.mark.parametrize("resize", ["crop", "squish", "pad"])
+def test_every_exif_orientation_turns_the_small_square_as_pil_turns_the_image(tmp_path, resize):
+    from PIL import ImageOps
+    stored = np.random.default_rng(0).integers(0, 256, (10, 30), dtype=np.uint8)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(stored).save(tmp_path / "o.png", exif=exif)
+        with Image.open(tmp_path / "o.png") as im:
+            upright = np.asarray(ImageOps.exif_transpose(im))
+        Image.fromarray(upright).save(tmp_path / "upright.png")
+        got = decode_image(tmp_path / "o.png", 1, 9, resize).astype(int)
+        want = decode_image(tmp_path / "upright.png", 1, 9, resize).astype(int)
+        assert np.abs(got - want).max() <= 1, orientation  # resampled in the other order: rounding apart
 
 
 # ------------------------------------------------------------------------------------------------
