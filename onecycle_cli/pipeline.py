@@ -20,13 +20,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
-from .datasets.folder import printable
 from .datasets.tensors import Dataset, load_dataset
 from .display import Display, fmt_bytes
 from .dist import Dist
 from .errors import DataError, UsageError
 from .loader import TrainBatches
 from .models import Built, LayerGroup, build, layer_groups
+from .safe_text import printable
 
 
 def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:

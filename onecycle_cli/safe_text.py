@@ -33,3 +33,9 @@ def plain(text: object) -> str:
 def one_line(text: object) -> str:
     """`plain(text)` on a single line: runs of whitespace, newlines included, become one space."""
     return plain(" ".join(str(text).split()))
+
+
+def printable(text: str) -> str:
+    """A path (or a message naming one) as text that JSON, terminals and logs take: bytes that are not
+    UTF-8, which the file system may hand over, shown as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

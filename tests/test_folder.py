@@ -5,6 +5,7 @@ bundled 3-vs-7 digits: mixed sizes, grey, RGB, RGBA and palette images, plus a t
 text file named .jpg that must be skipped, not fatal.
 """
 
+import io
 import json
 import os
 import shutil
@@ -25,7 +26,8 @@ from onecycle_cli.config import DataConfig
 from onecycle_cli.datasets import read_arrays
 from onecycle_cli.datasets.cache import cached_images
 from onecycle_cli.datasets.decode import DecodeError, decode_image
-from onecycle_cli.datasets.folder import hold_out, scan, split_key
+from onecycle_cli.datasets.folder import scan
+from onecycle_cli.datasets.listing import hold_out, split_key
 from onecycle_cli.errors import Interrupted
 from onecycle_cli.runs.directory import read_csv
 
@@ -430,6 +432,7 @@ def test_a_decode_worker_writes_only_into_the_file_the_cache_created(tmp_path):
     """The images file is opened by name in each worker: a link planted under that name, or another file
     put in its place since the cache created it, is refused, never written through."""
     import errno
+
     from onecycle_cli.datasets.decode import decode_chunk
     Image.fromarray(digits(1)[0][0]).save(tmp_path / "a.png")
     job = [(0, str(tmp_path / "a.png"))]

@@ -62,10 +62,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DataConfig
 from ..errors import DiskFull, Interrupted, UsageError
-from ..safe_files import (NotDirectory, NotRegularFile, TooLarge, atomic_write_text, no_space, open_dir,
-                          open_regular, read_regular)
+from ..safe_files import (
+    NotDirectory,
+    NotRegularFile,
+    TooLarge,
+    atomic_write_text,
+    no_space,
+    open_dir,
+    open_regular,
+    read_regular,
+)
+from ..safe_text import printable
 from .decode import decode_files
-from .folder import Listing, file_key, printable
+from .listing import Listing, file_key
 
 FORMAT = 1
 MANIFEST_LIMIT = 64 << 20    # bytes, plus MANIFEST_PER_FILE a listed file: ~100 bytes a file in practice

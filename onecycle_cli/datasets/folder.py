@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import io
 import os
 import stat
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -42,7 +40,10 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 from ..safe_files import NotRegularFile, TooLarge, read_regular
+from ..safe_text import printable
 from .arrays import Arrays, Images, stats_from_sums
+from .cache import cached_images
+from .listing import Entry, Listing, hold_out, split_key
 
 # what torchvision's ImageFolder accepts, and GIF (its first frame)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
@@ -50,52 +51,6 @@ LAYOUTS = ("<root>/train/<class>/*.jpg beside <root>/valid/<class>/*.jpg (or val
            "data.valid_pct; or data.csv with columns fname,label[,is_valid]")
 CSV_COLUMNS = ("fname", "label", "is_valid")
 LABELS_LIMIT = 256 << 20  # data.csv: a million rows of long paths is about 100 MB
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: str      # relative to the root, '/'-separated
-    label: int     # index into the sorted class names
-    valid: bool
-    size: int      # bytes and modification time: what tells the cache that a file changed
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
-class Listing:
-    root: Path
-    layout: str
-    classes: list[str]
-    entries: list[Entry]  # sorted by path: the files to decode
-    skipped: list[tuple[Entry, str]] = field(default_factory=list)  # listed, never opened (links), and why
-
-
-def split_key(seed: int, path: str) -> int:
-    """A file's place in the seeded order: a hash of the seed and its relative path, nothing else."""
-    data = f"{seed}\0{path}".encode("utf-8", "surrogateescape")  # a file name's bytes, UTF-8 or not
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
-
-
-def printable(text: str) -> str:
-    """A path (or a message naming one) as text that JSON, terminals and logs take: bytes that are not
-    UTF-8, which the file system may hand over, shown as \\xNN."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def file_key(path: str) -> str:
-    """A relative path as JSON text, one to one: itself, or, for a name that is not UTF-8, a NUL (which
-    no file name holds) and its bytes in hex."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return "\0" + path.encode("utf-8", "surrogateescape").hex()
-
-
-def hold_out(paths: list[str], valid_pct: float, seed: int) -> set[str]:
-    """round(valid_pct x n) of `paths` for validation, the same set whatever order they come in."""
-    k = int(valid_pct * len(paths) + 0.5)
-    return set(sorted(paths, key=lambda p: (split_key(seed, p), p))[:k])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -391,7 +346,6 @@ def _scan_csv(root: Path, cfg: DataConfig) -> Listing:
 
 
 def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None = None) -> Arrays:
-    from .cache import cached_images
     listing = scan(cfg)
     stored = cfg.presize or cfg.image_size
     cache = cached_images(listing, cfg, stored, progress, stop)
