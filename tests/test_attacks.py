@@ -214,7 +214,8 @@ def png_linked_to_victim(given: Given) -> dict:
 
 def plot_replaces_the_link(given: Given, result: Result, names: dict) -> None:
     victim_untouched(given, result, names)
-    assert not (names["run"] / "curves.png").is_symlink() and (names["run"] / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    curves = names["run"] / "curves.png"
+    assert not curves.is_symlink() and curves.read_bytes()[:4] == b"\x89PNG"
 
 
 LINK_CASES = [
@@ -264,7 +265,8 @@ def a_root(name: str, *runs: str):
         root = given.root / name
         root.mkdir(parents=True)
         for kind in runs:
-            shutil.copytree(given.request.getfixturevalue("tiny_runs")[kind], root / f"20240101-00000{len(list(root.iterdir()))}-{kind}")
+            copy = f"20240101-00000{len(list(root.iterdir()))}-{kind}"
+            shutil.copytree(given.request.getfixturevalue("tiny_runs")[kind], root / copy)
         return {"root": root}
     return setup
 
@@ -310,7 +312,8 @@ TEXT_CASES = [
     attack("runs of a run named with ESC, BEL and CR", "runs", 0, "run\\x1b[2J\\x1b]0;owned\\x07\\x0dname",
            setup=escaped_name, check=no_control_codes),
     attack("compare of a run named with ESC, BEL and CR", f"compare runs/{shlex.quote(ESC_NAME)} {{other}}", 0,
-           "run\\x1b[2J", setup=lambda g: {**escaped_name(g), "other": g.request.getfixturevalue("tiny_runs")["constant"]},
+           "run\\x1b[2J",
+           setup=lambda g: {**escaped_name(g), "other": g.request.getfixturevalue("tiny_runs")["constant"]},
            check=no_control_codes),
     refused("an error naming a config path with ESC", f"train --config {shlex.quote(ESC_NAME + '.yaml')}",
             "no such file", "run\\x1b[2J\\x1b]0;owned\\x07 name.yaml", check=no_control_codes),
@@ -437,8 +440,9 @@ BOUND_CASES = [
     refused("--seeds of two hundred million", "train --seeds 200000000", "--seeds 200000000", "at most 1000"),
     refused("a synthetic set larger than memory", "train --dataset synthetic --set data.image_size=512 "
             "--set data.train_size=10000000", "synthetic set of 10,000,000", "more than the", "GB available"),
-    refused("simple_cnn of ninety billion weights", "train --config mnist_sample --set model.channels=[1,100000,100000,2]"
-            " --set model.kernel_sizes=[3]", "90,002,700,000 conv weights", "at most 1,000,000,000"),
+    refused("simple_cnn of ninety billion weights",
+            "train --config mnist_sample --set model.channels=[1,100000,100000,2] --set model.kernel_sizes=[3]",
+            "90,002,700,000 conv weights", "at most 1,000,000,000"),
     refused("schedule --epochs of a billion", "schedule --epochs 1000000000", "steps a preview walks through",
             "--epochs"),
     refused("schedule --steps-per-epoch of a billion", "schedule --steps-per-epoch 1000000000 --epochs 95",
@@ -495,7 +499,8 @@ VALIDATION_CASES = [
             "optim.weight_decay = 1e+30", "<= 1e+18"),
     refused("end_lr that overflows float32", "find --end-lr 1e39", "find.end_lr = 1e+39", "<= 1e+18"),
     refused("--runs-dir with a part over 255 bytes", f"train --runs-dir {LONG}", "run.root", "a part of 300 bytes"),
-    refused("--data-dir with a part over 255 bytes", f"find --data-dir data/{LONG}", "data.root", "a part of 300 bytes"),
+    refused("--data-dir with a part over 255 bytes", f"find --data-dir data/{LONG}", "data.root",
+            "a part of 300 bytes"),
     refused("--config with a part over 255 bytes", f"config --config {LONG}.yaml", "--config", "a part of 305 bytes"),
     refused("--resume with a part over 255 bytes", f"train --resume {LONG}", "--resume", "a part of 300 bytes"),
     refused("--max-lr with a part over 255 bytes", f"train --max-lr runs/{LONG}", "--max-lr", "a part of 300"),
@@ -586,8 +591,9 @@ PATH_CASES = [
     refused("--runs-dir '' (an unset variable)", "config --runs-dir ''", "run.root = ''", "no characters"),
     refused("--seed 1:30 is not sexagesimal 90", "config --seed 1:30", "train.seed = '1:30'", "an integer"),
     attack("--epochs 010 is ten, not octal eight", "config --epochs 010 --json", 0, check=resolved(train__epochs=10)),
-    attack("0x10 is sixteen and 0o17 fifteen, as YAML 1.2", "config --set train.seed=0x10 --set train.epochs=0o17 --json",
-           0, check=resolved(train__seed=16, train__epochs=15)),
+    attack("0x10 is sixteen and 0o17 fifteen, as YAML 1.2",
+           "config --set train.seed=0x10 --set train.epochs=0o17 --json", 0,
+           check=resolved(train__seed=16, train__epochs=15)),
     refused("yes is not a boolean", "config --set data.flip=yes", "data.flip = 'yes'", "true or false"),
     refused("off in a YAML file is not a boolean", "config --config off.yaml", "data.crop = 'off'", "true or false",
             setup=a_file("off.yaml", "data:\n  crop: off\n")),
@@ -623,9 +629,10 @@ LR_CASES = [
            143, "no max_lr chosen", env={"ONECYCLE_FAULT": "sweep@5:SIGTERM"}, process=True, check=no_lr_recorded),
     attack("a second SIGINT while the epoch's checkpoint is written", f"train {MNIST_SAMPLE} --epochs 3", 130,
            env={"ONECYCLE_FAULT": "eval@2:SIGINT,checkpoint@2:SIGINT"}, process=True, check=kept_what_it_claims),
-    refused("--resume of a run whose range test was interrupted", "train --resume {run}", "no checkpoint to resume from",
-            "start it again", setup=lambda g: {"run": shutil.copytree(g.request.getfixturevalue("find_interrupted_run"),
-                                                                       g.root / "given" / "find-first")}),
+    refused("--resume of a run whose range test was interrupted", "train --resume {run}",
+            "no checkpoint to resume from", "start it again",
+            setup=lambda g: {"run": shutil.copytree(g.request.getfixturevalue("find_interrupted_run"),
+                                                    g.root / "given" / "find-first")}),
 ]
 
 
@@ -1257,23 +1264,27 @@ FORMAT_CASES = [
     attack("an EPS file named .png with a fake gs on PATH", IMAGES_CHECK, 0, "1 of 9 files",
            setup=folder_with({"a/photo.png": eps}, gs=True), env=FAKE_GS_PATH, process=True,
            check=not_parsed("a/photo.png")),
-    attack("an EPS file named .jpg in train/ and valid/ folders, fake gs on PATH", f"data check {IMAGES_FOLDER} --json", 0,
+    attack("an EPS file named .jpg in train/ and valid/ folders, fake gs on PATH",
+           f"data check {IMAGES_FOLDER} --json", 0,
            setup=folder_with({"valid/b/scan.jpg": eps}, gs=True, split=True), env=FAKE_GS_PATH, process=True,
            check=not_parsed("valid/b/scan.jpg", images=16)),
     attack("other formats PIL reads, named .png, .jpg, .gif, .bmp, .webp and .tif", IMAGES_CHECK, 0,
-           f"{len(FOREIGN)} of {8 + len(FOREIGN)} files", setup=folder_with({name: functools.partial(pil_bytes, fmt, FOREIGN[fmt])
-                                                for fmt, name in FOREIGN_NAMES.items()}),
+           f"{len(FOREIGN)} of {8 + len(FOREIGN)} files",
+           setup=folder_with({name: functools.partial(pil_bytes, fmt, FOREIGN[fmt])
+                              for fmt, name in FOREIGN_NAMES.items()}),
            check=not_parsed(*FOREIGN_NAMES.values())),
     attack("a 9400x9400 16-bit grey PNG of under 1 MB", IMAGES_CHECK, 0, setup=folder_with({"a/deep.png": deep_png}),
            check=bounded("a/deep.png", decoded=True)),
-    attack("a 9400x9400 palette PNG", IMAGES_CHECK, 0, "1 of 9 files", setup=folder_with({"b/palette.png": palette_png}),
+    attack("a 9400x9400 palette PNG", IMAGES_CHECK, 0, "1 of 9 files",
+           setup=folder_with({"b/palette.png": palette_png}),
            check=bounded("b/palette.png", decoded=False)),
     attack("a 43-byte GIF with a 9400x9400 screen", IMAGES_CHECK, 0, setup=folder_with({"a/screen.gif": screen_gif}),
            check=bounded("a/screen.gif", decoded=False)),
     attack("a 34-byte WebP claiming 16383x5000", IMAGES_CHECK, 0, setup=folder_with({"b/canvas.webp": canvas_webp}),
            check=bounded("b/canvas.webp", decoded=False)),
     attack("a 500-byte progressive JPEG claiming 9400x9400", IMAGES_CHECK, 0,
-           setup=folder_with({"a/progressive.jpg": progressive_jpeg}), check=bounded("a/progressive.jpg", decoded=False)),
+           setup=folder_with({"a/progressive.jpg": progressive_jpeg}),
+           check=bounded("a/progressive.jpg", decoded=False)),
 ]
 
 
@@ -1342,7 +1353,8 @@ def hard_link(data: Path) -> None:
 
 
 LABEL_CASES = [
-    attack("a class folder linked to .", IMAGES_CHECK, 0, setup=with_links({"all": "."}), check=classes_are("a", "b", images=8)),
+    attack("a class folder linked to .", IMAGES_CHECK, 0, setup=with_links({"all": "."}),
+           check=classes_are("a", "b", images=8)),
     attack("a class folder linked to a folder outside the root", f"data check {IMAGES_FOLDER} --json", 0,
            setup=with_links({"train/c": "../../outside/a", "valid/c": "../../outside/b"}, split=True),
            check=classes_are("a", "b", images=16)),
@@ -1352,7 +1364,8 @@ LABEL_CASES = [
            setup=with_links({"a/x.png": "../../outside/o.png"}), check=links_skipped("a/x.png")),
     attack("an image of one class linked to an image of the other", IMAGES_CHECK, 0,
            setup=with_links({"b/x.png": "../a/0.png"}), check=links_skipped("b/x.png")),
-    attack("a CSV naming a linked image and an image in a linked folder", f"{IMAGES_CHECK} --set data.csv=labels.csv", 0,
+    attack("a CSV naming a linked image and an image in a linked folder",
+           f"{IMAGES_CHECK} --set data.csv=labels.csv", 0,
            setup=with_links({"a/x.png": "../../outside/o.png", "ext": "../outside"},
                             csv=rows("a/0.png", "b/0.png", "a/1.png", "b/1.png", "a/x.png", "ext/o.png")),
            check=links_skipped("a/x.png", "ext/o.png", images=4)),
@@ -1366,7 +1379,8 @@ LABEL_CASES = [
     refused("a folder of a single class", f"{IMAGES_TRAIN} --set data.valid_pct=0.25", "a single class ('a')",
             setup=with_links({}, make=lambda data: shutil.rmtree(data / "b"))),
     refused("a second class folder that links to the first", f"{IMAGES_TRAIN} --set data.valid_pct=0.25",
-            "a single class ('a', b: a symbolic link, not followed)", setup=with_links({"b": "a"}, make=lambda d: shutil.rmtree(d / "b"))),
+            "a single class ('a', b: a symbolic link, not followed)",
+            setup=with_links({"b": "a"}, make=lambda d: shutil.rmtree(d / "b"))),
     refused("a CSV of a single label", f"{IMAGES_TRAIN} {CSV}", "a single class ('a')",
             setup=with_links({}, csv="fname,label\na/0.png,a\na/1.png,a\nb/0.png,a\n")),
     attack("a validation class that training never sees", f"data check {IMAGES_FOLDER} --json", 0,
