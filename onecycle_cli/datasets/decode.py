@@ -111,8 +111,8 @@ def decode_image(path: str | Path, channels: int, size: int, resize: str) -> np.
         except MemoryError:
             raise DecodeError("more memory than this machine has left") from None
         except Exception as e:  # truncated, unreadable, unsupported: all unusable
-            raise DecodeError(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'cannot be decoded'}") \
-                from None
+            detail = str(e).splitlines()[0][:200] if str(e) else "cannot be decoded"
+            raise DecodeError(f"{type(e).__name__}: {detail}") from None
 
 
 def _decode(im, f, mode: str, size: int, resize: str) -> np.ndarray:

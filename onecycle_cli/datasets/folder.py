@@ -126,15 +126,17 @@ def _class_files(folder: Path, root: Path, what: str) -> dict[str, list[tuple[st
     files = {c: _walk(folder / c, root) for c in classes}
     empty = [c for c, f in files.items() if not f]
     if empty:
-        raise DataError(f"{what} {folder}: class folder {empty[0]!r} holds no images (.jpg, .png, .bmp, .webp, .gif, ...)"
-                        f"{f' and {len(empty) - 1} more are empty' if len(empty) > 1 else ''}: add images or remove it")
+        raise DataError(f"{what} {folder}: class folder {empty[0]!r} holds no images (.jpg, .png, .bmp, .webp, "
+                        f".gif, ...){f' and {len(empty) - 1} more are empty' if len(empty) > 1 else ''}: add images "
+                        f"or remove it")
     return files
 
 
 def _two_classes(classes: list[str], where: str, *folders: Path) -> None:
     if len(classes) < 2:
         linked = [f"{printable(name)}: a symbolic link, not followed" for folder in folders for name in _linked(folder)]
-        raise DataError(f"{where}: found a single class ({printable(classes[0])!r}{''.join(', ' + x for x in linked)}); "
+        also = "".join(", " + x for x in linked)
+        raise DataError(f"{where}: found a single class ({printable(classes[0])!r}{also}); "
                         f"a classifier needs two or more: add a folder (or a label) per class")
 
 
@@ -390,4 +392,5 @@ def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None 
         "files": len(files), "skipped": skipped, "warnings": warnings,
         "image_size": cfg.image_size, "stored_size": stored, "channels": cfg.channels, "resize": cfg.resize,
         "split_seed": cfg.split_seed, "cache": cache.info}
-    return Arrays("folder", x_train, labels["train"], x_valid, labels["valid"], list(listing.classes), mean, std, report)
+    return Arrays("folder", x_train, labels["train"], x_valid, labels["valid"], list(listing.classes), mean, std,
+                  report)

@@ -120,8 +120,9 @@ def _unwrap(obj, path: Path, what: str) -> tuple[dict, str, dict | None, list[st
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj:
-        raise DataError(f"{what} {path}: holds {type(obj).__name__ if not isinstance(obj, dict) else 'an empty mapping'}"
-                        f", expected a state_dict (tensor names to tensors) or a onecycle checkpoint")
+        held = type(obj).__name__ if not isinstance(obj, dict) else "an empty mapping"
+        raise DataError(f"{what} {path}: holds {held}, expected a state_dict (tensor names to tensors) or a onecycle "
+                        f"checkpoint")
     bad = next((k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
         raise DataError(f"{what} {path}: entry {one_line(bad)[:60]!r} is a {type(obj[bad]).__name__}, not "
