@@ -56,7 +56,7 @@ def build(cfg: ModelConfig, in_channels: int, num_classes: int, load_weights: bo
     else:
         model = MODELS[cfg.name](cfg, in_channels, num_classes)
         built = Built(model, head=("head",) if cfg.name != "simple_cnn" else (str(len(model) - 3),))
-        if cfg.pretrained is not False and load_weights:  # a path: config.py refuses `true` for a built-in
+        if cfg.pretrained is not False and load_weights:  # a path: the schema refuses `true` for a built-in
             weights = read_weights(cfg.pretrained)
             built.loaded = load_matching(model, weights, built.head, classes)
             require_body(built.loaded, model, built.head, cfg.name, "model.pretrained")
