@@ -38,7 +38,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = ["model.name=simple_cnn", "model.channels=[3,8,16,32,64,10]", "model.kernel_sizes=[5,3,3,3,3]", "model.strides=[2]"]  # the fastai book's net, on RGB
+# the fastai book's net, on RGB
+MODEL = ["model.name=simple_cnn", "model.channels=[3,8,16,32,64,10]", "model.kernel_sizes=[5,3,3,3,3]",
+         "model.strides=[2]"]
 
 
 def write_folder(data: Path, root: Path, n: int) -> Path:
@@ -48,6 +50,7 @@ def write_folder(data: Path, root: Path, n: int) -> Path:
         return root
     import numpy as np
     from PIL import Image
+
     from onecycle_cli.datasets.builtin import read_idx
     raw = data / "FashionMNIST" / "raw"
     x = read_idx(raw / "train-images-idx3-ubyte", 3)[:n]
@@ -110,9 +113,9 @@ def child_decode_reference(a) -> dict:
 
 def child_train(a) -> dict:
     from onecycle_cli.display import Display
-    from onecycle_cli.train import train_run as train
     from onecycle_cli.runs.directory import read_csv
     from onecycle_cli.signals import StopFlag
+    from onecycle_cli.train import train_run as train
     n = a.steps * a.batch_size
     resolved = config(a, extra=(f"data.train_size={n}", f"train.log_every={a.steps}"))
     run, summary = train(resolved, Display(enabled=False), StopFlag())
@@ -126,6 +129,7 @@ def child_train_reference(a) -> dict:
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
+
     from onecycle_cli.models import build_model
     from onecycle_cli.optim import build_optimizer
     from onecycle_cli.schedules import build_schedule
@@ -223,7 +227,8 @@ def main() -> None:
     a.runs = a.work / "runs"
     a.runs.mkdir(parents=True, exist_ok=True)
     from onecycle_cli.datasets import read_arrays
-    read_arrays(config(a).config.data)  # the folder's own cache, which the training rounds load; the files now in the page cache
+    # the folder's own cache, which the training rounds load; the files now in the page cache
+    read_arrays(config(a).config.data)
     rounds = {k: [] for k in CHILDREN}
     for _ in range(a.rounds):  # interleaved: a drift of the machine's speed hits both sides alike
         for which in CHILDREN:

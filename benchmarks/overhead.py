@@ -55,6 +55,7 @@ def child_bare(a) -> dict:
     import torch
     import torch.nn.functional as F
     import torchvision
+
     from onecycle_cli.config import DataConfig
     from onecycle_cli.datasets import load_dataset
     cfg = DataConfig(dataset=a.dataset, root=str(a.data), download=False, train_size=a.train_size,
@@ -84,7 +85,8 @@ def child_bare(a) -> dict:
         groups += [{"params": [p for p in params if p.ndim > 1], "weight_decay": WD},
                    {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
         peaks += [peak, peak]
-    opt = torch.optim.AdamW(groups, lr=MAX_LR, betas=BETAS, eps=EPS, weight_decay=WD, **({"fused": True} if cuda else {}))
+    opt = torch.optim.AdamW(groups, lr=MAX_LR, betas=BETAS, eps=EPS, weight_decay=WD,
+                            **({"fused": True} if cuda else {}))
     per_epoch = len(x_train) // a.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=a.epochs * per_epoch, pct_start=0.25,
                                                 div_factor=25, final_div_factor=1e5 / 25)
@@ -168,7 +170,8 @@ def main() -> None:
         "onecycle_train_seconds": round(o, 3), "bare_seconds": round(b, 3), "ratio": round(o / b, 3),
         "target": "ratio <= 1.1",
         "onecycle_each": [s["train_seconds"] for s in ours], "bare_each": [s["seconds"] for s in bare],
-        "onecycle_final_train_loss": ours[0]["final"]["train_loss"], "bare_last_batch_loss": bare[0]["final_train_loss"],
+        "onecycle_final_train_loss": ours[0]["final"]["train_loss"],
+        "bare_last_batch_loss": bare[0]["final_train_loss"],
         "onecycle_images_per_s": statistics.median(s["images_per_s"] for s in ours)}))
 
 

@@ -60,9 +60,9 @@ def images_for(model: str, data: Path, n: int) -> tuple[np.ndarray, np.ndarray, 
 def child_onecycle(a) -> dict:
     from onecycle_cli.config import resolve
     from onecycle_cli.display import Display
-    from onecycle_cli.train import train_run as train
     from onecycle_cli.runs.directory import read_csv
     from onecycle_cli.signals import StopFlag
+    from onecycle_cli.train import train_run as train
     n = a.steps * a.batch_size
     data_sets = [f"data.root={a.data}"]
     if not real_mnist(a.model, a.data):  # images of the model's shape, as the reference's, when the set is not here
@@ -82,11 +82,13 @@ def child_onecycle(a) -> dict:
 def child_reference(a) -> dict:
     from torch.utils.data import DataLoader, Dataset
     from torchvision.transforms import v2
+
     from onecycle_cli.config import resolve
     from onecycle_cli.models import build_model
     from onecycle_cli.optim import build_optimizer
     from onecycle_cli.schedules import build_schedule
-    cfg = resolve(PRESETS[a.model], ["schedule.shape=fastai"]).config  # the shape costs nothing; short runs need two phases
+    # the shape costs nothing; short runs need two phases
+    cfg = resolve(PRESETS[a.model], ["schedule.shape=fastai"]).config
     warmup = 5
     x, y, _ = images_for(a.model, a.data, (a.steps + warmup + 1) * a.batch_size)
     c, h, w = x.shape[1:]
@@ -206,7 +208,8 @@ def main() -> None:
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     if a.time_to_accuracy:
-        a.device = "cuda" if a.device == "all" and torch.cuda.is_available() else ("cpu" if a.device == "all" else a.device)
+        if a.device == "all":
+            a.device = "cuda" if torch.cuda.is_available() else "cpu"
         print(json.dumps({**info, **time_to_accuracy(a)}))
         return
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if a.device == "all" else [a.device]

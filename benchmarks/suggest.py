@@ -453,7 +453,8 @@ def check_against_fastai(fastai_python: str, journal: Journal, tasks: list[str],
             rel = abs(ours[rule]["lr"] / lr - 1)
             worst = max(worst, rel)
             if rel > 1e-5:
-                disagree.append({"task": c["task"], "seed": c["seed"], "rule": rule, "fastai": lr, "ours": ours[rule]["lr"]})
+                disagree.append({"task": c["task"], "seed": c["seed"], "rule": rule, "fastai": lr,
+                                 "ours": ours[rule]["lr"]})
     return {"fastai": theirs["fastai"], "curves": len(curves), "suggestions": 4 * len(curves),
             "max_relative_difference": worst, "disagreements": disagree}
 

@@ -86,7 +86,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def read_fashion(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Fashion-MNIST's train and test splits as (images N x 28 x 28, labels N), read by onecycle's own checked reader."""
+    """Fashion-MNIST's train and test splits as (images N x 28 x 28, labels N), read by onecycle's own checked
+    reader."""
     from onecycle_cli.datasets.builtin import IDX_FILES, read_idx
     from onecycle_cli.errors import DataError
     raw = root / "FashionMNIST" / "raw"
@@ -171,7 +172,8 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("--data-root", type=Path, default=DEFAULT_DATA,
                    help="the folder holding FashionMNIST/raw/ (default: ../shared/data beside this checkout)")
@@ -247,7 +249,8 @@ def main() -> None:
         "c": ("fine_tune", "fastai's fine_tune: 1 frozen epoch, then unfrozen, lr_mult 100",
               [*on_target, *init, "--set", "train.freeze_epochs=1", "--epochs", epochs - 1,
                "--set", "optim.lr_mult=100", "--max-lr", lr["c"]]),
-        "d": ("two short", f"unfrozen, two 1cycles of {half} + {epochs - half} epochs (the second from the first, --init)",
+        "d": ("two short",
+              f"unfrozen, two 1cycles of {half} + {epochs - half} epochs (the second from the first, --init)",
               [*on_target, *init, "--epochs", half, "--max-lr", lr["d"]]),
         "e": ("one long", f"unfrozen, one 1cycle of {epochs} epochs",
               [*on_target, *init, "--epochs", epochs, "--max-lr", lr["e"]]),
@@ -294,7 +297,8 @@ def main() -> None:
     say("")
     say(f"{'arm':<16} {'max_lr':>9} {'accuracy (mean ± std)':>22} {'train s':>8} {'wall s':>7}")
     for key, r in results.items():
-        say(f"({key}) {r['name']:<12} {r['max_lr']:>9.3g} {r['accuracy_mean'] * 100:>13.2f} ± {r['accuracy_std'] * 100:4.2f}% "
+        say(f"({key}) {r['name']:<12} {r['max_lr']:>9.3g} {r['accuracy_mean'] * 100:>13.2f} ± "
+            f"{r['accuracy_std'] * 100:4.2f}% "
             f"{r['train_seconds_mean']:>8.1f} {r['wall_seconds_mean']:>7.1f}")
     say(f"{seeds} seeds each, {epochs} epochs on {size['target_train']} images a class; pretrained on "
         f"{size['source_train']} a class for {size['source_epochs']} epochs ({pre['final']['accuracy'] * 100:.2f}%); "

@@ -26,7 +26,8 @@ def main() -> None:
     a.train = a.train if a.train is not None else 16 if a.smoke else 1000
     a.valid = a.valid if a.valid is not None else 8 if a.smoke else 500
     with resources.files("onecycle_cli").joinpath("assets/mnist_sample.npz").open("rb") as f, np.load(f) as z:
-        for split, n, x, y in (("train", a.train, z["x_train"], z["y_train"]), ("valid", a.valid, z["x_valid"], z["y_valid"])):
+        splits = (("train", a.train, z["x_train"], z["y_train"]), ("valid", a.valid, z["x_valid"], z["y_valid"]))
+        for split, n, x, y in splits:
             for i in range(min(n, len(x))):
                 folder = a.root / split / ("3", "7")[y[i]]
                 folder.mkdir(parents=True, exist_ok=True)

@@ -186,7 +186,8 @@ def read_weights(path: str | Path, what: str = "model.pretrained", follow: bool 
     return Weights(tensors, kind, str(path), normalize, classes)
 
 
-ENDINGS = ("completed", "interrupted", "diverged", "failed", "running")  # a summary's status, as runs/history.py knows them
+# a summary's status, as runs/history.py knows them
+ENDINGS = ("completed", "interrupted", "diverged", "failed", "running")
 
 
 def read_run(run_dir: str | Path) -> Weights:
