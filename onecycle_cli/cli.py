@@ -399,6 +399,7 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
         try:
             grid["grid_dir"] = str(run.path.absolute())  # where it is now, should it have been moved
             plan = launch.plan_of(grid)
+            launch.reconcile_all(grid)  # members a killed parent left behind: what their run directories say
             parallel = parallel or grid["spec"].get("parallel") or 1
             todo = (sum(m["status"] not in ("completed", "diverged") for m in grid["members"]) if grid["members"]
                     else plan.size)

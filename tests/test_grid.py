@@ -151,7 +151,7 @@ def test_a_diverging_member_is_recorded_and_the_rest_go_on(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # SIGINT to the parent reaches every member; --resume ends as the uninterrupted grid does
 
-LONG = ["--config", "mnist_sample", "--set", "data.train_size=640", "--set", "data.valid_size=256", "--epochs", "20",
+LONG = ["--config", "mnist_sample", "--set", "data.train_size=640", "--set", "data.valid_size=256", "--epochs", "12",
         "--set", "train.log_every=1", "--vary", "schedule.max_lr=0.01,0.02", "--parallel", "2"]
 
 
@@ -159,27 +159,41 @@ def finals(grid: dict) -> list[dict]:
     return [json.loads((Path(m["run_dir"]) / "summary.json").read_text())["final"] for m in grid["members"]]
 
 
-def test_sigint_to_the_parent_then_resume_ends_as_an_uninterrupted_grid(tmp_path):
-    reference = process("grid", *LONG, "--runs-dir", "ref", "--json", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory) -> dict:
+    """The uninterrupted grid that interrupted-and-resumed ones must end as."""
+    reference = process("grid", *LONG, "--runs-dir", "ref", "--json", cwd=tmp_path_factory.mktemp("reference"))
     out, err = reference.communicate()
     assert reference.returncode == 0, err
-    ref = json.loads(out)
-    cut = process("grid", *LONG, "--runs-dir", "cut", cwd=tmp_path)
-    while cut.poll() is None:  # both members well into training: 30 of their 200 steps recorded
-        logs = list((tmp_path / "cut").glob("*-train-*/steps.csv"))
+    return json.loads(out)
+
+
+def signal_mid_training(proc: subprocess.Popen, runs: Path, sig: int) -> None:
+    """`sig` to the parent once both members are well into training: 30 of their 120 steps recorded."""
+    while proc.poll() is None:
+        logs = list(runs.glob("*-train-*/steps.csv"))
         if len(logs) == 2 and all(len(p.read_text().splitlines()) > 30 for p in logs):
-            cut.send_signal(signal.SIGINT)
-            break
+            proc.send_signal(sig)
+            return
         time.sleep(0.02)
+    raise AssertionError(f"the grid ended (exit {proc.returncode}) before its members were 30 steps in")
+
+
+def test_sigint_to_the_parent_then_resume_ends_as_an_uninterrupted_grid(tmp_path, long_reference):
+    ref = long_reference
+    cut = process("grid", *LONG, "--runs-dir", "cut", cwd=tmp_path)
+    signal_mid_training(cut, tmp_path / "cut", signal.SIGINT)
     _, err = cut.communicate()
     assert cut.returncode == 130, err
     folder = next((tmp_path / "cut").glob("*-grid-*"))
     grid = json.loads((folder / "grid.json").read_text())
     assert grid["status"] == "interrupted"
-    assert [m["status"] for m in grid["members"]] == ["interrupted", "interrupted"], err
+    assert [m["status"] for m in grid["members"]] == ["interrupted", "interrupted"], (
+        err, [(m["status"], m["exit_code"], m["error"]) for m in grid["members"]],
+        [(folder / "members" / f"{m['index']}.log").read_text()[-1500:] for m in grid["members"]])
     for m in grid["members"]:  # each checkpointed as train does, mid-run
         summary = json.loads((Path(m["run_dir"]) / "summary.json").read_text())
-        assert summary["status"] == "interrupted" and 30 <= summary["steps"] < 200
+        assert summary["status"] == "interrupted" and 30 <= summary["steps"] < 120
     resumed = process("grid", "--resume", folder, "--json", cwd=tmp_path)
     out, err = resumed.communicate()
     assert resumed.returncode == 0, err
@@ -221,3 +235,31 @@ def test_a_bad_spec_is_one_line_and_nothing_runs(cli, tmp_path, args, fragments)
 def test_resume_takes_a_grid_directory_and_nothing_else(cli, tmp_path):
     assert_usage_error(cli("grid", "--resume", tmp_path), "not a grid directory")
     assert_usage_error(cli("grid", "--resume", tmp_path, "--vary", "train.batch_size=32,64"), "takes no --vary")
+
+
+def alive(pid: int) -> bool:
+    """Still running: not gone, and not a zombie that nobody has reaped yet (a container's init may not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_kill_9_of_the_parent_leaves_a_grid_that_resume_completes(tmp_path, long_reference):
+    cut = process("grid", *LONG, "--runs-dir", "cut", cwd=tmp_path)
+    signal_mid_training(cut, tmp_path / "cut", signal.SIGKILL)
+    cut.communicate()
+    folder = next((tmp_path / "cut").glob("*-grid-*"))
+    grid = json.loads((folder / "grid.json").read_text())
+    assert [m["status"] for m in grid["members"]] == ["running", "running"]
+    # the members live on in their own sessions and finish their runs; --resume while one still trains
+    # is refused, after that it finds them by the pids grid.json recorded
+    while any(alive(m["pid"]) for m in grid["members"]):
+        time.sleep(0.05)
+    resumed = process("grid", "--resume", folder, "--json", cwd=tmp_path)
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    done = json.loads(out)
+    assert "0 of 2 members to run" in err and done["status"] == "completed"
+    assert [m["accuracy"] for m in done["members"]] == [m["accuracy"] for m in long_reference["members"]]
+    assert finals(done) == finals(long_reference)

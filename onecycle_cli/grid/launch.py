@@ -233,12 +233,20 @@ def reconcile(grid: dict, m: dict) -> None:
         return
     if not m.get("run_dir") and m.get("pid"):
         m["run_dir"] = run_of_pid(Path(grid["runs_root"]), m["pid"])
+    if m.get("run_dir") and lock_held(Path(m["run_dir"])):  # a member that outlived its parent, still training
+        raise UsageError(f"--resume: member {m['index']} is still running in {m['run_dir']} (pid {m['pid']}): "
+                         f"wait for it to end, then resume the grid")
     summary = read_json(Path(m["run_dir"]) / "summary.json") if m.get("run_dir") else None
-    if summary and summary.get("status") == "completed" and not lock_held(Path(m["run_dir"])):
+    if summary and summary.get("status") == "completed":
         final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
         m.update(status="completed", exit_code=0, accuracy=final.get("accuracy"))
     else:
         m["status"] = "interrupted"  # continued from its checkpoint if it has one, else started again
+
+
+def reconcile_all(grid: dict) -> None:
+    for m in grid["members"]:
+        reconcile(grid, m)
 
 
 def member_line(grid: dict, m: dict, done: int) -> str:
@@ -255,8 +263,7 @@ def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], disp
     """Every member not done, `parallel` at a time, until all have ended or a signal stops the starting."""
     members_dir = grid_dir / "members"
     members_dir.mkdir(exist_ok=True)
-    for m in grid["members"]:
-        reconcile(grid, m)
+    reconcile_all(grid)
     queue = [m for m in grid["members"] if m["status"] not in record.FINAL]
     free = list(range(parallel))
     running: dict[int, tuple[subprocess.Popen, int, float]] = {}
