@@ -438,7 +438,8 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
             run.close()
     best = grid.get("best")
     if best:
-        values = ", ".join(f"{k}={v}" for k, v in best["values"].items()) or "the one point"
+        from .display import fmt_value
+        values = ", ".join(f"{k}={fmt_value(v)}" for k, v in best["values"].items()) or "the one point"
         display.print(f"best: {values}: accuracy {best['mean']:.4f} ± {best['std']:.4f} (n={best['n']})",
                       markup=False)
     if grid.get("suggestion") and grid.get("regret") is not None:

@@ -291,7 +291,7 @@ def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], disp
                 free.append(slot)
                 m = grid["members"][k]
                 finish(grid, m, rc, started, members_dir)
-                done += m["status"] in record.FINAL
+                done += 1  # ended, whatever its outcome: the count says how far the grid has got
                 save()
                 display.print(member_line(grid, m, done), markup=False)
                 bar.update(done)
