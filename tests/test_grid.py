@@ -188,17 +188,22 @@ def test_sigint_to_the_parent_then_resume_ends_as_an_uninterrupted_grid(tmp_path
     folder = next((tmp_path / "cut").glob("*-grid-*"))
     grid = json.loads((folder / "grid.json").read_text())
     assert grid["status"] == "interrupted"
-    assert [m["status"] for m in grid["members"]] == ["interrupted", "interrupted"], (
+    # on a loaded machine one member may start late and the other finish before the signal lands: a member
+    # still training is interrupted, one already done stays completed, none is anything else
+    statuses = [m["status"] for m in grid["members"]]
+    assert "interrupted" in statuses and set(statuses) <= {"interrupted", "completed"}, (
         err, [(m["status"], m["exit_code"], m["error"]) for m in grid["members"]],
         [(folder / "members" / f"{m['index']}.log").read_text()[-1500:] for m in grid["members"]])
     for m in grid["members"]:  # each checkpointed as train does, mid-run
         summary = json.loads((Path(m["run_dir"]) / "summary.json").read_text())
-        assert summary["status"] == "interrupted" and 30 <= summary["steps"] < 120
+        assert summary["status"] == m["status"]
+        assert 30 <= summary["steps"] < 120 if m["status"] == "interrupted" else summary["steps"] == 120
     resumed = process("grid", "--resume", folder, "--json", cwd=tmp_path)
     out, err = resumed.communicate()
     assert resumed.returncode == 0, err
     done = json.loads(out)
-    assert done["status"] == "completed" and [m["resumed"] for m in done["members"]] == [1, 1]
+    assert done["status"] == "completed"
+    assert [m["resumed"] for m in done["members"]] == [int(status == "interrupted") for status in statuses]
     assert [m["run_dir"] for m in done["members"]] == [m["run_dir"] for m in grid["members"]]  # continued, not new
     assert [m["accuracy"] for m in done["members"]] == [m["accuracy"] for m in ref["members"]]
     assert finals(done) == finals(ref)  # bit-identical: the same losses to the last digit
