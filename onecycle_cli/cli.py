@@ -345,6 +345,116 @@ def _parse_seeds(text: str, base: int) -> list[int]:
     return seeds
 
 
+# -- grid ---------------------------------------------------------------------------------------------
+@app.command("grid")
+def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
+             vary: Annotated[Optional[list[str]], typer.Option(
+                 "--vary", metavar="KEY=V1,V2,...", help="Values of any config key (repeatable): the members are "
+                 "every combination, times the seeds.", autocompletion=completion.config_keys)] = None,
+             seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N|S1,S2,...",
+                              help="Run every point with N seeds (or these seeds).")] = None,
+             around: Annotated[Optional[str], typer.Option(
+                 "--around", metavar="find", help="Run the range test once, then vary schedule.max_lr over its "
+                 "suggestion x --factors.")] = None,
+             factors: Annotated[Optional[str], typer.Option(
+                 "--factors", metavar="F1,F2,...", help="--around find's multiples of the suggestion "
+                 "(default 1/4,1/2,1,2,4).")] = None,
+             parallel: Annotated[Optional[int], typer.Option(
+                 "--parallel", min=1, metavar="N", help="Members at a time, each its own process (default: the "
+                 "visible GPUs, else 1); on the CPU each gets cores // N threads.")] = None,
+             resume: Annotated[Optional[Path], typer.Option(
+                 "--resume", metavar="GRID_DIR", callback=_path, help="Run what a grid has not completed: "
+                 "interrupted members continue from their checkpoints.")] = None,
+             max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT",
+                               help="schedule.max_lr (a number)")] = None,
+             epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None,
+             device: Device_ = None, runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None,
+             schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="onecycle|constant|step|cosine",
+                                 help="schedule.name")] = None,
+             precision: Precision_ = None,
+             json_: Annotated[bool, typer.Option("--json", help="Print grid.json on stdout at the end.")] = False
+             ) -> int:
+    """Train every combination of --vary values and --seeds, N at a time, into one grid directory.
+
+    Each member is an ordinary `onecycle train` run (its own process and run directory); the grid
+    directory (runs/<timestamp>-grid-<config>/) holds grid.json, grid.csv, grid.png and report.html.
+
+    Exit codes: 0 every member completed; 3 some diverged (none failed); 1 some failed; 2 a bad spec
+    or config (nothing run); 130 / 143 interrupted by SIGINT / SIGTERM (passed on to the running
+    members, which checkpoint: continue with --resume GRID_DIR).
+    """
+    started = time.time()
+    from .grid import launch, spec
+    display = _display()
+    named = {"epochs": epochs, "batch_size": batch_size, "data_dir": data_dir, "device": device,
+             "runs_dir": runs_dir, "dataset": dataset, "model": model, "precision": precision,
+             "schedule": schedule, "max_lr": max_lr}
+    if resume is not None:
+        given = [f"--{n.replace('_', '-')}" for n, v in {**named, "config": config, "set": set_, "vary": vary,
+                                                         "seeds": seeds, "around": around, "factors": factors,
+                                                         "seed": seed}.items() if v]
+        if given:
+            raise UsageError(f"--resume continues a grid as grid.json gives it: it takes no {', '.join(given)}")
+        run, grid = launch.open_grid(resume)
+        try:
+            grid["grid_dir"] = str(run.path.absolute())  # where it is now, should it have been moved
+            plan = launch.plan_of(grid)
+            launch.reconcile_all(grid)  # members a killed parent left behind: what their run directories say
+            parallel = parallel or grid["spec"].get("parallel") or 1
+            todo = (sum(m["status"] not in ("completed", "diverged") for m in grid["members"]) if grid["members"]
+                    else plan.size)
+            display.print(f"grid {resume}: {todo} of {plan.size} members to run, {parallel} at a time",
+                          markup=False)
+            code = launch.execute(grid, Path(grid["grid_dir"]), plan, parallel,
+                                  launch.visible_gpus(plan.resolved.config.train.device), display)
+        finally:
+            run.close()
+    else:
+        flags = _named(**named)
+        if max_lr is not None and max_lr == "find":
+            raise UsageError("--max-lr find: a grid takes a number here; --around find runs the range test once "
+                             "and varies max_lr around its suggestion")
+        base = _resolve(config, set_, {**flags, **_named(seed=seed)})  # the config alone first: its own errors
+        seed_list = _parse_seeds(seeds, base.config.train.seed) if seeds is not None else [base.config.train.seed]
+        if seeds is not None and seed is not None:
+            raise UsageError("conflicting flags: --seed and --seeds; give one")
+        plan = spec.plan(config, set_ or [], flags, vary or [], seed_list, around, factors)
+        gpus = launch.visible_gpus(plan.resolved.config.train.device)
+        parallel = parallel or max(1, len(gpus))
+        from .runs.directory import RunDir
+        run = RunDir.create(plan.resolved.config.run.root, "grid", plan.resolved.name)
+        try:
+            # a member is `train` with these flags; the range test of --around find takes those find has
+            train_only = ("train.epochs", "schedule.name", "schedule.max_lr")
+            common = ((["--config", config] if config else []) + [x for s in set_ or [] for x in ("--set", s)]
+                      + [x for key, (flag, value) in flags.items() if key not in train_only for x in (flag, value)])
+            train_args = common + [x for key, (flag, value) in flags.items() if key in train_only
+                                   for x in (flag, value)]
+            grid = launch.new_grid(plan, run, train_args, common + ["--seed", str(seed_list[0])], _argv(ctx), parallel)
+            each = f"{launch.cores() // parallel or 1} threads" + (f", one of GPUs {','.join(gpus)}" if gpus else "")
+            display.print(f"grid: {plan.describe()}, {parallel} at a time ({each} each), in {run.path}", markup=False)
+            code = launch.execute(grid, run.path.absolute(), plan, parallel, gpus, display)
+        finally:
+            run.close()
+    best = grid.get("best")
+    if best:
+        from .display import fmt_value
+        values = ", ".join(f"{k}={fmt_value(v)}" for k, v in best["values"].items()) or "the one point"
+        display.print(f"best: {values}: accuracy {best['mean']:.4f} ± {best['std']:.4f} (n={best['n']})",
+                      markup=False)
+    if grid.get("suggestion") and grid.get("regret") is not None:
+        display.print(f"the range test's suggestion {grid['suggestion']['lr']:.3g}: accuracy "
+                      f"{grid['suggestion_mean']:.4f}, {grid['regret']:.2f} points below the best (regret)",
+                      markup=False)
+    from .display import fmt_time
+    display.print(f"grid: {grid['status']} in {fmt_time(time.time() - started)}: {grid['grid_dir']} "
+                  f"(grid.json, grid.csv, grid.png, report.html)", markup=False)
+    if json_:
+        from .runs.directory import to_json
+        sys.stdout.write(to_json(grid, indent=None) + "\n")
+    return code
+
+
 # -- config, presets, init, schedule, plot ------------------------------------------------------------
 @app.command("config")
 def config_cmd(config: Config_ = None, set_: Set_ = None,
@@ -546,7 +656,7 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
     out, summary = compare(runs or [], root)
     display = _display()
     columns, rows = table(summary)
-    display.table(f"{len(runs)} runs: the settings that differ, then the results", columns, rows)
+    display.table(f"{len(summary['runs'])} runs: the settings that differ, then the results", columns, rows)
     if summary["png_error"]:
         display.warn(f"no compare.png: {summary['png_error']}")
     display.print(f"wrote {out}: {', '.join(n for n in (summary['png'], 'summary.json', 'report.html') if n)}",
@@ -567,7 +677,15 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callba
         raise UsageError(f"{run_dir}: no such run directory")
     if not is_run_dir(run_dir):
         raise UsageError(f"{run_dir}: not a onecycle run directory (no summary.json or config.yaml)")
-    comparison = (read_json(run_dir / "summary.json") or {}).get("command") == "compare"
+    command = (read_json(run_dir / "summary.json") or {}).get("command")
+    if command == "grid":
+        from .grid.record import write_report
+        grid = read_json(run_dir / "grid.json")
+        if not grid or not isinstance(grid.get("members"), list):
+            raise UsageError(f"{run_dir}: a grid directory without a readable grid.json")
+        _say(write_report(run_dir, grid))
+        return 0
+    comparison = command == "compare"
     _say(write_compare_report(run_dir) if comparison else write_run_report(run_dir))
     return 0
 

@@ -808,9 +808,9 @@ COMPLETION_CASES = [
     attack("bash completion with COMP_CWORD=-1", "", **completing(0, **bash_words("onecycle tr", "-1"))),
     attack("bash completion with a 5000-digit COMP_CWORD", "",
            **completing(0, **bash_words("onecycle tr", "9" * 5000))),
-    attack("bash completion with COMP_CWORD past the words", "", **completing(0, "find", "train", "config", "presets",
-                                                                              "init", "schedule", "plot", "runs",
-                                                                              "compare", "report", "data",
+    attack("bash completion with COMP_CWORD past the words", "", **completing(0, "find", "train", "grid", "config",
+                                                                              "presets", "init", "schedule", "plot",
+                                                                              "runs", "compare", "report", "data",
                                                                               **bash_words("onecycle tr", "99999"))),
     attack("bash completion with an unbalanced quote", "", **completing(0, "train", **bash_words("onecycle 'tr", "1"))),
     attack("bash completion of bytes that are not UTF-8", "", **completing(

@@ -41,7 +41,7 @@ def probe(cases: list[tuple[list[str], dict]], cwd) -> list[dict]:
 
 
 HELP = [["--help"], *[[c, "--help"] for c in ("find", "train", "config", "presets", "init", "schedule", "plot", "runs",
-                                              "compare", "report", "data")], ["data", "check", "--help"]]
+                                              "compare", "report", "data", "grid")], ["data", "check", "--help"]]
 COMMANDS = [
     ["config"], ["config", "--config", "mnist_sample", "--json"], ["config", "--config", "cifar.yaml"],
     ["config", "--list"], ["presets"], ["presets", "--json"], ["init", "mnist"], ["init", "cifar", "copy.yml"],

@@ -79,8 +79,29 @@ def label_of(run: dict, differing: dict[str, list], i: int, not_read: dict[str, 
     return ", ".join(values) if values and len(", ".join(values)) <= 40 else run["id"]
 
 
+def members_of_grids(args: list[str | Path], root: Path) -> list[str | Path]:
+    """A grid directory (`onecycle grid`) given among the runs stands for its members' run directories."""
+    out: list[str | Path] = []
+    for arg in args:
+        path = Path(arg).expanduser()
+        path = root / path if not path.is_dir() and (root / path).is_dir() and not path.is_absolute() else path
+        summary = read_json(path / "summary.json") if path.is_dir() else None
+        grid = read_json(path / "grid.json") if (summary or {}).get("command") == "grid" else None
+        if grid is None:
+            out.append(arg)
+            continue
+        members = grid.get("members") if isinstance(grid.get("members"), list) else []
+        runs = [m["run_dir"] for m in members if isinstance(m, dict) and isinstance(m.get("run_dir"), str)]
+        if not runs:
+            raise UsageError(f"{arg}: a grid none of whose members has a run directory yet")
+        out.extend(runs)
+    return out
+
+
 def compare(args: list[str | Path], root: Path) -> tuple[Path, dict]:
-    """Write `<root>/<timestamp>-compare-<n>runs/` and return it with its summary."""
+    """Write `<root>/<timestamp>-compare-<n>runs/` and return it with its summary; a grid directory
+    stands for its members."""
+    args = members_of_grids(args, root)
     if len(args) < 2:
         raise UsageError(f"compare needs at least two runs, got {len(args)}: onecycle compare RUN RUN ... "
                          f"or onecycle compare --last 2")

@@ -156,6 +156,9 @@ def describe(path: Path) -> dict:
         "best_accuracy": _number(best.get("accuracy")), "best_epoch": best.get("epoch"),
         "final_accuracy": _number(final.get("accuracy")), "final_valid_loss": _number(final.get("valid_loss")),
         "wall_seconds": _number(s.get("wall_seconds")),
+        # a grid (onecycle grid): how many of its members are done, of how many
+        "members_done": s.get("members_done") if isinstance(s.get("members_done"), int) else None,
+        "members_total": s.get("members_total") if isinstance(s.get("members_total"), int) else None,
         "_sort": _order(path),
     }
 
@@ -192,6 +195,8 @@ def list_runs(root: Path) -> list[dict]:
 def table_rows(rows: list[dict]) -> list[list[str]]:
 
     def epochs(r):
+        if r.get("command") == "grid" and r.get("members_total") is not None:
+            return f"{r.get('members_done') or 0}/{r['members_total']} members"
         done, total = r.get("epochs_done"), r.get("epochs")
         if total is None:
             return "-"
@@ -206,5 +211,5 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 FIELDS = ["id", "path", "started", "command", "config", "dataset", "model", "schedule", "max_lr", "epochs",
           "epochs_done", "status", "stop_reason", "best_accuracy", "best_epoch", "final_accuracy", "final_valid_loss",
-          "wall_seconds"]
+          "wall_seconds", "members_done", "members_total"]
 COLUMNS = ["id", "command", "config", "dataset/model", "max_lr", "epochs", "status", "best accuracy", "wall"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..safe_files import PNG_LIMIT, read_regular
 
 # every PNG a run or a comparison writes, in the order a reader wants them; nothing else is embedded
-PNG_ORDER = ("compare.png", "lr_find.png", "schedule.png", "curves.png", "activations.png")
+PNG_ORDER = ("grid.png", "compare.png", "lr_find.png", "schedule.png", "curves.png", "activations.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 CSS = """

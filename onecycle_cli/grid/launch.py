@@ -1,0 +1,376 @@
+"""Running a grid's members: `onecycle grid --config mnist_sample --vary train.epochs=1,2 --parallel 2`,
+and `onecycle grid --resume runs/<timestamp>-grid-mnist_sample`.
+
+Each member is its own `python -m onecycle_cli train ... --json` process (its values as --set, its
+seed as --seed), so it is an ordinary run directory that `train` alone would have made, with the
+same numbers. N run at a time: on CUDA each sees one GPU (CUDA_VISIBLE_DEVICES), and the CPU's
+cores are shared out (OMP_NUM_THREADS = cores // N). A member's --json summary goes to
+members/<k>.json and everything it says for people to members/<k>.log, not the terminal.
+
+SIGINT and SIGTERM to the parent are passed on, once, to every running member, which checkpoints
+and stops as `train` does; the parent records their states and exits 130 or 143. The members run
+in their own sessions so that a Ctrl-C in the terminal reaches them only through the parent: from
+both, a member would see two SIGINTs and stop at once instead of at the end of its step.
+`--resume` continues an interrupted member with `train --resume <its run dir>` (bit-identical) and
+starts the members never started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..display import Display, fmt_time
+from ..errors import EXIT_DIVERGED, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM, OnecycleError, UsageError
+from ..runs.directory import RunDir, now_iso
+from ..runs.history import lock_held
+from ..safe_files import JSON_LIMIT, read_json, read_regular
+from ..safe_text import one_line
+from . import record, spec
+
+INTERRUPTED = {EXIT_SIGINT, EXIT_SIGTERM, -signal.SIGINT, -signal.SIGTERM}  # -N: killed by N before its handler
+
+
+def cores() -> int:
+    """The cores this process may run on (a job scheduler's share, not the whole machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity
+        return os.cpu_count() or 1
+
+
+def visible_gpus(device: str) -> list[str]:
+    """The GPUs members can be given, without importing torch: CUDA_VISIBLE_DEVICES's list when set,
+    else nvidia-smi's. None for a CPU run (train.device cpu) or a machine without them."""
+    if device == "cpu":
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        ids = [g.strip() for g in listed.split(",") if g.strip()]
+        return [] if ids and ids[0].startswith("-") else ids  # "-1" hides every GPU
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def member_env(slot: int, parallel: int, gpus: list[str]) -> dict:
+    env = dict(os.environ)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    # torch's threads: the cores shared out, or N members of cores threads each fight over every core
+    env["OMP_NUM_THREADS"] = str(max(1, cores() // parallel))
+    return env
+
+
+class Forwarder:
+    """SIGINT and SIGTERM to the parent, recorded and passed on once to every member running."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.children: dict[int, subprocess.Popen] = {}
+        self.sent: set[int] = set()
+        self._previous: dict[int, object] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+        for pid, proc in list(self.children.items()):
+            self._send(pid, proc, signum)
+
+    def _send(self, pid: int, proc: subprocess.Popen, signum: int) -> None:
+        self.sent.add(pid)
+        try:
+            proc.send_signal(signum)
+        except OSError:  # it has just ended
+            pass
+
+    def add(self, proc: subprocess.Popen) -> None:
+        self.children[proc.pid] = proc
+        if self.signum and proc.pid not in self.sent:  # a signal that came while it was starting
+            self._send(proc.pid, proc, self.signum)
+
+    def remove(self, proc: subprocess.Popen) -> None:
+        self.children.pop(proc.pid, None)
+
+    def __enter__(self) -> "Forwarder":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+
+def spawn(argv: list[str], cwd: str, env: dict, out: Path, log: Path) -> subprocess.Popen:
+    """`python -m onecycle_cli ARGV` in its own session, stdout to `out`, stderr appended to `log`."""
+    with open(out, "wb") as o, open(log, "ab") as e:
+        return subprocess.Popen([sys.executable, "-m", "onecycle_cli", *argv], cwd=cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=o, stderr=e, start_new_session=True)
+
+
+def json_line(path: Path) -> dict:
+    """The --json summary a child printed (its last line that is a JSON object), {} if none."""
+    try:
+        text = read_regular(path, JSON_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return {}
+    for line in reversed(text.splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [s for s in read_regular(path, JSON_LIMIT).decode("utf-8", "replace").splitlines() if s.strip()]
+    except OSError:
+        return ""
+    return one_line(lines[-1])[:300] if lines else ""
+
+
+def run_of_pid(root: Path, pid: int) -> str | None:
+    """The train run a member process made, found by the pid its meta.json records: for a member that
+    ended without its summary (killed with -9), or whose parent was."""
+    try:
+        children = sorted(root.iterdir(), reverse=True)
+    except OSError:
+        return None
+    for path in children:
+        meta = read_json(path / "meta.json") if "-train-" in path.name else None
+        if meta and meta.get("pid") == pid and meta.get("command") == "train":
+            return str(path.absolute())
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# the grid
+
+
+def new_grid(p: spec.Plan, run: RunDir, train_args: list[str], find_args: list[str], argv: list[str] | None,
+             parallel: int) -> dict:
+    """grid.json as it starts: the spec (enough for --resume) and the members, all pending."""
+    grid = {"command": "grid", "status": "running", "grid_dir": str(run.path.absolute()), "config": p.resolved.name,
+            "started": now_iso(), "argv": argv, "cwd": os.getcwd(),
+            "runs_root": str(Path(p.resolved.config.run.root).expanduser().absolute()),
+            "spec": {"config": p.config, "sets": p.sets, "flags": p.flags,
+                     "vary": {v.key: v.texts for v in p.varies}, "seeds": p.seeds,
+                     "around": {"factors": p.factors} if p.factors else None, "parallel": parallel,
+                     "train_args": train_args, "find_args": find_args},
+            "keys": [v.key for v in p.varies], "suggestion": None, "members": [], "wall_seconds": 0.0}
+    set_members(grid, p.members)
+    return grid
+
+
+def set_members(grid: dict, members: list[spec.Member]) -> None:
+    grid["members"] = [{"index": m.index, "values": m.values, "texts": m.texts, "seed": m.seed, "status": "pending",
+                        "run_dir": None, "accuracy": None, "exit_code": None, "wall_seconds": None, "attempts": 0,
+                        "resumed": 0, "pid": None, "error": None} for m in members]
+    if members:
+        grid["keys"] = list(members[0].texts)
+
+
+def plan_of(grid: dict) -> spec.Plan:
+    """The plan grid.json keeps, checked again as when it was given (for --resume)."""
+    s = grid["spec"]
+    flags = {k: tuple(v) for k, v in s["flags"].items()}
+    factors = ",".join(repr(f) for f in s["around"]["factors"]) if s.get("around") else None
+    return spec.plan(s["config"], s["sets"], flags, [f"{k}={','.join(texts)}" for k, texts in s["vary"].items()],
+                     s["seeds"], "find" if factors else None, factors)
+
+
+def member_argv(grid: dict, m: dict) -> list[str]:
+    """What a member runs: its interrupted run continued, or a new run with its values and seed."""
+    run = m.get("run_dir")
+    if m["status"] in ("interrupted", "running") and run and (Path(run) / "checkpoints" / "last.pt").is_file():
+        return ["train", "--resume", run, "--json"]
+    sets = [x for k, t in m["texts"].items() for x in ("--set", f"{k}={t}")]
+    return ["train", *grid["spec"]["train_args"], *sets, "--seed", str(m["seed"]), "--json"]
+
+
+def finish(grid: dict, m: dict, rc: int, started: float, members_dir: Path) -> None:
+    """A member's outcome from its exit code and its --json summary."""
+    k = m["index"]
+    summary = json_line(members_dir / f"{k}.json")
+    run = summary.get("run_dir") if isinstance(summary.get("run_dir"), str) else None
+    if run:
+        m["run_dir"] = os.path.join(grid["cwd"], run) if not os.path.isabs(run) else run
+    elif m.get("pid"):
+        m["run_dir"] = run_of_pid(Path(grid["runs_root"]), m["pid"]) or m.get("run_dir")
+    m["exit_code"] = rc
+    m["status"] = ("completed" if rc == 0 else "diverged" if rc == EXIT_DIVERGED
+                   else "interrupted" if rc in INTERRUPTED else "failed")
+    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
+    m["accuracy"] = final.get("accuracy") if m["status"] == "completed" else None
+    m["wall_seconds"] = round((m.get("wall_seconds") or 0) + time.time() - started, 3)
+    m["error"] = last_line(members_dir / f"{k}.log") if m["status"] == "failed" else None
+
+
+def reconcile(grid: dict, m: dict) -> None:
+    """A member its parent lost track of (the parent was killed): what its run directory says now."""
+    if m["status"] != "running":
+        return
+    if not m.get("run_dir") and m.get("pid"):
+        m["run_dir"] = run_of_pid(Path(grid["runs_root"]), m["pid"])
+    if m.get("run_dir") and lock_held(Path(m["run_dir"])):  # a member that outlived its parent, still training
+        raise UsageError(f"--resume: member {m['index']} is still running in {m['run_dir']} (pid {m['pid']}): "
+                         f"wait for it to end, then resume the grid")
+    summary = read_json(Path(m["run_dir"]) / "summary.json") if m.get("run_dir") else None
+    if summary and summary.get("status") == "completed":
+        final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
+        m.update(status="completed", exit_code=0, accuracy=final.get("accuracy"))
+    else:
+        m["status"] = "interrupted"  # continued from its checkpoint if it has one, else started again
+
+
+def reconcile_all(grid: dict) -> None:
+    for m in grid["members"]:
+        reconcile(grid, m)
+
+
+def member_line(grid: dict, m: dict, done: int) -> str:
+    values = ", ".join([*(f"{k}={t}" for k, t in m["texts"].items()), f"seed {m['seed']}"])
+    result = {"completed": f"accuracy {m['accuracy']:.4f}" if isinstance(m.get("accuracy"), float) else "completed",
+              "diverged": "diverged (exit 3)", "interrupted": f"interrupted (exit {m['exit_code']})",
+              "failed": f"failed (exit {m['exit_code']}): {m.get('error') or 'see its log'}"}[m["status"]]
+    return (f"[{done}/{len(grid['members'])}] member {m['index']} ({values}): {result}  "
+            f"{fmt_time(m['wall_seconds'] or 0)}")
+
+
+def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], display: Display, stop: Forwarder,
+                save) -> None:
+    """Every member not done, `parallel` at a time, until all have ended or a signal stops the starting."""
+    members_dir = grid_dir / "members"
+    members_dir.mkdir(exist_ok=True)
+    reconcile_all(grid)
+    queue = [m for m in grid["members"] if m["status"] not in record.FINAL]
+    free = list(range(parallel))
+    running: dict[int, tuple[subprocess.Popen, int, float]] = {}
+    done = sum(m["status"] in record.FINAL for m in grid["members"])
+    with display.progress(len(grid["members"]), "grid", completed=done) as bar:
+        while (queue and not stop.signum) or running:
+            while queue and free and not stop.signum:
+                m = queue.pop(0)
+                slot = free.pop(0)
+                argv = member_argv(grid, m)
+                m["resumed"] += argv[1] == "--resume"
+                m["attempts"] += 1
+                proc = spawn(argv, grid["cwd"], member_env(slot, parallel, gpus), members_dir / f"{m['index']}.json",
+                             members_dir / f"{m['index']}.log")
+                m.update(status="running", pid=proc.pid)
+                stop.add(proc)
+                running[m["index"]] = (proc, slot, time.time())
+                save()
+            for k, (proc, slot, started) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                stop.remove(proc)
+                del running[k]
+                free.append(slot)
+                m = grid["members"][k]
+                finish(grid, m, rc, started, members_dir)
+                done += 1  # ended, whatever its outcome: the count says how far the grid has got
+                save()
+                display.print(member_line(grid, m, done), markup=False)
+                bar.update(done)
+            time.sleep(0.05)
+
+
+def run_find(grid: dict, grid_dir: Path, display: Display, stop: Forwarder) -> dict | None:
+    """--around find: `onecycle find` once, with the grid's config; its suggestion, or None if a signal
+    stopped it. Its output goes to find.json and find.log in the grid directory."""
+    display.print("range test: onecycle find (log: find.log)", markup=False)
+    proc = spawn(["find", *grid["spec"]["find_args"], "--json"], grid["cwd"], dict(os.environ),
+                 grid_dir / "find.json", grid_dir / "find.log")
+    stop.add(proc)
+    rc = proc.wait()
+    stop.remove(proc)
+    if stop.signum:
+        return None
+    if rc in INTERRUPTED:  # stopped from outside, not through us: nothing to vary around
+        raise OnecycleError(f"--around find: the range test was stopped (exit {rc}); see {grid_dir / 'find.log'}")
+    summary = json_line(grid_dir / "find.json")
+    s = summary.get("suggestion") if isinstance(summary.get("suggestion"), dict) else {}
+    lr = s.get("lr")
+    if rc != 0 or not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+        error = OnecycleError if rc != 2 else UsageError
+        raise error(f"--around find: the range test ended with exit {rc} and no suggestion: "
+                    f"{last_line(grid_dir / 'find.log') or 'see find.log'} ({grid_dir / 'find.log'})")
+    run = summary.get("run_dir")
+    return {"name": str(s.get("name")), "lr": float(lr),
+            "find_run": os.path.join(grid["cwd"], run) if isinstance(run, str) else None}
+
+
+def execute(grid: dict, grid_dir: Path, p: spec.Plan, parallel: int, gpus: list[str], display: Display) -> int:
+    """The grid from where grid.json says it stands to its end; its exit code (see `exit_code`)."""
+    started = time.time()
+    before = grid.get("wall_seconds") or 0.0
+
+    def save() -> None:
+        grid["wall_seconds"] = round(before + time.time() - started, 3)
+        record.write_records(grid_dir, grid)
+
+    with Forwarder() as stop:
+        grid["status"] = "running"
+        save()
+        if p.factors and grid.get("suggestion") is None:
+            try:
+                grid["suggestion"] = run_find(grid, grid_dir, display, stop)
+            except OnecycleError:
+                grid["status"] = "failed"
+                save()
+                raise
+            if grid["suggestion"] is not None:
+                s = grid["suggestion"]
+                display.print(f"range test: {s['name']} suggests max_lr {s['lr']:.3g}; members at "
+                              + ", ".join(f"{s['lr'] * f:.3g}" for f in p.factors), markup=False)
+                set_members(grid, spec.around_members(p, s["lr"]))
+        if not stop.signum:
+            run_members(grid, grid_dir, parallel, gpus, display, stop, save)
+        grid["status"] = "interrupted" if stop.signum else record.worst(grid)
+        save()
+        code = stop.exit_code if stop.signum else exit_code(grid)
+    for problem in record.write_views(grid_dir, grid):
+        display.warn(problem)
+    return code
+
+
+def exit_code(grid: dict) -> int:
+    """0 every member completed; 1 one failed (or was stopped from outside); 3 one diverged, none failed."""
+    states = {m["status"] for m in grid["members"]}
+    if states - {"completed", "diverged"}:
+        return EXIT_ERROR
+    return EXIT_DIVERGED if "diverged" in states else 0
+
+
+def open_grid(path: Path) -> tuple[RunDir, dict]:
+    """A grid directory for --resume, locked against a second parent."""
+    grid = read_json(path / "grid.json") if path.is_dir() else None
+    if not grid or grid.get("command") != "grid" or not isinstance(grid.get("members"), list) \
+            or not isinstance(grid.get("spec"), dict):
+        raise UsageError(f"--resume {path}: not a grid directory (no grid.json written by onecycle grid)")
+    run = RunDir(path)
+    run.lock()
+    return run, grid

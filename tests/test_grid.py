@@ -1,0 +1,270 @@
+"""Many runs at once: `onecycle grid --config mnist_sample --vary schedule.max_lr=0.01,0.05 --seeds 2 --parallel 2`.
+
+Through the real CLI on the bundled 3-vs-7 set made tiny: the grid's record (grid.json, grid.csv,
+grid.png, report.html) with real numbers, a member equal to the same `train` run alone, `--around
+find` and its regret, a diverging member, SIGINT to the parent then `--resume`, and the bad specs
+refused with one line before anything runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import assert_usage_error, clean_env
+from onecycle_cli.cli import app
+
+# 640 images at batch 64: 10 steps an epoch; one epoch, so a member is mostly its process starting
+TINY = ["--config", "mnist_sample", "--set", "data.train_size=640", "--set", "data.valid_size=256", "--epochs", "1"]
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    """The parent in-process (it only spawns members), with no ONECYCLE_* variable from the caller."""
+    clean = {k: None for k in os.environ if k.startswith("ONECYCLE")}
+    r = CliRunner().invoke(app, [str(a) for a in args], env=clean, catch_exceptions=False)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def process(*args: str, cwd) -> subprocess.Popen:
+    """`onecycle ARGS` as a real process (for signals), no fixed timeout: the machine may be slow."""
+    return subprocess.Popen([sys.executable, "-m", "onecycle_cli", *map(str, args)], cwd=cwd, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def grid_2x2(tmp_path_factory) -> dict:
+    """2 max_lrs x 2 weight decays x 2 seeds, 2 at a time: 8 members."""
+    root = tmp_path_factory.mktemp("grid") / "runs"
+    started = time.time()
+    code, out, err = invoke("grid", *TINY, "--vary", "schedule.max_lr=0.01,0.05", "--vary",
+                            "optim.weight_decay=0,0.1", "--seeds", "2", "--parallel", "2", "--runs-dir", root,
+                            "--json")
+    assert code == 0, err
+    grid = json.loads(out)
+    return {"root": root, "grid": grid, "dir": Path(grid["grid_dir"]), "stderr": err,
+            "seconds": time.time() - started}
+
+
+def test_a_grid_records_every_member_and_point(grid_2x2):
+    grid, folder = grid_2x2["grid"], grid_2x2["dir"]
+    assert folder.parent == grid_2x2["root"] and "-grid-mnist_sample" in folder.name
+    assert "grid: 8 members (2 schedule.max_lr x 2 optim.weight_decay x 2 seeds), 2 at a time" in grid_2x2["stderr"]
+    assert grid["status"] == "completed" and grid["keys"] == ["schedule.max_lr", "optim.weight_decay"]
+    members = grid["members"]
+    assert [(m["texts"]["schedule.max_lr"], m["texts"]["optim.weight_decay"], m["seed"]) for m in members] == [
+        (lr, wd, s) for lr in ("0.01", "0.05") for wd in ("0", "0.1") for s in (0, 1)]
+    for m in members:  # every member an ordinary, finished train run with its values
+        summary = json.loads((Path(m["run_dir"]) / "summary.json").read_text())
+        assert m["status"] == "completed" and m["exit_code"] == 0 and summary["status"] == "completed"
+        assert summary["max_lr"] == m["values"]["schedule.max_lr"] and summary["seed"] == m["seed"]
+        assert m["accuracy"] == summary["final"]["accuracy"] and 0.5 < m["accuracy"] <= 1
+        assert m["wall_seconds"] > 0 and (folder / "members" / f"{m['index']}.log").stat().st_size > 0
+    # a point's mean and std over its two seeds, as grid.json and the terminal say them
+    assert len(grid["points"]) == 4
+    for p in grid["points"]:
+        acc = [members[i]["accuracy"] for i in p["members"]]
+        mean = sum(acc) / 2
+        assert p["n"] == 2 and p["mean"] == pytest.approx(mean)
+        assert p["std"] == pytest.approx((sum((a - mean) ** 2 for a in acc)) ** 0.5)  # ddof=1 of two values
+    best = max(grid["points"], key=lambda p: p["mean"])
+    assert grid["best"]["mean"] == best["mean"] and grid["best"]["values"] == best["values"]
+    assert f"accuracy {best['mean']:.4f}" in grid_2x2["stderr"]
+    assert grid_2x2["stderr"].count("] member ") == 8 and "[8/8]" in grid_2x2["stderr"]
+    assert json.loads((folder / "grid.json").read_text()) == grid
+    table = rows(folder / "grid.csv")
+    assert [r["seed"] for r in table] == ["0", "1"] * 4
+    assert list(table[0]) == ["schedule.max_lr", "optim.weight_decay", "seed", "status", "accuracy", "wall_seconds",
+                              "run_dir"]
+    assert [float(r["accuracy"]) for r in table] == [m["accuracy"] for m in members]
+    assert (folder / "grid.png").read_bytes()[:4] == b"\x89PNG" and (folder / "grid.png").stat().st_size > 20_000
+    page = (folder / "report.html").read_text()
+    assert page.count('href="') == 8 and "data:image/png;base64," in page and f"{best['mean']:.4f}" in page
+
+
+def test_a_member_equals_the_same_train_run_alone(grid_2x2, cli):
+    m = grid_2x2["grid"]["members"][3]  # max_lr 0.01, weight decay 0.1, seed 1
+    alone = cli("train", *TINY, "--set", "schedule.max_lr=0.01", "--set", "optim.weight_decay=0.1", "--seed", "1",
+                "--json")
+    assert alone.code == 0, alone.stderr
+    ours = json.loads((Path(m["run_dir"]) / "summary.json").read_text())
+    assert alone.json()["final"]["accuracy"] == m["accuracy"]
+    assert alone.json()["final"]["valid_loss"] == pytest.approx(ours["final"]["valid_loss"], rel=1e-5)
+
+
+def test_runs_lists_the_grid_and_compare_takes_its_members(grid_2x2, cli):
+    listed = cli("runs", grid_2x2["root"], "--json")
+    assert listed.code == 0, listed.stderr
+    row = next(r for r in listed.json() if r["command"] == "grid")
+    assert row["status"] == "completed" and (row["members_done"], row["members_total"]) == (8, 8)
+    assert "8/8 members" in listed.stderr
+    compared = cli("compare", grid_2x2["dir"], "--runs-dir", grid_2x2["root"], "--json")
+    assert compared.code == 0, compared.stderr
+    assert [r["path"] for r in compared.json()["runs"]] == [m["run_dir"] for m in grid_2x2["grid"]["members"]]
+
+
+def test_around_find_trains_at_the_suggestion_times_factors_and_says_the_regret(tmp_path):
+    code, out, err = invoke("grid", *TINY, "--set", "find.num_it=30", "--around", "find", "--factors", "0.5,1,2",
+                            "--parallel", "2", "--runs-dir", tmp_path / "runs", "--json")
+    assert code == 0, err
+    grid = json.loads(out)
+    s = grid["suggestion"]
+    find = json.loads((Path(s["find_run"]) / "summary.json").read_text())
+    assert find["command"] == "find" and s["lr"] == find["suggestion"]["lr"] and s["name"] == find["suggestion"]["name"]
+    assert [m["values"]["schedule.max_lr"] for m in grid["members"]] == [
+        pytest.approx(s["lr"] * f, rel=1e-5) for f in (0.5, 1, 2)]
+    assert all(m["status"] == "completed" for m in grid["members"])
+    at = grid["members"][1]["accuracy"]
+    assert grid["suggestion_mean"] == at and grid["best"]["mean"] == max(m["accuracy"] for m in grid["members"])
+    assert grid["regret"] == pytest.approx(100 * (grid["best"]["mean"] - at)) and grid["regret"] >= 0
+    assert f"{grid['regret']:.2f} points below the best (regret)" in err
+    page = (Path(grid["grid_dir"]) / "report.html").read_text()
+    assert "regret" in page and f"{s['lr']:.3e}" in page
+
+
+def test_a_diverging_member_is_recorded_and_the_rest_go_on(tmp_path):
+    code, out, err = invoke("grid", *TINY, "--vary", "schedule.max_lr=1e-3,1e9", "--parallel", "2",
+                            "--runs-dir", tmp_path / "runs", "--json")
+    assert code == 3, err
+    grid = json.loads(out)
+    assert grid["status"] == "diverged"
+    assert [(m["status"], m["exit_code"]) for m in grid["members"]] == [("completed", 0), ("diverged", 3)]
+    assert grid["members"][0]["accuracy"] > 0.5 and grid["members"][1]["accuracy"] is None
+    assert json.loads((Path(grid["members"][1]["run_dir"]) / "summary.json").read_text())["status"] == "diverged"
+    assert [r["status"] for r in rows(Path(grid["grid_dir"]) / "grid.csv")] == ["completed", "diverged"]
+    assert "diverged (exit 3)" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# SIGINT to the parent reaches every member; --resume ends as the uninterrupted grid does
+
+LONG = ["--config", "mnist_sample", "--set", "data.train_size=640", "--set", "data.valid_size=256", "--epochs", "12",
+        "--set", "train.log_every=1", "--vary", "schedule.max_lr=0.01,0.02", "--parallel", "2"]
+
+
+def finals(grid: dict) -> list[dict]:
+    return [json.loads((Path(m["run_dir"]) / "summary.json").read_text())["final"] for m in grid["members"]]
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory) -> dict:
+    """The uninterrupted grid that interrupted-and-resumed ones must end as."""
+    reference = process("grid", *LONG, "--runs-dir", "ref", "--json", cwd=tmp_path_factory.mktemp("reference"))
+    out, err = reference.communicate()
+    assert reference.returncode == 0, err
+    return json.loads(out)
+
+
+def signal_mid_training(proc: subprocess.Popen, runs: Path, sig: int) -> None:
+    """`sig` to the parent once both members are well into training: 30 of their 120 steps recorded."""
+    while proc.poll() is None:
+        logs = list(runs.glob("*-train-*/steps.csv"))
+        if len(logs) == 2 and all(len(p.read_text().splitlines()) > 30 for p in logs):
+            proc.send_signal(sig)
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the grid ended (exit {proc.returncode}) before its members were 30 steps in")
+
+
+def test_sigint_to_the_parent_then_resume_ends_as_an_uninterrupted_grid(tmp_path, long_reference):
+    ref = long_reference
+    cut = process("grid", *LONG, "--runs-dir", "cut", cwd=tmp_path)
+    signal_mid_training(cut, tmp_path / "cut", signal.SIGINT)
+    _, err = cut.communicate()
+    assert cut.returncode == 130, err
+    folder = next((tmp_path / "cut").glob("*-grid-*"))
+    grid = json.loads((folder / "grid.json").read_text())
+    assert grid["status"] == "interrupted"
+    # on a loaded machine one member may start late and the other finish before the signal lands: a member
+    # still training is interrupted, one already done stays completed, none is anything else
+    statuses = [m["status"] for m in grid["members"]]
+    assert "interrupted" in statuses and set(statuses) <= {"interrupted", "completed"}, (
+        err, [(m["status"], m["exit_code"], m["error"]) for m in grid["members"]],
+        [(folder / "members" / f"{m['index']}.log").read_text()[-1500:] for m in grid["members"]])
+    for m in grid["members"]:  # each checkpointed as train does, mid-run
+        summary = json.loads((Path(m["run_dir"]) / "summary.json").read_text())
+        assert summary["status"] == m["status"]
+        assert 30 <= summary["steps"] < 120 if m["status"] == "interrupted" else summary["steps"] == 120
+    resumed = process("grid", "--resume", folder, "--json", cwd=tmp_path)
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    done = json.loads(out)
+    assert done["status"] == "completed"
+    assert [m["resumed"] for m in done["members"]] == [int(status == "interrupted") for status in statuses]
+    assert [m["run_dir"] for m in done["members"]] == [m["run_dir"] for m in grid["members"]]  # continued, not new
+    assert [m["accuracy"] for m in done["members"]] == [m["accuracy"] for m in ref["members"]]
+    assert finals(done) == finals(ref)  # bit-identical: the same losses to the last digit
+
+
+# ------------------------------------------------------------------------------------------------
+# refusals: one line, exit 2, nothing run
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--vary", "schedule.foo=1,2"], ["member 1 of 2", "unknown key 'schedule.foo'"]),
+    (["--vary", "train.batch_size=64,two"], ["member 2 of 2 (train.batch_size=two, seed 0)", "expected an integer"]),
+    (["--vary", "train.batch_size=64,32,0"], ["member 3 of 3", "train.batch_size = 0", "expected a value > 0"]),
+    (["--vary", "schedule.max_lr="], ["non-empty list"]),
+    (["--vary", "schedule.max_lr=0.1,,0.2"], ["non-empty list"]),
+    (["--vary", "schedule.max_lr=0.1,1e-1"], ["'1e-1' is the same value as '0.1'"]),
+    (["--vary", "max_lr=0.1,0.2"], ["expected section.key=V1,V2,..."]),
+    (["--vary", "train.batch_size=" + ",".join(map(str, range(1, 12))), "--seeds", "1000"],
+     ["11,000 members", "more than the 10,000"]),
+    (["--vary", "train.batch_size=32,64", "--vary", "train.batch_size=16"], ["given twice"]),
+    (["--vary", "train.batch_size=32,64", "--set", "train.batch_size=16"], ["conflicting flags"]),
+    (["--vary", "train.epochs=1,2"], ["conflicting flags", "--epochs"]),
+    (["--vary", "schedule.max_lr=0.1,0.2", "--max-lr", "0.3"], ["conflicting flags"]),
+    (["--vary", "train.seed=1,2"], ["--seeds"]),
+    (["--seeds", "0,0"], ["--seeds"]),
+    (["--around", "find", "--factors", "1,1"], ["--factors"]),
+    (["--around", "find", "--vary", "schedule.max_lr=0.1,0.2"], ["--around find varies schedule.max_lr"]),
+    (["--around", "valley"], ["--around 'valley'"]),
+])
+def test_a_bad_spec_is_one_line_and_nothing_runs(cli, tmp_path, args, fragments):
+    assert_usage_error(cli("grid", *TINY, *args, "--runs-dir", tmp_path / "runs"), *fragments)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_takes_a_grid_directory_and_nothing_else(cli, tmp_path):
+    assert_usage_error(cli("grid", "--resume", tmp_path), "not a grid directory")
+    assert_usage_error(cli("grid", "--resume", tmp_path, "--vary", "train.batch_size=32,64"), "takes no --vary")
+
+
+def alive(pid: int) -> bool:
+    """Still running: not gone, and not a zombie that nobody has reaped yet (a container's init may not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_kill_9_of_the_parent_leaves_a_grid_that_resume_completes(tmp_path, long_reference):
+    cut = process("grid", *LONG, "--runs-dir", "cut", cwd=tmp_path)
+    signal_mid_training(cut, tmp_path / "cut", signal.SIGKILL)
+    cut.communicate()
+    folder = next((tmp_path / "cut").glob("*-grid-*"))
+    grid = json.loads((folder / "grid.json").read_text())
+    assert [m["status"] for m in grid["members"]] == ["running", "running"]
+    # the members live on in their own sessions and finish their runs; --resume while one still trains
+    # is refused, after that it finds them by the pids grid.json recorded
+    while any(alive(m["pid"]) for m in grid["members"]):
+        time.sleep(0.05)
+    resumed = process("grid", "--resume", folder, "--json", cwd=tmp_path)
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    done = json.loads(out)
+    assert "0 of 2 members to run" in err and done["status"] == "completed"
+    assert [m["accuracy"] for m in done["members"]] == [m["accuracy"] for m in long_reference["members"]]
+    assert finals(done) == finals(long_reference)
