@@ -28,8 +28,10 @@ def fmt_time(seconds: float) -> str:
 
 
 def fmt_bytes(n: float) -> str:
-    """A size for people: gigabytes from 0.1 GB up, megabytes below."""
-    return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+    """A size for people: gigabytes from 0.1 GB up, megabytes from 0.1 MB, kilobytes below."""
+    if n >= 1e8:
+        return f"{n / 1e9:,.2f} GB"
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.1f} kB"
 
 
 def fmt_num(x: float | None, digits: int = 6) -> str:

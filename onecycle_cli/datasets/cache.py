@@ -61,6 +61,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import DataConfig
+from ..display import fmt_bytes
 from ..errors import DiskFull, Interrupted, UsageError
 from ..safe_files import (
     NotDirectory,
@@ -135,17 +136,10 @@ def cache_dir(cfg: DataConfig, root: Path, size: int) -> Path:
     return base.joinpath(*levels)
 
 
-def _size(nbytes: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.1f} {unit}"
-    return f"{nbytes / 1e3:.1f} kB"
-
-
 def _write_error(path: Path, e: BaseException, needed: int = 0) -> CacheError:
     """A failed write as one line naming the cache folder, saying what to do."""
     if isinstance(e, DiskFull) or (isinstance(e, OSError) and no_space(e)):
-        return CacheError(f"no space left on {path}{f' for {_size(needed)} of decoded images' if needed else ''}: "
+        return CacheError(f"no space left on {path}{f' for {fmt_bytes(needed)} of decoded images' if needed else ''}: "
                           f"free some space, or set data.cache (or ONECYCLE_CACHE) to another disk")
     why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
     if isinstance(e, OSError) and e.errno == errno.ESTALE:  # a decode worker found another file under the name

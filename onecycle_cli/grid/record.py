@@ -23,8 +23,9 @@ from pathlib import Path
 
 from ..display import fmt_time, fmt_value
 from ..runs import html
-from ..runs.directory import atomic_write_text, to_json
+from ..runs.directory import to_json
 from ..runs.plots import label, pyplot, save_png
+from ..safe_files import atomic_write_text
 
 FINAL = ("completed", "diverged")  # a member in one of these is done: --resume leaves it as it is
 # the grid's exit code is its worst member's: an interruption, then a failure, then a divergence

@@ -19,8 +19,9 @@ from pathlib import Path
 from ..config import flatten, unread
 from ..display import fmt_time, fmt_value
 from ..errors import UsageError
+from ..safe_files import atomic_write_text
 from . import html
-from .directory import RunDir, atomic_write_text, now_iso, read_csv
+from .directory import RunDir, now_iso, read_csv
 from .history import commands_of, describe, is_run_dir, read_config, read_json
 from .plots import label as literal
 from .plots import pyplot, save_png

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import OnecycleError
-from ..safe_files import read_json
+from ..safe_files import atomic_write_bytes, read_json
 from ..safe_text import plain
-from .directory import atomic_write_bytes, open_csv, read_csv
+from .directory import open_csv, read_csv
 
 MARKERS = {"valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
 

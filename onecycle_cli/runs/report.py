@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..config import flatten, unread
 from ..display import fmt_num, fmt_time, fmt_value
+from ..safe_files import atomic_write_text
 from . import html
-from .directory import atomic_write_text, read_csv
+from .directory import read_csv
 from .history import commands_of, describe, read_config, read_json
 from .plots import plot_run, reason
 
