@@ -6,6 +6,7 @@ keys a run reads), `text` (a config as YAML text, read strictly and written back
 the ones the rest of onecycle imports.
 """
 
+from ..presets import shipped as shipped_configs  # the name config.py gave the presets before this package
 from .reads import APPLIES, COMMANDS, flatten, unread
 from .resolve import ENV_ALIASES, Resolved, env_overrides, locate_config, parse_set, resolve
 from .schema import (
@@ -31,4 +32,4 @@ __all__ = ["APPLIES", "BUILTIN_MODELS", "COMMANDS", "ENV_ALIASES", "FLOAT32_SAFE
            "NULLABLE_PATH_KEYS", "PATH_KEYS", "RESNET_NAMES", "SEED_MAX", "SHAPES", "Config", "DataConfig",
            "FindConfig", "ModelConfig", "OptimConfig", "Resolved", "RunConfig", "ScheduleConfig", "Section",
            "TrainConfig", "env_overrides", "flatten", "locate_config", "parse_scalar", "parse_set", "read_yaml",
-           "resolve", "to_yaml", "unread"]
+           "resolve", "shipped_configs", "to_yaml", "unread"]
