@@ -12,6 +12,20 @@ import threading
 
 from .errors import EXIT_SIGINT, EXIT_SIGTERM
 
+STOPS = (signal.SIGINT, signal.SIGTERM)
+
+
+def install(handler) -> dict[int, object]:
+    """SIGINT and SIGTERM to `handler` (only the main thread may set handlers); what they had, for `restore`."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, handler) for s in STOPS}
+
+
+def restore(previous: dict[int, object]) -> None:
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+
 
 class StopFlag:
     def __init__(self):
@@ -40,12 +54,9 @@ class StopFlag:
         self.signum = self.signum or signum
 
     def __enter__(self) -> "StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handle)
+        self._previous = install(self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
+        restore(self._previous)
+        self._previous = {}

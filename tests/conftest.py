@@ -81,6 +81,23 @@ def onecycle(*args, cwd, timeout: float = 180, **env: str) -> subprocess.Complet
                           capture_output=True, text=True, timeout=timeout)
 
 
+# the fastai book's BatchNorm simple_cnn on 320 bundled 3s and 7s, batch 32: 10 steps an epoch, seconds a run;
+# fine_tune: one frozen epoch then two unfrozen ones, 30 steps in all (test_finetune.py, test_resume.py)
+BOOK_SETS = ["data.dataset=mnist_sample", "model.channels=[1,8,16,32,64,2]", "data.train_size=320",
+             "data.valid_size=64", "train.batch_size=32", "train.log_every=1"]
+FINE_TUNE_SETS = BOOK_SETS + ["train.epochs=2", "train.freeze_epochs=1", "optim.lr_mult=10", "schedule.max_lr=0.05"]
+FINE_TUNE = ["--config", "mnist"] + [a for s in FINE_TUNE_SETS for a in ("--set", s)]
+
+
+@pytest.fixture(scope="session")
+def fine_tune_reference(tmp_path_factory):
+    """The uninterrupted fine-tuning run every interrupted-and-resumed one must reproduce exactly: made once."""
+    root = tmp_path_factory.mktemp("fine_tune_reference")
+    p = onecycle("train", *FINE_TUNE, "--json", cwd=root)
+    assert p.returncode == 0, p.stderr
+    return root / json.loads(p.stdout)["run_dir"]
+
+
 def run_watched(*args: str, env: dict | None = None, patience: float = 90, cwd=None) -> Result:
     """`run_process`, for a command that must never block: if it is still running after `patience` seconds
     it is sent SIGTERM, as a user's `kill` would, and the test fails, saying whether SIGTERM ended it

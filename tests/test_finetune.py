@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_usage_error, onecycle
+from conftest import BOOK_SETS, FINE_TUNE_SETS, assert_usage_error, onecycle
 from onecycle_cli.config import resolve
 from onecycle_cli.display import Display
 from onecycle_cli.lr_find import range_test
@@ -18,11 +18,6 @@ from onecycle_cli.models import layer_groups
 from onecycle_cli.pipeline import build_pipeline
 from onecycle_cli.runs.directory import read_csv
 from onecycle_cli.signals import StopFlag
-
-# the fastai book's BatchNorm simple_cnn on 320 bundled 3s and 7s: 10 steps an epoch, seconds a run
-BOOK_SETS = ["data.dataset=mnist_sample", "model.channels=[1,8,16,32,64,2]", "data.train_size=320",
-             "data.valid_size=64", "train.batch_size=32", "train.log_every=1"]
-FINE_TUNE_SETS = BOOK_SETS + ["train.epochs=2", "train.freeze_epochs=1", "optim.lr_mult=10", "schedule.max_lr=0.05"]
 
 
 def args(sets: list[str]) -> list[str]:
@@ -97,15 +92,6 @@ def test_lr_mult_alone_spreads_one_cycle_over_the_groups(cli, tmp_path):
     assert {row["phase"] for row in rows} == {"train"}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted fine-tuning run every interrupted-and-resumed one must reproduce exactly."""
-    root = tmp_path_factory.mktemp("fine_tune_reference")
-    p = onecycle("train", *FINE_TUNE, "--json", cwd=root)
-    assert p.returncode == 0, p.stderr
-    return root / json.loads(p.stdout)["run_dir"]
-
-
 def test_frozen_parameters_do_not_move_and_the_optimiser_still_holds_them(tmp_path):
     # stopped by SIGTERM inside the first evaluation: the frozen epoch completes, its checkpoint is the boundary
     p = onecycle("train", *FINE_TUNE, cwd=tmp_path, ONECYCLE_FAULT="eval@1:SIGTERM")
@@ -164,10 +150,10 @@ def test_epochs_0_trains_the_head_alone_with_the_body_frozen_to_the_end(cli, tmp
     assert "unfreeze_div: 5.0        # not read: only with train.epochs > 0" in config
 
 
-def test_the_optimiser_state_starts_again_at_the_unfreeze(reference):
+def test_the_optimiser_state_starts_again_at_the_unfreeze(fine_tune_reference):
     # fastai's freeze_to clears it (opt.clear_state()): Adam's step count and moments restart, so after
     # 10 frozen steps and 20 unfrozen ones every parameter, head included, has taken 20 steps
-    state = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["state"]
+    state = torch.load(fine_tune_reference / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["state"]
     assert len(state) == 20 and {int(v["step"]) for v in state.values()} == {20}
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import assert_usage_error, clean_env, onecycle
+from conftest import FINE_TUNE, assert_usage_error, clean_env, onecycle
 from onecycle_cli.cli import app
 from onecycle_cli.config import DataConfig
 from onecycle_cli.datasets import load_dataset
@@ -177,23 +177,6 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one(cli, tmp_path,
 
 # ------------------------------------------------------------------------------------------------
 # fine-tuning: a frozen cycle, then an unfrozen one with its own optimiser state
-
-# test_finetune.py's run: the fastai book's BatchNorm simple_cnn on 320 bundled 3s and 7s, batch 32,
-# one frozen epoch then two unfrozen ones, 30 steps in all
-FINE_TUNE_SETS = ["data.dataset=mnist_sample", "model.channels=[1,8,16,32,64,2]", "data.train_size=320",
-                  "data.valid_size=64", "train.batch_size=32", "train.log_every=1", "train.epochs=2",
-                  "train.freeze_epochs=1", "optim.lr_mult=10", "schedule.max_lr=0.05"]
-FINE_TUNE = ["--config", "mnist"] + [a for s in FINE_TUNE_SETS for a in ("--set", s)]
-
-
-@pytest.fixture(scope="module")
-def fine_tune_reference(tmp_path_factory):
-    """The uninterrupted fine-tuning run every interrupted-and-resumed one must reproduce exactly."""
-    root = tmp_path_factory.mktemp("fine_tune_reference")
-    p = onecycle("train", *FINE_TUNE, "--json", cwd=root)
-    assert p.returncode == 0, p.stderr
-    return root / json.loads(p.stdout)["run_dir"]
-
 
 def same_run(run, reference) -> None:
     a = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

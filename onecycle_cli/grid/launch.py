@@ -23,10 +23,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from .. import signals
 from ..display import Display, fmt_time
 from ..errors import EXIT_DIVERGED, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM, OnecycleError, UsageError
 from ..runs.directory import RunDir, now_iso
@@ -108,15 +108,12 @@ class Forwarder:
         self.children.pop(proc.pid, None)
 
     def __enter__(self) -> "Forwarder":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handle)
+        self._previous = signals.install(self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
+        signals.restore(self._previous)
+        self._previous = {}
 
 
 def spawn(argv: list[str], cwd: str, env: dict, out: Path, log: Path) -> subprocess.Popen:
