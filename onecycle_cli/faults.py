@@ -8,7 +8,8 @@ when it gets there: a real signal, met by the same handlers as a user's Ctrl-C o
                                             list sends each (a second Ctrl-C at a chosen moment)
     points: step (inside a training step, after the backward pass), eval (inside an evaluation),
             checkpoint (a checkpoint written to its temporary file, not yet renamed into place),
-            sweep (inside a step of a range test, after the optimizer's step)
+            sweep (inside a step of a range test, after the optimizer's step),
+            read (a file from outside about to be opened: safe_files.open_regular)
 
 Unset, as everywhere outside the tests, `fault()` is a dictionary lookup and a comparison.
 """

@@ -75,6 +75,7 @@ def open_regular(path: Path, limit: int | None = None, follow: bool = False, dir
     is opened in that directory (the rest of `path` only names it in messages).
     Raises FileNotFoundError, NotRegularFile, TooLarge or another OSError.
     """
+    fault("read")
     name = _at(path, dir_fd)
     # looked at before it is opened: opening a device can do something (a tape rewinds, a watchdog arms)
     mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=follow).st_mode

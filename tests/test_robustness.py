@@ -6,12 +6,13 @@ resumes of the same run at once (item 3) are in test_resume.py."""
 
 import json
 import math
+import signal
 import subprocess
 import sys
 
 import torch
 
-from conftest import assert_usage_error, clean_env
+from conftest import assert_usage_error, clean_env, run_watched, write_photos
 from onecycle_cli.runs.directory import read_csv
 
 TINY = ["--config", "mnist_sample", "--set", "data.train_size=640", "--set", "data.valid_size=256"]
@@ -77,3 +78,28 @@ def test_an_evaluation_of_a_nan_model_reports_nan(tmp_path):
             p.fill_(math.nan)
     loss, accuracy = evaluate(pipe)
     assert math.isnan(loss) and 0 <= accuracy <= 1
+
+
+def test_sigterm_at_any_read_of_outside_input_ends_train(tmp_path, tiny_runs):
+    """Every file `train` reads from outside (its config, the folder's cache, --init's summary and weights) is
+    opened without blocking, so a SIGTERM that comes while any of them is read ends the run: the Nth read
+    sends it (ONECYCLE_FAULT=read@N), for every N until a run reads fewer files and completes. A read that
+    blocked would hold the process past the watchdog's 90 s, and SIGTERM would have to end it within 10 s."""
+    write_photos(tmp_path / "photos", train=6, valid=4, bad=False)
+    # grey digits and the 3-vs-7 preset's net, so that --init takes the tiny run's weights
+    net = ["model.name=simple_cnn", "model.channels=[1,16,16,2]", "model.kernel_sizes=[3]", "model.strides=[2]",
+           "model.batchnorm=false", "model.final_relu=true", "data.channels=1", "data.image_size=16"]
+    args = ["train", "--config", "folder", "--data-dir", "photos", *[a for s in net for a in ("--set", s)],
+            "--batch-size", "2", "--epochs", "1", "--set", "schedule.pct_start=0.5",
+            "--init", str(tiny_runs["onecycle"])]
+    first = run_watched(*args, cwd=tmp_path)  # builds the folder's cache, which the runs below read back
+    assert first.code == 0, first.stderr
+    codes = []
+    for n in range(1, 60):
+        r = run_watched(*args, env={"ONECYCLE_FAULT": f"read@{n}:SIGTERM"}, cwd=tmp_path)
+        codes.append(r.code)
+        if r.code == 0:  # fewer than n reads: no signal was sent
+            break
+        # 143: stopped as a run stops (interrupted, or refused before it began); -15: before its handler existed
+        assert r.code in (143, -signal.SIGTERM) and "Traceback" not in r.stderr, (n, r.code, r.stderr[-2000:])
+    assert codes[-1] == 0 and len(codes) >= 6, codes  # the config, the cache, --init's summary and weights: all read
