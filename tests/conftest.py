@@ -89,13 +89,18 @@ FINE_TUNE_SETS = BOOK_SETS + ["train.epochs=2", "train.freeze_epochs=1", "optim.
 FINE_TUNE = ["--config", "mnist"] + [a for s in FINE_TUNE_SETS for a in ("--set", s)]
 
 
-@pytest.fixture(scope="session")
-def fine_tune_reference(tmp_path_factory):
-    """The uninterrupted fine-tuning run every interrupted-and-resumed one must reproduce exactly: made once."""
-    root = tmp_path_factory.mktemp("fine_tune_reference")
-    p = onecycle("train", *FINE_TUNE, "--json", cwd=root)
+def reference_run(tmp_path_factory, name: str, *args: str) -> Path:
+    """The directory of an uninterrupted `train ARGS` run, which interrupted-and-resumed ones must reproduce."""
+    root = tmp_path_factory.mktemp(name)
+    p = onecycle("train", *args, "--json", cwd=root)
     assert p.returncode == 0, p.stderr
     return root / json.loads(p.stdout)["run_dir"]
+
+
+@pytest.fixture(scope="session")
+def fine_tune_reference(tmp_path_factory):
+    """The uninterrupted fine-tuning run (30 steps across the freeze boundary): made once."""
+    return reference_run(tmp_path_factory, "fine_tune_reference", *FINE_TUNE)
 
 
 def run_watched(*args: str, env: dict | None = None, patience: float = 90, cwd=None) -> Result:

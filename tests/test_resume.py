@@ -22,7 +22,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import FINE_TUNE, assert_usage_error, clean_env, onecycle
+from conftest import FINE_TUNE, assert_usage_error, clean_env, onecycle, reference_run
 from onecycle_cli.cli import app
 from onecycle_cli.config import DataConfig
 from onecycle_cli.datasets import load_dataset
@@ -121,10 +121,7 @@ FIVE = TINY + ["--epochs", "5", "--set", "train.log_every=1"]  # 10 steps an epo
 @pytest.fixture(scope="module")
 def reference_50_steps(tmp_path_factory):
     """The uninterrupted run every interrupted-and-resumed run must reproduce exactly."""
-    root = tmp_path_factory.mktemp("reference")
-    p = onecycle("train", *FIVE, "--json", cwd=root)
-    assert p.returncode == 0, p.stderr
-    return root / json.loads(p.stdout)["run_dir"]
+    return reference_run(tmp_path_factory, "reference", *FIVE)
 
 
 def same_result(run, reference) -> None:
