@@ -37,6 +37,7 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -44,47 +45,75 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import suggest_data
 import torch
 
 from onecycle_cli.config import FindConfig, resolve
 from onecycle_cli.display import Display
 from onecycle_cli.errors import Diverged
-from onecycle_cli.fit import LoopState, evaluate, fit
-from onecycle_cli.lr_find import range_test
+from onecycle_cli.fit import LoopState, evaluate, fit, start_cycle
+from onecycle_cli.lr_find import range_test, smooth_losses
 from onecycle_cli.optim import build_optimizer
-from onecycle_cli.pipeline import build_pipeline
+from onecycle_cli.pipeline import build_pipeline, class_names
 from onecycle_cli.runs.directory import NullRunDir
-from onecycle_cli.schedules import build_schedule
+from onecycle_cli.schedules import cycles
 from onecycle_cli.signals import StopFlag
+from onecycle_cli.suggest import RULES, suggest
 
 REPO = Path(__file__).resolve().parents[1]
 
 # SGD as the CIFAR preset has it: momentum cycled 0.95 -> 0.85 -> 0.95 by 1cycle (held at 0.9 in the
 # range test), weight decay 1e-4; BatchNorm and biases spared, as the MNIST presets spare them
-SGD = ["optim.name=sgd", "optim.weight_decay=1e-4"]
-FASHION = ["data.dataset=fashion_mnist"]  # the book's simple_cnn and recipe on Fashion-MNIST
+SGD = ("optim.name=sgd", "optim.weight_decay=1e-4")
+FASHION = ("data.dataset=fashion_mnist",)  # the book's simple_cnn and recipe on Fashion-MNIST
+ADAM = ("optim.weight_decay=0",)           # AdamW without weight decay is Adam
 
-# name: (preset, --set overrides, the max_lr grid's ends). Each grid spans the LRs that train at all:
-# from a decade or more below the presets' values to past where 1cycle diverges or collapses.
-TASKS: dict[str, tuple[str, list[str], tuple[float, float]]] = {
-    "mnist_sample/adamw": ("mnist_sample", [], (1e-3, 1.0)),
-    "mnist_sample/sgd": ("mnist_sample", SGD, (1e-2, 10.0)),
-    "mnist/adamw": ("mnist", [], (1e-3, 1.0)),
-    "mnist/sgd": ("mnist", SGD, (1e-2, 10.0)),
-    "fashion_mnist/adamw": ("mnist", FASHION, (1e-3, 1.0)),
-    "fashion_mnist/sgd": ("mnist", FASHION + SGD, (1e-2, 10.0)),
+
+@dataclass(frozen=True)
+class Task:
+    preset: str
+    sets: tuple[str, ...]
+    grid: tuple[float, float]  # the first grid's ends: 10 points, 3 a decade; extended past an end that wins
+    half: str                  # "dev": the rules were chosen on it; "held-out": fixed before, only reported
+    data: str = "builtin"      # the built-in set the preset names, or a folder of suggest_data.py
+    about: str = ""
+
+
+# The halves were fixed with the task list, before any of the new tasks had run: each holds a BatchNorm-free
+# net, a folder, a fine-tune, a batch-32 task and both optimisers. The six tasks of the first measurement
+# (issue 14) are split three and three.
+TASKS: dict[str, Task] = {
+    "mnist_sample/adamw": Task("mnist_sample", (), (1e-3, 1.0), "dev", about="BatchNorm-free, a sharp edge; batch 64"),
+    "mnist/sgd": Task("mnist", SGD, (1e-2, 10.0), "dev", about="batch 512"),
+    "fashion_mnist/adamw": Task("mnist", FASHION, (1e-3, 1.0), "dev", about="batch 512"),
+    "folder/digits": Task("folder", ("data.image_size=28", "train.batch_size=32", "train.epochs=3"), (1e-4, 0.1),
+                          "dev", "digits", "the README's folder example: ResNet-20, 28 px, batch 32, 3 epochs"),
+    "finetune/unfrozen": Task("folder", ("train.batch_size=64", "train.epochs=4"), (1e-4, 0.1), "dev", "fashion5",
+                              "a new head on a trained body, the whole network in one 1cycle; unfrozen range test"),
+    "mnist/adam-b32": Task("mnist", (*ADAM, "train.batch_size=32"), (1e-4, 0.1), "dev", about="Adam, batch 32"),
+    "mnist_sample/sgd": Task("mnist_sample", SGD, (1e-2, 10.0), "held-out", about="BatchNorm-free; batch 64"),
+    "mnist/adamw": Task("mnist", (), (1e-3, 1.0), "held-out", about="batch 512"),
+    "fashion_mnist/sgd": Task("mnist", FASHION + SGD, (1e-2, 10.0), "held-out", about="batch 512"),
+    "folder/photos64": Task("folder", ("data.image_size=64", "train.batch_size=32", "train.epochs=4"), (1e-4, 0.1),
+                            "held-out", "photos", "photo-like RGB JPEGs of mixed sizes, random-resized crops, 64 px, "
+                            "ResNet-20, batch 32"),
+    "finetune/frozen": Task("folder", ("train.batch_size=64", "train.freeze_epochs=1", "train.epochs=3",
+                                       "optim.lr_mult=100"), (3e-4, 0.3), "held-out", "mnist10",
+                            "fastai's fine_tune onto a new domain (a body trained on clothes, digits): the frozen "
+                            "head's range test"),
+    "fashion_mnist/sgd-b32": Task("mnist", (*FASHION, *SGD, "train.batch_size=32"), (3e-3, 3.0), "held-out",
+                                  about="SGD, batch 32"),
 }
-RAW = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision's folder of each set's idx files
-QUICK = ["data.train_size=2000", "data.valid_size=500", "train.epochs=1"]  # --quick: a smoke run, not evidence
-SMOKE = ["data.train_size=256", "data.valid_size=64", "train.epochs=1", "train.batch_size=32", "find.num_it=30"]
-SIZES = {"full": [], "quick": QUICK, "smoke": SMOKE}  # the overrides of each size of run, journalled apart
+QUICK = ("data.train_size=2000", "data.valid_size=500", "train.epochs=1")  # --quick: a smoke run, not evidence
+SMOKE = ("data.train_size=256", "data.valid_size=64", "train.epochs=1", "train.batch_size=16", "find.num_it=30")
+SIZES = {"full": (), "quick": QUICK, "smoke": SMOKE}  # the overrides of each size of run, journalled apart
+PER_DECADE = 3  # grid points a decade: 2.15x apart
 
-ONECYCLE_RULES = ["valley", "steep", "minimum", "slide"]
-FASTAI_RULES = ["valley", "slide", "minimum", "steep"]
-RULES = [f"onecycle:{r}" for r in ONECYCLE_RULES] + [f"fastai:{r}" for r in FASTAI_RULES]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,55 +220,64 @@ def fastai_suggestions(lrs: list[float], losses: list[float], num_it: int, stop:
 QUIET = Display(enabled=False)
 
 
-def task_config(task: str, seed: int, data: Path, size: str, max_lr: float | None = None):
-    preset, sets, _ = TASKS[task]
-    sets = [*sets, f"data.root={data}", f"train.seed={seed}", "train.device=cpu", *SIZES[size]]
+def task_config(task: str, seed: int, extra: list[str], size: str, max_lr: float | None = None):
+    t = TASKS[task]
+    sets = [*t.sets, *extra, f"train.seed={seed}", "train.device=cpu", *SIZES[size]]
     if max_lr is not None:
         sets.append(f"schedule.max_lr={max_lr!r}")
-    return resolve(preset, sets, environ={}).config
+    return resolve(t.preset, sets, environ={}).config
 
 
 def data_at_hand(task: str, data: Path) -> bool:
-    dataset = task_config(task, 0, data, "full").data.dataset
-    return dataset not in RAW or (data / RAW[dataset] / "raw").is_dir()
+    t = TASKS[task]
+    if t.data != "builtin":
+        return suggest_data.at_hand(t.data, data)
+    dataset = resolve(t.preset, list(t.sets), environ={}).config.data.dataset
+    return dataset not in suggest_data.RAW or (data / suggest_data.RAW[dataset] / "raw").is_dir()
 
 
-def run_range_test(task: str, seed: int, data: Path, size: str) -> dict:
-    """`onecycle find --seed SEED`: the curve, onecycle's suggestions and fastai's on the same losses."""
-    cfg = task_config(task, seed, data, size)
+def run_range_test(task: str, seed: int, extra: list[str], size: str) -> dict:
+    """`onecycle find --seed SEED`: the curve and the suggestions that onecycle made of it then."""
+    cfg = task_config(task, seed, extra, size)
     pipe = build_pipeline(cfg)
     curve = range_test(pipe, cfg, QUIET, StopFlag())
-    ours = {name: {"lr": s.lr, **({"note": s.note} if s.note else {})} for name, s in curve.suggestions.items()}
-    theirs = fastai_suggestions(curve.lrs, curve.losses, cfg.find.num_it, curve.stop)
-    return {"kind": "curve", "task": task, "seed": seed, "stop": curve.stop, "stop_lr": curve.stop_lr,
-            "num_it": cfg.find.num_it, "start_lr": cfg.find.start_lr, "end_lr": cfg.find.end_lr,
-            "seconds": round(curve.seconds, 3),
-            "suggestions": {**{f"onecycle:{k}": v for k, v in ours.items()},
-                            **{f"fastai:{k}": v for k, v in theirs.items()}},
+    return {"kind": "curve", "task": task, "seed": seed, "threads": torch.get_num_threads(), "stop": curve.stop,
+            "stop_lr": curve.stop_lr, "num_it": cfg.find.num_it, "start_lr": cfg.find.start_lr,
+            "end_lr": cfg.find.end_lr, "beta": cfg.find.beta, "seconds": round(curve.seconds, 3),
+            "suggestions": {f"onecycle:{k}": {"lr": s.lr} for k, s in curve.suggestions.items()},
             "lrs": curve.lrs, "losses": curve.losses}
 
 
-def run_fit(task: str, seed: int, max_lr: float, data: Path, size: str) -> dict:
-    """`onecycle train --seed SEED --max-lr MAX_LR`, without the run directory: its final accuracy."""
-    cfg = task_config(task, seed, data, size, max_lr)
+def run_fit(task: str, seed: int, max_lr: float, extra: list[str], size: str) -> dict:
+    """`onecycle train --seed SEED --max-lr MAX_LR`, every cycle of it (fine_tune: frozen, then unfrozen),
+    without the run directory: its final accuracy."""
+    cfg = task_config(task, seed, extra, size, max_lr)
     pipe = build_pipeline(cfg)
-    total = cfg.train.epochs * pipe.batches.steps_per_epoch
-    opt = build_optimizer(cfg.optim, pipe.model, cfg.schedule.max_lr, fused=pipe.fused)
-    sched = build_schedule(cfg.schedule, opt, total)
+    opt = build_optimizer(cfg.optim, pipe.groups, cfg.schedule.max_lr, fused=pipe.fused)
     state = LoopState()
     started = time.perf_counter()
     try:
-        fit(pipe, NullRunDir(), QUIET, StopFlag(), state, opt, sched, None, lambda s: None, ())
+        for index, cycle in enumerate(cycles(cfg, len(pipe.groups))):
+            state.cycle = index
+            fit(pipe, NullRunDir(), QUIET, StopFlag(), state, opt, start_cycle(pipe, opt, cycle), None,
+                lambda s: None, (), cycle)
         accuracy, diverged = state.last["accuracy"], False
     except Diverged:  # what `onecycle train` leaves behind: a model that predicts nothing useful
         accuracy, diverged = evaluate(pipe)[1], True
     return {"kind": "fit", "task": task, "seed": seed, "max_lr": max_lr, "accuracy": accuracy,
-            "diverged": diverged, "seconds": round(time.perf_counter() - started, 2)}
+            "diverged": diverged, "classes": len(class_names(pipe.ds)), "threads": torch.get_num_threads(),
+            "seconds": round(time.perf_counter() - started, 2)}
 
 
-def grid(task: str, points: int) -> list[float]:
-    lo, hi = TASKS[task][2]
-    return [float(v) for v in np.geomspace(lo, hi, points)]
+def grid_lr(task: str, k: int) -> float:
+    """Grid point k: the first grid is k = 0 .. n, and an extension goes on past either end."""
+    return TASKS[task].grid[0] * 10 ** (k / PER_DECADE)
+
+
+def first_grid(task: str, size: str) -> list[int]:
+    lo, hi = TASKS[task].grid
+    n = round(math.log10(hi / lo) * PER_DECADE)
+    return {"full": list(range(n + 1)), "quick": [0, n // 3, 2 * n // 3, n], "smoke": [0, n]}[size]
 
 
 def same_lr(a: float, b: float) -> bool:
@@ -248,16 +286,19 @@ def same_lr(a: float, b: float) -> bool:
 
 
 # keys that change no loss and no accuracy: a record made before they changed still holds
-INERT = {("data", "root"), ("data", "download"), ("find", "suggest"), ("train", "log_every"), ("run", "root")}
+INERT = {("data", "root"), ("data", "download"), ("data", "cache"), ("find", "suggest"), ("train", "log_every"),
+         ("run", "root"), ("model", "init")}
 
 
 def fingerprint(task: str, size: str) -> str:
-    """What a task's records depend on besides seed and max_lr: its resolved config, inert keys aside.
-    A record made under other settings, or before a preset changed, is not reused."""
-    cfg = task_config(task, 0, Path("data"), size, 1.0).model_dump(mode="json")
+    """What a task's records depend on besides seed and max_lr: its resolved config, inert keys aside (the
+    folder and the pretrained body are fixed by suggest_data's plan). A record made under other settings, or
+    before a preset changed, is not reused."""
+    cfg = task_config(task, 0, [], size, 1.0).model_dump(mode="json")
     for section, key in INERT:
         del cfg[section][key]
-    return f"{task}@" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+    plan = {"data": TASKS[task].data, "counts": suggest_data.COUNTS.get(size, {}).get(TASKS[task].data)}
+    return f"{task}@" + hashlib.sha256(json.dumps([cfg, plan], sort_keys=True).encode()).hexdigest()[:12]
 
 
 class Journal:
@@ -281,8 +322,9 @@ class Journal:
                     f.write("\n")
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def curve(self, task: str, seed: int) -> dict | None:
-        return next((r for r in self.records if r["kind"] == "curve" and r["task"] == task and r["seed"] == seed), None)
+    def curve(self, task: str, seed: int, threads: int = 1) -> dict | None:
+        return next((r for r in self.records if r["kind"] == "curve" and r["task"] == task and r["seed"] == seed
+                     and r.get("threads", 1) == threads), None)
 
     def fit(self, task: str, seed: int, lr: float) -> dict | None:
         return next((r for r in self.records if r["kind"] == "fit" and r["task"] == task and r["seed"] == seed
@@ -302,93 +344,181 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_task(task: str, seeds: list[int], points: int, data: Path, size: str, journal: Journal) -> None:
-    curves = []
-    for seed in seeds:
-        record = journal.curve(task, seed)
-        if record is None:
-            record = journal.add(run_range_test(task, seed, data, size))
-            log(f"{task} seed {seed}: range test stopped ({record['stop']}) at {record['stop_lr']:.3g}: "
-                + ", ".join(f"{k} {v['lr']:.2e}" for k, v in record["suggestions"].items() if v["lr"]))
-        curves.append(record)
-    # every LR to train per seed: the grid, then each rule's suggestion on that seed's own curve
-    todo = [(seed, lr) for lr in grid(task, points) for seed in seeds]
-    todo += [(c["seed"], s["lr"]) for c in curves for s in c["suggestions"].values() if s["lr"]]
-    for seed, lr in todo:
-        if journal.fit(task, seed, lr) is None:
-            record = journal.add(run_fit(task, seed, lr, data, size))
-            log(f"{task} seed {seed}: max_lr {lr:.3e} -> {record['accuracy']:.4f}"
-                f"{' (diverged)' if record['diverged'] else ''} in {record['seconds']:.1f} s")
+# ------------------------------------------------------------------------------------------------
+# every rule's LR on a recorded curve: onecycle's as the code now reads it, fastai's as fastai would
+
+
+def rule_lrs(curve: dict) -> dict[str, dict]:
+    """{rule: {lr, note}} for one journalled curve. onecycle's rules are read again from the raw losses by
+    the code as it is now (a new rule applies to every recorded curve); fastai's from fastai's view of them."""
+    ema = smooth_losses(curve["losses"], curve.get("beta", 0.98))
+    found, _ = suggest(curve["lrs"], curve["losses"], ema)
+    out = {f"onecycle:{k}": {"lr": s.lr, "note": s.note} for k, s in found.items()}
+    theirs = fastai_suggestions(curve["lrs"], curve["losses"], curve["num_it"], curve["stop"])
+    return {**out, **{f"fastai:{k}": v for k, v in theirs.items()}}
+
+
+def rules_to_train(extra: list[str]) -> list[str]:
+    """The rules whose suggestions are trained exactly: the default, the default before it, the old default
+    and fastai's best; the others are read off each seed's grid (interpolated in log LR)."""
+    return list(dict.fromkeys([f"onecycle:{FindConfig().suggest}", "onecycle:slide", "onecycle:valley",
+                               "fastai:minimum", *extra]))
+
+
+# ------------------------------------------------------------------------------------------------
+# the work, on a pool of processes: range tests and grid fits first, then the rules' suggestions
+
+
+class Work:
+    def __init__(self, journal: Journal, workers: int, threads: int, size: str):
+        self.journal, self.size = journal, size
+        context = multiprocessing.get_context("spawn")  # torch in a fork of a process that ran torch can hang
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
+                                        initargs=(threads,))
+
+    def run(self, jobs: list[tuple]) -> None:
+        """Each job (fn, task, seed, [max_lr,] extra) not in the journal yet; each record journalled as it ends."""
+        futures = [self.pool.submit(*job) for job in jobs]
+        for future in as_completed(futures):
+            r = self.journal.add(future.result())
+            if r["kind"] == "curve":
+                log(f"{r['task']} seed {r['seed']}: range test stopped ({r['stop']}) at {r['stop_lr']:.3g}")
+            else:
+                log(f"{r['task']} seed {r['seed']}: max_lr {r['max_lr']:.3e} -> {r['accuracy']:.4f}"
+                    f"{' (diverged)' if r['diverged'] else ''} in {r['seconds']:.1f} s")
+
+    def task(self, task: str, seeds: list[int], extra: list[str], trained: list[str]) -> None:
+        j, size = self.journal, self.size
+        ks = first_grid(task, size)
+        jobs = [(run_range_test, task, s, extra, size) for s in seeds if j.curve(task, s) is None]
+        jobs += [(run_fit, task, s, grid_lr(task, k), extra, size) for k in ks for s in seeds
+                 if j.fit(task, s, grid_lr(task, k)) is None]
+        self.run(jobs)
+        for _ in range(3 if size == "full" else 0):  # the best grid point must be inside the grid
+            means = {k: statistics.fmean(j.fit(task, s, grid_lr(task, k))["accuracy"] for s in seeds) for k in ks}
+            best = max(means, key=means.get)
+            if min(ks) < best < max(ks):
+                break
+            new = [best - 1, best - 2] if best == min(ks) else [best + 1, best + 2]
+            log(f"{task}: the best grid point {grid_lr(task, best):.3g} is at the grid's end: adding "
+                + ", ".join(f"{grid_lr(task, k):.3g}" for k in new))
+            ks = sorted(ks + new)
+            self.run([(run_fit, task, s, grid_lr(task, k), extra, size) for k in new for s in seeds
+                      if j.fit(task, s, grid_lr(task, k)) is None])
+        todo = {(s, rule_lrs(j.curve(task, s))[rule]["lr"]) for s in seeds for rule in trained}
+        self.run([(run_fit, task, s, lr, extra, size) for s, lr in sorted(todo) if lr and j.fit(task, s, lr) is None])
+
+    def threads(self, task: str, seeds: list[int], extra: list[str], trained: list[str], threads: int) -> None:
+        """The range test again at another thread count (CPU reductions reorder: the curve moves), and fits at
+        the rules' suggestions on those curves."""
+        j, size = self.journal, self.size
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=torch.set_num_threads, initargs=(threads,))
+        for s in seeds:
+            if j.curve(task, s, threads) is None:
+                r = j.add(pool.submit(run_range_test, task, s, extra, size).result())
+                log(f"{task} seed {s} at {threads} threads: range test stopped ({r['stop']}) at {r['stop_lr']:.3g}")
+        pool.shutdown()
+        todo = {(s, rule_lrs(j.curve(task, s, threads))[rule]["lr"]) for s in seeds for rule in trained}
+        self.run([(run_fit, task, s, lr, extra, size) for s, lr in sorted(todo) if lr and j.fit(task, s, lr) is None])
 
 
 # ------------------------------------------------------------------------------------------------
 # the summary: best reachable accuracy per task, each rule's accuracy and regret
 
 
-def summarize(journal: Journal, tasks: list[str], seeds: list[int], points: int) -> dict:
+def seed_accuracy(journal: Journal, task: str, seed: int, lr: float, rows: list[dict], index: int) -> tuple[float, str]:
+    """The accuracy of training at `lr` with `seed`: measured where that fit was run ("trained"), else read off
+    that seed's grid, linear in log LR ("grid"; "grid end" past its ends)."""
+    if (f := journal.fit(task, seed, lr)) is not None:
+        return f["accuracy"], "trained"
+    logs = np.log([r["max_lr"] for r in rows])
+    accs = [r["accuracies"][index] for r in rows]
+    edge = not logs[0] <= math.log(lr) <= logs[-1]
+    return float(np.interp(math.log(lr), logs, accs)), "grid end" if edge else "grid"
+
+
+def lag_free_minimum(curve: dict) -> float:
+    ema = smooth_losses(curve["losses"], curve.get("beta", 0.98))
+    _, lag_free = suggest(curve["lrs"], curve["losses"], ema)
+    lrs = np.asarray(curve["lrs"][:len(lag_free)])
+    lo, hi = len(lag_free) // 10, max(len(lag_free) - 5, len(lag_free) // 10 + 1)  # what the rules read
+    return float(lrs[lo:hi][int(np.argmin(lag_free[lo:hi]))])
+
+
+def summarize_task(journal: Journal, task: str, seeds: list[int], size: str, threads: int = 1) -> dict | None:
+    curves = [journal.curve(task, s, threads) for s in seeds]
+    if any(c is None for c in curves):
+        return None
+    rows = []
+    for k in range(min(first_grid(task, size)) - 6, max(first_grid(task, size)) + 7):
+        fits = [journal.fit(task, s, grid_lr(task, k)) for s in seeds]
+        if all(fits):
+            rows.append({"max_lr": grid_lr(task, k), "accuracy": statistics.fmean(f["accuracy"] for f in fits),
+                         "accuracies": [f["accuracy"] for f in fits], "diverged": sum(f["diverged"] for f in fits)})
+    if len(rows) < len(first_grid(task, size)):
+        return None
+    best = max(rows, key=lambda r: r["accuracy"])
+    chance = 1 / journal.fit(task, seeds[0], rows[0]["max_lr"])["classes"]
+    trains = [max(r["accuracies"][i] for r in rows) > chance + 0.05 for i in range(len(seeds))]
+    rules = {}
+    per_seed = [rule_lrs(c) for c in curves]
+    for rule in per_seed[0]:
+        lrs = [p[rule]["lr"] for p in per_seed]
+        if any(lr is None or not lr > 0 for lr in lrs):
+            rules[rule] = {"lrs": lrs, "accuracy": None, "regret": None, "note": "no suggestion on some seeds"}
+            continue
+        read = [seed_accuracy(journal, task, s, lr, rows, i) for i, (s, lr) in enumerate(zip(seeds, lrs))]
+        accs = [a for a, _ in read]
+        rules[rule] = {"lrs": lrs, "accuracies": accs, "how": sorted({h for _, h in read}),
+                       "accuracy": statistics.fmean(accs), "regret": 100 * (best["accuracy"] - statistics.fmean(accs)),
+                       "worst_seed_regret": max(100 * (best["accuracy"] - a) for a in accs),
+                       "collapsed": sum(a <= chance + 0.05 and ok for a, ok in zip(accs, trains)),
+                       "notes": sorted({p[rule]["note"] for p in per_seed if p[rule].get("note")})}
+    minima = [lag_free_minimum(c) for c in curves]
+    return {"half": TASKS[task].half, "about": TASKS[task].about, "grid": rows,
+            "best": {"max_lr": best["max_lr"], "accuracy": best["accuracy"]},
+            "best_at_grid_edge": best is rows[0] or best is rows[-1], "chance": chance,
+            "lag_free_minima": minima, "best_over_lag_free_minimum": [best["max_lr"] / m for m in minima],
+            "stops": [c["stop"] for c in curves], "rules": rules}
+
+
+def overall(tasks: dict[str, dict]) -> dict:
+    """Per rule over a set of tasks: mean regret, the worst task's, collapsed seeds; sorted by the mean."""
+    out = {}
+    for rule in next(iter(tasks.values()))["rules"]:
+        rs = [t["rules"][rule] for t in tasks.values()]
+        if any(r["regret"] is None for r in rs):
+            continue
+        worst = max(tasks, key=lambda name: tasks[name]["rules"][rule]["regret"])
+        out[rule] = {"mean_regret": statistics.fmean(r["regret"] for r in rs),
+                     "worst_regret": tasks[worst]["rules"][rule]["regret"],
+                     "worst_task": worst, "collapsed_seeds": sum(r["collapsed"] for r in rs),
+                     "tasks_over_1_point": sum(r["regret"] > 1 for r in rs),
+                     "trained": all(r["how"] == ["trained"] for r in rs)}
+    return dict(sorted(out.items(), key=lambda kv: kv[1]["mean_regret"]))
+
+
+def summarize(journal: Journal, tasks: list[str], seeds: list[int], size: str) -> dict:
     out: dict = {"tasks": {}}
-    regrets: dict[str, list[float]] = {r: [] for r in RULES}
-    accuracies: dict[str, dict[str, list[float]]] = {r: {} for r in RULES}  # rule -> task -> one per seed
     for task in tasks:
-        curves = [journal.curve(task, s) for s in seeds]
-        if any(c is None for c in curves):
-            continue
-        rows = []
-        for lr in grid(task, points):
-            fits = [journal.fit(task, s, lr) for s in seeds]
-            if all(fits):
-                rows.append({"max_lr": lr, "accuracy": statistics.fmean(f["accuracy"] for f in fits),
-                             "accuracies": [f["accuracy"] for f in fits], "diverged": sum(f["diverged"] for f in fits)})
-        if len(rows) < points:
-            continue
-        trained = {rule: [journal.fit(task, c["seed"], c["suggestions"][rule]["lr"]) if c["suggestions"][rule]["lr"]
-                          else "none" for c in curves] for rule in RULES}
-        if any(f is None for fits in trained.values() for f in fits):
-            continue  # still under way
-        best = max(rows, key=lambda r: r["accuracy"])
-        rules = {}
-        for rule in RULES:
-            lrs, fits = [c["suggestions"][rule]["lr"] for c in curves], trained[rule]
-            if "none" in fits:
-                rules[rule] = {"lrs": lrs, "accuracy": None, "regret": None, "note": "no suggestion on some seeds"}
-                continue
-            accuracy = statistics.fmean(f["accuracy"] for f in fits)
-            regret = 100 * (best["accuracy"] - accuracy)
-            regrets[rule].append(regret)
-            accuracies[rule][task] = [f["accuracy"] for f in fits]
-            rules[rule] = {"lrs": lrs, "lr_geomean": math.exp(statistics.fmean(math.log(v) for v in lrs)),
-                           "accuracies": accuracies[rule][task], "accuracy": accuracy,
-                           "diverged": sum(f["diverged"] for f in fits), "regret": regret}
-        out["tasks"][task] = {"grid": rows, "best": {"max_lr": best["max_lr"], "accuracy": best["accuracy"]},
-                              "best_at_grid_edge": best is rows[0] or best is rows[-1], "rules": rules}
-    complete = [t for t in tasks if t in out["tasks"]]
-    out["complete_tasks"] = complete
-    if complete:
-        mean = {r: statistics.fmean(v) for r, v in regrets.items() if len(v) == len(complete)}
-        out["mean_regret"] = dict(sorted(mean.items(), key=lambda kv: kv[1]))
-        out["worst_regret"] = {r: max(v) for r, v in regrets.items() if len(v) == len(complete)}
+        t = summarize_task(journal, task, seeds, size)
+        if t is not None:
+            out["tasks"][task] = t
+    done = out["tasks"]
+    out["complete_tasks"] = list(done)
+    out["default_rule"] = FindConfig().suggest
+    for half in ("all", "dev", "held-out"):
+        part = {k: v for k, v in done.items() if half == "all" or v["half"] == half}
+        if part:
+            out[f"rules_{half}"] = overall(part)
+    if done:
+        mean = {r: v["mean_regret"] for r, v in out["rules_all"].items()}
+        out["mean_regret"] = mean
+        out["worst_regret"] = {r: v["worst_regret"] for r, v in out["rules_all"].items()}
         ours = {r.split(":")[1]: v for r, v in mean.items() if r.startswith("onecycle:")}
         out["best_onecycle_rule"] = min(ours, key=ours.get) if ours else None
-        out["default_rule"] = FindConfig().suggest
         out["default_is_best_onecycle_rule"] = out["best_onecycle_rule"] == out["default_rule"]
-        out["versus_default"] = versus(accuracies, f"onecycle:{out['default_rule']}", complete, list(mean))
-    return out
-
-
-def versus(accuracies: dict, default: str, tasks: list[str], rules: list[str]) -> dict:
-    """Each rule's mean regret minus the default's, from differences paired by task and seed (the same
-    seed's range test and initial weights), and its standard error: per task the spread of the paired
-    differences over the seeds, then the mean over tasks. |difference| under ~2 standard errors is
-    within what other seeds could reverse."""
-    out = {}
-    for rule in rules:
-        if rule == default or default not in rules:
-            continue
-        diffs = {t: [100 * (a - b) for a, b in zip(accuracies[default][t], accuracies[rule][t])] for t in tasks}
-        n = len(next(iter(diffs.values())))
-        var = sum(statistics.variance(d) / n for d in diffs.values()) if n > 1 else None  # one seed: no spread
-        out[rule] = {"regret_minus_default": statistics.fmean(statistics.fmean(d) for d in diffs.values()),
-                     "standard_error": math.sqrt(var) / len(tasks) if var is not None else None}
     return out
 
 
@@ -397,34 +527,38 @@ def points(x: float) -> str:
 
 
 def markdown(summary: dict) -> str:
-    """The tables of docs/benchmarks.md: one per task, then the mean regret of every rule."""
+    """The tables of docs/benchmarks.md: one per task, then every rule over the tasks."""
     lines = []
     for task, t in summary["tasks"].items():
-        lines += [f"**{task}**: best grid point max_lr {t['best']['max_lr']:.3g}, "
+        lines += [f"**{task}** ({t['half']}; {t['about']}): best grid point max_lr {t['best']['max_lr']:.3g}, "
                   f"{100 * t['best']['accuracy']:.2f}% (mean of seeds)"
-                  + (" (at the grid's edge)" if t["best_at_grid_edge"] else ""), "",
-                  "| rule | suggested max_lr (per seed) | accuracy | regret (points) |", "| --- | --- | --- | --- |"]
+                  + (" (at the grid's edge)" if t["best_at_grid_edge"] else "")
+                  + f"; lag-free minima {', '.join(f'{m:.2g}' for m in t['lag_free_minima'])}", "",
+                  "| rule | suggested max_lr (per seed) | accuracy | regret (points) | worst seed | collapsed | read |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for rule, r in t["rules"].items():
             if r["accuracy"] is None:
-                lines.append(f"| {rule} | {r['note']} | | |")
+                lines.append(f"| {rule} | {r['note']} | | | | | |")
                 continue
             lrs = ", ".join(f"{v:.2g}" for v in r["lrs"])
-            div = f" ({r['diverged']} diverged)" if r["diverged"] else ""
-            lines.append(f"| {rule} | {lrs} | {100 * r['accuracy']:.2f}%{div} | {points(r['regret'])} |")
+            lines.append(f"| {rule} | {lrs} | {100 * r['accuracy']:.2f}% | {points(r['regret'])} | "
+                         f"{points(r['worst_seed_regret'])} | {r['collapsed'] or ''} | {', '.join(r['how'])} |")
         grid_row = ", ".join(f"{g['max_lr']:.2g}: {100 * g['accuracy']:.2f}" for g in t["grid"])
         lines += ["", f"grid (max_lr: mean accuracy %): {grid_row}", ""]
-    if summary.get("mean_regret"):
-        tasks = summary["complete_tasks"]
-        default = f"onecycle:{summary['default_rule']}"
-        lines += ["| rule | " + " | ".join(tasks) + f" | mean regret | worst | minus {default} (± s.e.) |",
+    for half in ("all", "dev", "held-out"):
+        rules = summary.get(f"rules_{half}")
+        if not rules:
+            continue
+        tasks = [k for k, v in summary["tasks"].items() if half == "all" or v["half"] == half]
+        lines += [f"**{half}** ({len(tasks)} tasks)", "",
+                  "| rule | " + " | ".join(tasks) + " | mean regret | worst | collapsed seeds |",
                   "| --- " * (len(tasks) + 4) + "|"]
-        for rule, mean in summary["mean_regret"].items():
+        for rule, v in rules.items():
             cells = [points(summary["tasks"][t]["rules"][rule]["regret"]) for t in tasks]
-            v = summary["versus_default"].get(rule)
-            spread = f" ± {v['standard_error']:.2f}" if v and v["standard_error"] is not None else ""
-            paired = f"{points(v['regret_minus_default'])}{spread}" if v else "(the default)"
-            lines.append(f"| {rule} | " + " | ".join(cells) + f" | **{points(mean)}** | "
-                         f"{points(summary['worst_regret'][rule])} | {paired} |")
+            lines.append(f"| {rule}{'' if v['trained'] else ' (grid)'} | " + " | ".join(cells)
+                         + f" | **{points(v['mean_regret'])}** | {points(v['worst_regret'])} | "
+                         f"{v['collapsed_seeds']} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -463,13 +597,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=Path(os.environ.get("ONECYCLE_DATA", REPO.parent / "shared" / "data")))
     p.add_argument("--out", type=Path, help="the JSONL journal: rerun with the same file to continue (default "
-                   f"{Path(tempfile.gettempdir()) / 'onecycle-suggest' / 'suggest.jsonl'}; --smoke: a fresh one)")
+                   f"{Path(tempfile.gettempdir()) / 'onecycle-suggest' / 'suggest.jsonl'}; --smoke: a fresh one); "
+                   "the folders and the pretrained body are written beside it, in suggest-work/")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: every task whose data is at hand")
+    p.add_argument("--half", choices=["dev", "held-out"], help="only the tasks of one half")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
-    p.add_argument("--grid-points", type=int, default=12)
+    p.add_argument("--train-rules", nargs="*", default=[], help="rules to train at exactly, besides "
+                   + ", ".join(rules_to_train([])) + " (e.g. onecycle:minimum fastai:valley)")
     p.add_argument("--quick", action="store_true", help="smoke run: the bundled set only, 2,000 images, 1 epoch, "
                                                         "1 seed, 4 grid points (journalled apart from full runs)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (this machine's cores are shared)")
+    p.add_argument("--workers", type=int, default=1, help="fits at once, each in its own process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each worker (this machine's cores are "
+                                                          "shared)")
+    p.add_argument("--thread-study", type=int, metavar="N", help="also run each range test at N threads, and "
+                                                                  "train the rules' suggestions on those curves")
     p.add_argument("--summary", action="store_true", help="only summarise what --out already holds")
     p.add_argument("--markdown", action="store_true", help="print the tables of docs/benchmarks.md, not JSON")
     p.add_argument("--fastai-python", help="a python with fastai 2.8 installed: replay every sweep through it")
@@ -482,31 +623,68 @@ def main() -> None:
         p.error("--quick or --smoke, not both")
     size = "smoke" if a.smoke else "quick" if a.quick else "full"
     if a.quick:
-        a.seeds, a.grid_points, a.tasks = 1, 4, a.tasks or ["mnist_sample/adamw", "mnist_sample/sgd"]
+        a.seeds, a.tasks = 1, a.tasks or ["mnist_sample/adamw", "mnist_sample/sgd"]
     if a.smoke:
-        a.seeds, a.grid_points = 1, 2
+        a.seeds = 1
         a.tasks = a.tasks or ["mnist/adamw" if data_at_hand("mnist/adamw", a.data) else "mnist_sample/adamw"]
         a.out = a.out or Path(tempfile.mkdtemp(prefix="onecycle-suggest-smoke-")) / "suggest.jsonl"
     a.out = a.out or Path(tempfile.gettempdir()) / "onecycle-suggest" / "suggest.jsonl"
-    tasks = a.tasks or [t for t in TASKS if data_at_hand(t, a.data)]
+    unknown = [r for r in a.train_rules if r not in rule_names()]
+    if unknown:
+        p.error(f"--train-rules: no rule {', '.join(unknown)}; rules: {', '.join(rule_names())}")
+    tasks = [t for t in (a.tasks or TASKS) if (a.half is None or TASKS[t].half == a.half)]
+    tasks = [t for t in tasks if data_at_hand(t, a.data)]
     seeds = list(range(a.seeds))
+    trained = rules_to_train(a.train_rules)
     journal = Journal(a.out, tasks, size)
     started = time.time()
     if not a.summary:
+        work = Work(journal, a.workers, a.threads, size)
         for task in tasks:
-            run_task(task, seeds, a.grid_points, a.data, size, journal)
-    summary = summarize(journal, tasks, seeds, a.grid_points)
+            extra = suggest_data.prepare(TASKS[task].data, a.data, a.out.parent / "suggest-work", size)
+            work.task(task, seeds, extra, trained)
+        for task in tasks if a.thread_study else ():
+            extra = suggest_data.prepare(TASKS[task].data, a.data, a.out.parent / "suggest-work", size)
+            work.threads(task, seeds, extra, trained, a.thread_study)
+        work.pool.shutdown()
+    summary = summarize(journal, tasks, seeds, size)
+    if a.thread_study:
+        summary["thread_study"] = thread_study(journal, tasks, seeds, size, a.thread_study)
     if a.markdown:
         print(markdown(summary))
         return
     result = {"benchmark": "suggest", "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": a.threads,
-              "quick": a.quick, **({"smoke": True} if a.smoke else {}), "seeds": seeds, "grid_points": a.grid_points,
-              "journal": str(a.out),
-              "wall_seconds": round(time.time() - started, 1), **summary}
+              "workers": a.workers, "quick": a.quick, **({"smoke": True} if a.smoke else {}), "seeds": seeds,
+              "trained_rules": trained, "journal": str(a.out), "wall_seconds": round(time.time() - started, 1),
+              **summary}
     if a.fastai_python:
         result["fastai_check"] = check_against_fastai(a.fastai_python, journal, tasks, seeds)
     print(json.dumps(result))
+
+
+def rule_names() -> list[str]:
+    return [f"onecycle:{r}" for r in RULES] + [f"fastai:{r}" for r in FASTAI]
+
+
+def thread_study(journal: Journal, tasks: list[str], seeds: list[int], size: str, threads: int) -> dict:
+    """How far the default's suggestion moves when the range test runs at `threads` threads instead of one, and
+    how far that moves the accuracy (each trained)."""
+    rule = f"onecycle:{FindConfig().suggest}"
+    out = {}
+    for task in tasks:
+        pairs = [(journal.curve(task, s), journal.curve(task, s, threads)) for s in seeds]
+        if any(a is None or b is None for a, b in pairs):
+            continue
+        one = [rule_lrs(a)[rule]["lr"] for a, _ in pairs]
+        many = [rule_lrs(b)[rule]["lr"] for _, b in pairs]
+        fits = [(journal.fit(task, s, x), journal.fit(task, s, y)) for s, x, y in zip(seeds, one, many)]
+        ratios = [y / x for x, y in zip(one, many)]
+        out[task] = {"lrs_1_thread": one, f"lrs_{threads}_threads": many, "ratios": ratios,
+                     "largest_ratio": max(max(ratios), 1 / min(ratios)),
+                     "accuracy_change_points": [100 * (fy["accuracy"] - fx["accuracy"]) for fx, fy in fits]
+                     if all(fx and fy for fx, fy in fits) else None}
+    return out
 
 
 if __name__ == "__main__":
