@@ -352,7 +352,7 @@ def rule_lrs(curve: dict) -> dict[str, dict]:
     """{rule: {lr, note}} for one journalled curve. onecycle's rules are read again from the raw losses by
     the code as it is now (a new rule applies to every recorded curve); fastai's from fastai's view of them."""
     ema = smooth_losses(curve["losses"], curve.get("beta", 0.98))
-    found, _ = suggest(curve["lrs"], curve["losses"], ema)
+    found, _, _ = suggest(curve["lrs"], curve["losses"], ema)
     out = {f"onecycle:{k}": {"lr": s.lr, "note": s.note} for k, s in found.items()}
     theirs = fastai_suggestions(curve["lrs"], curve["losses"], curve["num_it"], curve["stop"])
     return {**out, **{f"fastai:{k}": v for k, v in theirs.items()}}
@@ -440,7 +440,7 @@ def seed_accuracy(journal: Journal, task: str, seed: int, lr: float, rows: list[
 
 def lag_free_minimum(curve: dict) -> float:
     ema = smooth_losses(curve["losses"], curve.get("beta", 0.98))
-    _, lag_free = suggest(curve["lrs"], curve["losses"], ema)
+    _, lag_free, _ = suggest(curve["lrs"], curve["losses"], ema)
     lrs = np.asarray(curve["lrs"][:len(lag_free)])
     lo, hi = len(lag_free) // 10, max(len(lag_free) - 5, len(lag_free) // 10 + 1)  # what the rules read
     return float(lrs[lo:hi][int(np.argmin(lag_free[lo:hi]))])

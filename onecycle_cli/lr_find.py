@@ -40,7 +40,7 @@ from .runs.directory import NullRunDir, RunDir, now_iso
 from .runs.report import write_views
 from .schedules import group_ratios
 from .signals import StopFlag
-from .suggest import Suggestion, suggest
+from .suggest import Reading, Suggestion, suggest
 
 CHECK_EVERY = 8  # steps between reads of the loss on the host: the only syncs of the sweep
 
@@ -56,12 +56,14 @@ class Curve:
     stop_reason: str = ""
     stop_lr: float | None = None
     suggestions: dict[str, Suggestion] = field(default_factory=dict)
+    reading: Reading = field(default_factory=Reading)  # the floor, the divergence edge, warnings
     seconds: float = 0.0                # the sweep alone: training steps, reads, restoring the model
 
     def summary(self) -> dict:
         return {"label": self.label, "steps": len(self.lrs), "stop": self.stop, "stop_reason": self.stop_reason,
                 "stop_lr": self.stop_lr, "seconds": round(self.seconds, 3),
-                "suggestions": {k: s.as_dict() for k, s in self.suggestions.items()}}
+                "suggestions": {k: s.as_dict() for k, s in self.suggestions.items()},
+                "reading": self.reading.as_dict()}
 
 
 def lr_at(step: int, cfg) -> float:
@@ -172,7 +174,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         "non-finite": f"loss became {values[end]} at lr {curve.stop_lr:.3g} (step {end})",
         "interrupted": f"interrupted by {stop.name} at lr {curve.stop_lr:.3g} (step {end})",
     }[kind]
-    curve.suggestions, curve.lag_free = suggest(curve.lrs, curve.losses, curve.smooth)
+    curve.suggestions, curve.lag_free, curve.reading = suggest(curve.lrs, curve.losses, curve.smooth, kind)
     return curve
 
 
@@ -301,6 +303,10 @@ def show_curves(display: Display, curves: list[Curve], chosen: str, note: str = 
             if s.note:
                 display.print(f"* {c.label + ' ' if c.label else ''}{s.name}: {s.note}")
     main = curves[0]
+    display.print(f"{chosen}: {main.suggestions[chosen].reason}", markup=False)
+    for c in curves:
+        for warning in c.reading.warnings:
+            display.warn(f"{c.label + ': ' if c.label else ''}{warning}")
     display.text_plot(main.lrs, {c.label or "loss (lag-free smoothing)": c.lag_free for c in curves}, "range test",
                       xlog=True, marks={chosen: main.suggestions[chosen].lr}, ylabel="loss")
 

@@ -7,19 +7,24 @@ Two smoothings of the same raw losses are read:
 - a lag-free smoothing: a centred median over 5 points (single-batch spikes vanish), then an
   exponential average run forward and then backward (the two lags cancel).
 
-Four rules, as fastai names them, each a small function of (lrs, smoothed losses):
+Five rules, each a small function of (lrs, smoothed losses) that also says, in `reason`, how it read them:
+  floor    (lag-free) a fifth of the LR at the lowest loss, never in the flat start before the fall: the
+           default, chosen for its worst case over the tasks of `benchmarks/suggest.py` (docs/benchmarks.md)
   valley   (lag-free) the floor of the loss's fall: the first LR where the loss has done 90% of its
            fall from the starting plateau to its lowest point
-  minimum  (lag-free) a tenth of the LR at the lowest loss
+  minimum  (lag-free) a tenth of the LR at the lowest loss, as fastai's
   steep    (EMA, as fastai) where the loss falls fastest against log(lr)
-  slide    (EMA, as fastai) walk left from the end until the slope stops changing. The default:
-           trained at, it cost the least accuracy of the four (`benchmarks/suggest.py`: 0.48 points
-           below the best of a max_lr grid, mean of 6 tasks x 5 seeds; minimum 0.49, valley 2.01,
-           steep 10.2; docs/benchmarks.md)
-valley and minimum locate the floor, which the EMA's lag moves by decades; steep and slide are
-fastai's slope heuristics, kept on the curve their thresholds were tuned for. fastai's own valley
-(the middle of the longest decreasing run of the EMA) also counts the flat start as part of the
-valley: on the bundled 3-vs-7 curves it lands 2-8x below the LRs that train well.
+  slide    (EMA, as fastai) walk left from the end until the slope stops changing
+floor, valley and minimum locate the floor, which the EMA's lag moves by decades (where the fall comes
+late and steep, as with SGD, slide reads the EMA and stops 4-5x low); steep and slide are fastai's slope
+heuristics, kept on the curve their thresholds were tuned for. fastai's own valley (the middle of the
+longest decreasing run of the EMA) also counts the flat start as part of the valley: on the bundled
+3-vs-7 curves it lands 2-8x below the LRs that train well.
+
+`read` says what else the curve shows: its floor, its divergence edge (past the floor, where the loss has
+climbed back half its fall), the valley the floor rule reads (from the start of the fall to the floor),
+and a warning where no rule can read it well: a loss that never falls, a fall too small to be a valley,
+two minima, or a loss that never climbs back before end_lr (a frozen body's head: the edge is unseen).
 
 The rules read the finite part of the curve with its first 10% and last 5 points trimmed (the
 start is flat noise, the end is the blow-up). A rule never returns nothing: with too few points it
@@ -36,6 +41,8 @@ import numpy as np
 MEDIAN_WINDOW = 5    # points; wider than a spike, narrower than the fall (12 points a decade at num_it 100)
 LAG_FREE_BETA = 0.8  # each pass averages ~5 points; forward then backward, so nothing moves
 FALL = 0.9           # valley: share of the plateau-to-floor fall already done
+START = 0.1          # floor: the fall has started once this share of it is done
+FLOOR_DIV, FLOOR_WORD = 5, "fifth"  # floor: the share of the floor's LR it trains at
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,25 @@ class Suggestion:
     name: str
     lr: float
     loss: float          # the smoothed loss there, to mark it on the plot
+    reason: str = ""     # how the rule read the curve to get there, in words
     note: str = ""       # empty, or why a fallback was used
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the lag-free curve says besides the rules: its floor, its divergence edge, the LRs the default
+    considered, and what makes it hard to read."""
+    floor_lr: float | None = None        # where the lag-free loss is lowest
+    edge_lr: float | None = None         # where it has climbed back half-way to its start past the floor
+    region: tuple[float, float] | None = None  # the valley: from the start of the fall to the floor
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"floor_lr": self.floor_lr, "edge_lr": self.edge_lr,
+                "region": list(self.region) if self.region else None, "warnings": list(self.warnings)}
 
 
 def _ema(x: np.ndarray, beta: float) -> np.ndarray:
@@ -73,31 +95,59 @@ def trim(lrs: np.ndarray, smooth: np.ndarray) -> tuple[np.ndarray, np.ndarray, s
     return lrs, smooth, f"only {len(smooth)} finite points: used the curve untrimmed"
 
 
-def valley(lrs: np.ndarray, loss: np.ndarray) -> tuple[int, str]:
-    floor = int(np.argmin(loss))
-    plateau = float(np.median(loss[:5]))
-    fall = plateau - loss[floor]
-    if floor == 0 or fall <= 0.01 * abs(plateau):  # under 1% of the loss: noise, not a fall
-        return floor, "the loss never fell below its start: used the lowest point"
+@dataclass(frozen=True)
+class Shape:
+    """The landmarks of one (trimmed, lag-free) curve that the rules and the warnings read."""
+    plateau: float       # the loss at the start: the median of the first 5 points
+    floor: int           # index of the lowest loss
+    fall: float          # plateau - the lowest loss
+    edge: int | None     # first index past the floor where the loss has climbed back half the fall, if any
+
+    @classmethod
+    def of(cls, loss: np.ndarray) -> "Shape":
+        floor = int(np.argmin(loss))
+        plateau = float(np.median(loss[:5]))
+        fall = plateau - float(loss[floor])
+        back = np.flatnonzero(loss[floor:] > loss[floor] + 0.5 * max(fall, 0.0))
+        return cls(plateau, floor, fall, floor + int(back[0]) if fall > 0 and len(back) else None)
+
+    def start(self, loss: np.ndarray) -> int:
+        """The first index where the loss has done START of its fall: before it, the flat start."""
+        return int(np.argmax(loss[:self.floor + 1] <= self.plateau - START * self.fall))
+
+    @property
+    def falls(self) -> bool:
+        return self.floor > 0 and self.fall > 0.01 * abs(self.plateau)  # under 1% of the loss: noise, not a fall
+
+
+def valley(lrs: np.ndarray, loss: np.ndarray) -> tuple[int, str, str]:
+    shape = Shape.of(loss)
+    if not shape.falls:
+        return shape.floor, "the lowest point", "the loss never fell below its start: used the lowest point"
     # the first point within 10% of the floor: past it, a higher LR buys no lower loss
-    return int(np.argmax(loss[:floor + 1] <= loss[floor] + (1 - FALL) * fall)), ""
+    i = int(np.argmax(loss[:shape.floor + 1] <= loss[shape.floor] + (1 - FALL) * shape.fall))
+    return i, (f"the first point within {100 * (1 - FALL):.0f}% of the floor: the loss fell from {shape.plateau:.3g} "
+               f"to {loss[shape.floor]:.3g} (at {lrs[shape.floor]:.2e}) and had done {100 * FALL:.0f}% of that here"), ""
 
 
-def steep(lrs: np.ndarray, loss: np.ndarray) -> tuple[int, str]:
+def steep(lrs: np.ndarray, loss: np.ndarray) -> tuple[int, str, str]:
     if len(loss) < 2:
-        return 0, "a single point: used it"
+        return 0, "the only point", "a single point: used it"
     slope = np.diff(loss) / np.diff(np.log(lrs))
-    return int(np.argmin(slope)), ""
+    i = int(np.argmin(slope))
+    return i, f"the fastest fall of the EMA: {slope[i] * np.log(10):.3g} a decade", ""
 
 
-def minimum(lrs: np.ndarray, loss: np.ndarray) -> tuple[float, str]:
-    return float(lrs[int(np.argmin(loss))] / 10), ""
+def minimum(lrs: np.ndarray, loss: np.ndarray) -> tuple[float, str, str]:
+    floor = int(np.argmin(loss))
+    return float(lrs[floor] / 10), (f"a tenth of {lrs[floor]:.2e}, where the lag-free loss is lowest "
+                                    f"({loss[floor]:.3g})"), ""
 
 
-def slide(lrs: np.ndarray, loss: np.ndarray, window: int = 15, tolerance: float = 0.005) -> tuple[float, str]:
+def slide(lrs: np.ndarray, loss: np.ndarray, window: int = 15, tolerance: float = 0.005) -> tuple[float, str, str]:
     if len(loss) <= window:
-        i, _ = valley(lrs, loss)
-        return float(lrs[i]), f"fewer than {window + 1} points for slide: used valley"
+        i, reason, _ = valley(lrs, loss)
+        return float(lrs[i]), reason, f"fewer than {window + 1} points for slide: used valley"
     slope = np.gradient(loss)
     right = len(loss) - 1
     left = right - window
@@ -107,30 +157,85 @@ def slide(lrs: np.ndarray, loss: np.ndarray, window: int = 15, tolerance: float 
         lr = float(lrs[left])
         right -= 1
         left -= 1
-    return lr, ""
+    return lr, (f"walking left from the end, the EMA's slope flattened (ends of a {window}-point window within "
+                f"{tolerance:g}) at {lr:.2e}"), ""
+
+
+def floor(lrs: np.ndarray, loss: np.ndarray) -> tuple[float, str, str]:
+    shape = Shape.of(loss)
+    if not shape.falls:
+        return float(lrs[shape.floor]), "the lowest point", "the loss never fell below its start: used the lowest point"
+    start = float(lrs[shape.start(loss)])
+    lr = float(lrs[shape.floor]) / FLOOR_DIV
+    if lr >= start:
+        return lr, (f"a {FLOOR_WORD} of {lrs[shape.floor]:.2e}, where the lag-free loss is lowest "
+                    f"({loss[shape.floor]:.3g})"), ""
+    return start, (f"the start of the fall ({100 * START:.0f}% of it done), since a {FLOOR_WORD} of the floor's LR "
+                   f"{lrs[shape.floor]:.2e} lies in the flat start before it"), ""
 
 
 # each rule and the smoothing it reads
-RULES: dict[str, tuple[Callable, str]] = {"valley": (valley, "lag_free"), "steep": (steep, "ema"),
-                                          "minimum": (minimum, "lag_free"), "slide": (slide, "ema")}
+RULES: dict[str, tuple[Callable, str]] = {"floor": (floor, "lag_free"), "valley": (valley, "lag_free"),
+                                          "steep": (steep, "ema"), "minimum": (minimum, "lag_free"),
+                                          "slide": (slide, "ema")}
 
 
-def suggest(lrs, losses, ema) -> tuple[dict[str, Suggestion], list[float]]:
-    """Every rule's suggestion for one curve (lrs ascending, raw losses, their causal EMA), and the
-    lag-free curve."""
+def read(lrs: np.ndarray, loss: np.ndarray, stop: str) -> Reading:
+    """The floor, the divergence edge, the valley and the warnings of one trimmed lag-free curve."""
+    if len(loss) == 0:
+        return Reading(warnings=("no finite loss at all: the model cannot train even at start_lr",))
+    shape, warnings = Shape.of(loss), []
+    edge = float(lrs[shape.edge]) if shape.edge is not None else None
+    if not shape.falls:
+        warnings.append(f"the loss never fell below its start ({shape.plateau:.3g}): no LR in the sweep trains; check "
+                        f"the data and the model, or start the sweep lower (--start-lr)")
+    elif shape.fall < 0.1 * abs(shape.plateau):
+        warnings.append(f"no clear valley: the loss fell only {100 * shape.fall / abs(shape.plateau):.0f}% from its "
+                        f"start ({shape.plateau:.3g}); the suggestion is a weak guess: a longer sweep (--num-it) or a "
+                        f"larger batch gives a steadier curve")
+    else:
+        second = _second_minimum(loss, shape)
+        if second is not None:
+            warnings.append(f"two minima, at {lrs[second]:.2e} and {lrs[shape.floor]:.2e}, with a rise between: the "
+                            f"rules read the lower; try both")
+        if edge is None and stop == "end":
+            warnings.append(f"the loss never climbed back after its floor at {lrs[shape.floor]:.2e} before end_lr: "
+                            f"the divergence edge lies past the sweep (a frozen body's head is often so)")
+    region = (float(lrs[shape.start(loss)]), float(lrs[shape.floor])) if shape.falls else None
+    return Reading(float(lrs[shape.floor]), edge, region, tuple(warnings))
+
+
+def _second_minimum(loss: np.ndarray, shape: Shape) -> int | None:
+    """A local minimum apart from the floor, nearly as low (within a quarter of the fall), with a rise of at
+    least a fifth of the fall between the two: the curve has two valleys."""
+    near = loss <= loss[shape.floor] + 0.25 * shape.fall
+    for i in np.flatnonzero(near):
+        if abs(i - shape.floor) < 3 or not (i == 0 or loss[i] <= loss[i - 1]) or not (
+                i == len(loss) - 1 or loss[i] <= loss[i + 1]):
+            continue
+        a, b = sorted((int(i), shape.floor))
+        if loss[a:b + 1].max() - max(loss[a], loss[b]) >= 0.2 * shape.fall:
+            return int(i)
+    return None
+
+
+def suggest(lrs, losses, ema, stop: str = "end") -> tuple[dict[str, Suggestion], list[float], Reading]:
+    """Every rule's suggestion for one curve (lrs ascending, raw losses, their causal EMA; `stop`, how the
+    sweep ended), the lag-free curve, and its reading."""
     lrs, losses, ema = (np.asarray(v, dtype=float) for v in (lrs, losses, ema))
     finite = np.isfinite(losses) & np.isfinite(ema)
     end = len(losses) if finite.all() else int(np.argmin(finite))  # the curve ends at the first NaN/inf
     if end == 0:
         lr = float(lrs[0]) if len(lrs) else float("nan")
         note = "no finite loss at all: the model cannot train even at start_lr"
-        return {name: Suggestion(name, lr, float("nan"), note) for name in RULES}, []
+        return ({name: Suggestion(name, lr, float("nan"), "", note) for name in RULES}, [],
+                read(lrs[:0], losses[:0], stop))
     curves = {"lag_free": lag_free(losses[:end]), "ema": ema[:end]}
     out = {}
     for name, (rule, which) in RULES.items():
         part_lrs, part, trim_note = trim(lrs[:end], curves[which])
-        value, note = rule(part_lrs, part)
+        value, reason, note = rule(part_lrs, part)
         lr = float(part_lrs[value]) if isinstance(value, int) else value
         loss = float(np.interp(np.log(lr), np.log(part_lrs), part))
-        out[name] = Suggestion(name, lr, loss, "; ".join(n for n in (trim_note, note) if n))
-    return out, curves["lag_free"].tolist()
+        out[name] = Suggestion(name, lr, loss, reason, "; ".join(n for n in (trim_note, note) if n))
+    return out, curves["lag_free"].tolist(), read(*trim(lrs[:end], curves["lag_free"])[:2], stop)

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_DATA
+from onecycle_cli.suggest import RULES
 
 MNIST = (SHARED_DATA / "MNIST" / "raw").is_dir()
 FASHION = (SHARED_DATA / "FashionMNIST" / "raw").is_dir()
@@ -157,7 +158,7 @@ def check_suggest(tmp: Path) -> None:
     for rule, r in t["rules"].items():
         assert r["accuracy"] is None or (fraction(r["accuracy"]) and all(positive(lr) for lr in r["lrs"])), rule
     assert out["mean_regret"] and all(math.isfinite(v) for v in out["mean_regret"].values())
-    assert out["default_rule"] in ("valley", "steep", "minimum", "slide")
+    assert out["default_rule"] in RULES
     journal = [json.loads(line) for line in (tmp / "suggest.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in journal].count("curve") == 1
 

@@ -30,7 +30,7 @@ def test_a_find_run_leaves_its_records_and_prints_only_json_on_stdout(cli, tmp_p
     s = find(cli, "--num-it", "40")
     run = tmp_path / s["run_dir"]
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "meta.json", "lr_find.csv", "lr_find.png", "summary.json"}
-    assert s["status"] == "completed" and set(s["suggestions"]) == {"valley", "steep", "minimum", "slide"}
+    assert s["status"] == "completed" and set(s["suggestions"]) == {"floor", "valley", "steep", "minimum", "slide"}
     assert all(0 < v["lr"] < 10 for v in s["suggestions"].values())
     assert s["max_lr"] == s["suggestions"]["slide"]["lr"]  # the default rule
     rows = read_csv(run / "lr_find.csv")
@@ -62,14 +62,14 @@ def test_stop_reasons_are_truthful(cli):
 
 def test_suggestions_fall_back_and_say_so():
     lrs = [1e-3 * 10 ** (i / 10) for i in range(40)]
-    few, _ = suggest(lrs[:4], [1.0, 0.9, 0.8, 0.7], [1.0, 0.95, 0.9, 0.85])
+    few, _, _ = suggest(lrs[:4], [1.0, 0.9, 0.8, 0.7], [1.0, 0.95, 0.9, 0.85])
     assert all(s.note and math.isfinite(s.lr) for s in few.values())  # never empty
     assert "untrimmed" in few["valley"].note
-    flat, _ = suggest(lrs, [1.0] * 40, [1.0] * 40)
+    flat, _, flat_reading = suggest(lrs, [1.0] * 40, [1.0] * 40)
     assert "never fell" in flat["valley"].note
-    nan, _ = suggest(lrs, [math.nan] * 40, [math.nan] * 40)
+    nan, _, _ = suggest(lrs, [math.nan] * 40, [math.nan] * 40)
     assert all("no finite loss" in s.note for s in nan.values())
-    short, _ = suggest(lrs[:12], [1 - 0.05 * i for i in range(12)], [1 - 0.04 * i for i in range(12)])
+    short, _, _ = suggest(lrs[:12], [1 - 0.05 * i for i in range(12)], [1 - 0.04 * i for i in range(12)])
     assert "slide" in short and "used valley" in short["slide"].note
 
 
@@ -78,9 +78,28 @@ def test_valley_is_the_floor_of_the_fall():
     lrs = np.logspace(-6, 1, 100)
     t = np.log10(lrs)
     loss = 0.5 + 1.5 / (1 + np.exp(3 * (t + 2))) + np.where(t > 0, (t * 4) ** 2, 0)
-    s, _ = suggest(lrs, loss, loss)
+    s, _, reading = suggest(lrs, loss, loss)
     assert 2e-2 < s["valley"].lr < 1e-1  # past 90% of the fall, before the floor's end
     assert 3e-3 < s["steep"].lr < 3e-2  # the steepest part of the fall, around 1e-2
+
+
+def test_the_reading_finds_the_edge_and_warns_on_curves_no_rule_reads_well():
+    lrs = np.logspace(-6, 1, 100)
+    t = np.log10(lrs)
+    fall = 0.5 + 1.5 / (1 + np.exp(3 * (t + 2)))  # from 2 to 0.5 between 1e-3 and 1e-1
+    # climbs back past 1: half the fall (0.75) is undone at (4t)^2 = 0.75, lr 10^0.217 = 1.65 (the smoothing
+    # sees the rise a few points early)
+    _, _, r = suggest(lrs, fall + np.where(t > 0, (t * 4) ** 2, 0), fall, "diverged")
+    assert 1e-1 < r.floor_lr < 1.5 and 0.8 < r.edge_lr < 2.1 and r.warnings == ()
+    cases = {  # curve -> the words of its one warning
+        "the loss never climbed back": fall,                                   # a frozen head: no edge seen
+        "two minima": 2 - np.exp(-((t + 4) / 0.3) ** 2) - 1.05 * np.exp(-((t + 1) / 0.3) ** 2),
+        "no clear valley": 1 - 0.05 / (1 + np.exp(-3 * (t + 2))),                # 5% of the loss
+        "never fell below its start": np.full(100, 1.0),
+    }
+    for words, loss in cases.items():
+        _, _, r = suggest(lrs, loss, loss, "end")
+        assert len(r.warnings) == 1 and words in r.warnings[0], (words, r.warnings)
 
 
 def minibatches(x, y, size, g):
@@ -155,7 +174,7 @@ def test_sweep_over_weight_decay_draws_every_curve_from_the_same_start(cli, tmp_
     rows = read_csv(tmp_path / s["run_dir"] / "lr_find.csv")
     firsts = {r["curve"]: r["loss"] for r in rows if r["step"] == 0}
     assert set(firsts) == set(labels) and len(set(firsts.values())) == 1  # same weights, same first batch
-    assert all(set(c["suggestions"]) == {"valley", "steep", "minimum", "slide"} for c in s["curves"])
+    assert all(set(c["suggestions"]) == {"floor", "valley", "steep", "minimum", "slide"} for c in s["curves"])
     b = find(cli, "--num-it", "12", "--sweep", "batch_size=32,128")
     assert [c["label"] for c in b["curves"]] == ["batch_size=32", "batch_size=128"]
 

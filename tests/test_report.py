@@ -77,7 +77,7 @@ def test_a_find_runs_report_lists_the_suggestions(cli, tiny_runs, tmp_path):
     dom = render(run / "report.html", tmp_path)
     assert images_loaded(dom) == 1  # lr_find.png
     suggestions = tiny_runs["summaries"]["find"]["suggestions"]
-    assert set(suggestions) == {"valley", "steep", "minimum", "slide"}
+    assert set(suggestions) == {"floor", "valley", "steep", "minimum", "slide"}
     for name, s in suggestions.items():
         assert f"{s['lr']:.3e}" in dom and name in dom
     assert "slide (used)" in dom

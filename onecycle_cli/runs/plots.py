@@ -20,7 +20,7 @@ from ..safe_files import atomic_write_bytes, read_json
 from ..safe_text import plain
 from .directory import open_csv, read_csv
 
-MARKERS = {"valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
+MARKERS = {"floor": "*", "valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
 
 
 def pyplot():
@@ -81,6 +81,14 @@ def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
             bottoms.append(min(finite))
         info = next((c for c in curves or [] if (c.get("label") or "lr_find") == curve), None)
         found = (info or {}).get("suggestions")
+        reading = (info or {}).get("reading")
+        reading = reading if isinstance(reading, dict) else {}
+        region, edge = reading.get("region"), reading.get("edge_lr")
+        if isinstance(region, list) and len(region) == 2 and all(_number(v) and v > 0 for v in region):
+            ax.axvspan(min(region), max(region), color=color, alpha=0.1,
+                       label=f"{name}what the default chose between ({region[0]:.1e} to {region[1]:.1e})")
+        if _number(edge) and edge > 0:
+            ax.axvline(edge, color=color, linestyle=":", linewidth=1.5, label=f"{name}divergence edge {edge:.1e}")
         for rule, s in (found.items() if isinstance(found, dict) else []):
             lr, loss = (s.get("lr"), s.get("loss")) if isinstance(s, dict) else (None, None)
             if _number(lr) and lr > 0 and _number(loss):
