@@ -127,7 +127,7 @@ def valley(lrs: np.ndarray, loss: np.ndarray) -> tuple[int, str, str]:
     # the first point within 10% of the floor: past it, a higher LR buys no lower loss
     i = int(np.argmax(loss[:shape.floor + 1] <= loss[shape.floor] + (1 - FALL) * shape.fall))
     return i, (f"the first point within {100 * (1 - FALL):.0f}% of the floor: the loss fell from {shape.plateau:.3g} "
-               f"to {loss[shape.floor]:.3g} (at {lrs[shape.floor]:.2e}) and had done {100 * FALL:.0f}% of that here"), ""
+               f"to {loss[shape.floor]:.3g} (at {lrs[shape.floor]:.2e}) and had done {100 * FALL:.0f}% of it here"), ""
 
 
 def steep(lrs: np.ndarray, loss: np.ndarray) -> tuple[int, str, str]:
