@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from onecycle_cli import suggest as suggest_rules
 from onecycle_cli.config import FindConfig, resolve
 from onecycle_cli.display import Display
 from onecycle_cli.lr_find import lr_at, range_test, sweep
@@ -33,12 +34,24 @@ def test_a_find_run_leaves_its_records_and_prints_only_json_on_stdout(cli, tmp_p
     assert s["status"] == "completed" and set(s["suggestions"]) == {"floor", "valley", "steep", "minimum", "slide"}
     assert all(0 < v["lr"] < 10 for v in s["suggestions"].values())
     assert s["max_lr"] == s["suggestions"]["slide"]["lr"]  # the default rule
+    assert all(v["reason"] for v in s["suggestions"].values())  # each rule says how it read the curve
+    reading = s["curves"][0]["reading"]
+    assert 1e-7 <= reading["floor_lr"] <= 10 and reading["region"][1] == reading["floor_lr"]
+    assert s["suggestions"]["floor"]["lr"] == pytest.approx(max(reading["floor_lr"] / 5, reading["region"][0]))
     rows = read_csv(run / "lr_find.csv")
     assert len(rows) == s["curves"][0]["steps"] and rows[0]["lr"] == pytest.approx(1e-7)
     # log-linear: a constant ratio between steps, ending at end_lr on the last step
     ratios = {round(b["lr"] / a["lr"], 9) for a, b in zip(rows, rows[1:])}
     assert len(ratios) == 1 and ratios.pop() == pytest.approx((10 / 1e-7) ** (1 / 39))
     assert all(math.isfinite(r["smooth_loss"]) for r in rows)
+
+
+def test_find_says_why_it_chose_and_warns_when_the_curve_cannot_be_read(cli):
+    # LRs up to 1e-6: too small to move this net, so the loss never falls
+    r = cli("find", *SMALL, "--num-it", "30", "--end-lr", "1e-6")
+    assert r.code == 0, r.stderr
+    assert "slide: walking left from the end" in r.stderr  # the chosen rule's reason, in words
+    assert "warning: the loss never fell below its start" in " ".join(r.stderr.split())
 
 
 def test_linear_mode_and_data_cycled_past_an_epoch(cli, tmp_path):
@@ -81,6 +94,20 @@ def test_valley_is_the_floor_of_the_fall():
     s, _, reading = suggest(lrs, loss, loss)
     assert 2e-2 < s["valley"].lr < 1e-1  # past 90% of the fall, before the floor's end
     assert 3e-3 < s["steep"].lr < 3e-2  # the steepest part of the fall, around 1e-2
+
+
+def test_floor_is_a_fifth_of_the_floor_and_never_in_the_flat_start():
+    lrs = np.logspace(-6, 1, 100)
+    t = np.log10(lrs)
+    wide = 0.5 + 1.5 / (1 + np.exp(3 * (t + 2))) + np.where(t > 0, (t * 4) ** 2, 0)  # falls over two decades
+    s, _, r = suggest(lrs, wide, wide, "diverged")
+    assert s["floor"].lr == pytest.approx(r.floor_lr / 5) and "a fifth of" in s["floor"].reason
+    # read off a curve that falls in the last third of a decade before its floor: a fifth of the floor's LR lies
+    # on the flat start, so the rule takes the start of the fall
+    lrs = np.logspace(-3, 1, 41)  # 10 points a decade
+    sharp = np.concatenate([np.full(30, 2.0), [1.5, 1.0, 0.5], 0.5 + np.arange(1, 9) ** 2 * 0.1])
+    lr, reason, note = suggest_rules.floor(lrs, sharp)
+    assert lr == pytest.approx(lrs[30]) and lrs[32] / 5 < lrs[30] and "the start of the fall" in reason and not note
 
 
 def test_the_reading_finds_the_edge_and_warns_on_curves_no_rule_reads_well():
