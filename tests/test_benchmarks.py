@@ -161,6 +161,13 @@ def check_suggest(tmp: Path) -> None:
     assert out["default_rule"] in RULES
     journal = [json.loads(line) for line in (tmp / "suggest.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in journal].count("curve") == 1
+    # a folder task: suggest_data.py writes the README's folder with the README's command, and every rule
+    # (floor, the new one, among them) is read off its curve
+    out, _ = script("benchmarks/suggest.py", "--smoke", "--tasks", "folder/digits", "--out", tmp / "f" / "s.jsonl",
+                    cwd=tmp)
+    t = out["tasks"]["folder/digits"]
+    assert t["half"] == "dev" and fraction(t["rules"]["onecycle:floor"]["accuracy"])
+    assert len(list((tmp / "f" / "suggest-work" / "digits-smoke" / "train" / "3").glob("*.png"))) > 10
 
 
 def check_fastai_replay(tmp: Path) -> None:
@@ -207,7 +214,8 @@ CASES: dict[str, Callable[[Path], None]] = {
     "examples/write_folder.py": check_write_folder,
     "scripts/make_mnist_sample.py": check_make_mnist_sample,
 }
-ELSEWHERE = {"examples/mnist_sample.sh", "examples/transfer.py"}  # test_examples.py runs them
+ELSEWHERE = {"examples/mnist_sample.sh", "examples/transfer.py",  # test_examples.py runs them
+             "benchmarks/suggest_data.py"}  # suggest.py's folders, written by check_suggest
 
 
 @pytest.mark.parametrize("path", list(CASES))

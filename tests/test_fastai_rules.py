@@ -8,6 +8,7 @@ run, lr_find trims num_it // 10 points at the start and 5 at the end, a NaN ends
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ import torch
 
 from onecycle_cli.lr_find import smooth_losses
 
-spec = importlib.util.spec_from_file_location("suggest_benchmark",
-                                              Path(__file__).parents[1] / "benchmarks" / "suggest.py")
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # as when the script runs: its sibling suggest_data.py is importable
+spec = importlib.util.spec_from_file_location("suggest_benchmark", BENCHMARKS / "suggest.py")
 bench = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = bench  # its dataclasses look their module up there
 spec.loader.exec_module(bench)
 
 LRS = torch.tensor(np.geomspace(1e-5, 1, 60), dtype=torch.float32)
