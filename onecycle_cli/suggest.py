@@ -8,8 +8,8 @@ Two smoothings of the same raw losses are read:
   exponential average run forward and then backward (the two lags cancel).
 
 Five rules, each a small function of (lrs, smoothed losses) that also says, in `reason`, how it read them:
-  floor    (lag-free) a fifth of the LR at the lowest loss, never in the flat start before the fall: the
-           default, chosen for its worst case over the tasks of `benchmarks/suggest.py` (docs/benchmarks.md)
+  floor    (lag-free) a third of the LR at the lowest loss, never in the flat start before the fall: chosen
+           for its worst case on the development half of `benchmarks/suggest.py`'s tasks (docs/benchmarks.md)
   valley   (lag-free) the floor of the loss's fall: the first LR where the loss has done 90% of its
            fall from the starting plateau to its lowest point
   minimum  (lag-free) a tenth of the LR at the lowest loss, as fastai's
@@ -42,7 +42,7 @@ MEDIAN_WINDOW = 5    # points; wider than a spike, narrower than the fall (12 po
 LAG_FREE_BETA = 0.8  # each pass averages ~5 points; forward then backward, so nothing moves
 FALL = 0.9           # valley: share of the plateau-to-floor fall already done
 START = 0.1          # floor: the fall has started once this share of it is done
-FLOOR_DIV, FLOOR_WORD = 5, "fifth"  # floor: the share of the floor's LR it trains at
+FLOOR_DIV, FLOOR_WORD = 3, "third"  # floor: the share of the floor's LR it trains at
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def test_a_find_run_leaves_its_records_and_prints_only_json_on_stdout(cli, tmp_p
     assert all(v["reason"] for v in s["suggestions"].values())  # each rule says how it read the curve
     reading = s["curves"][0]["reading"]
     assert 1e-7 <= reading["floor_lr"] <= 10 and reading["region"][1] == reading["floor_lr"]
-    assert s["suggestions"]["floor"]["lr"] == pytest.approx(max(reading["floor_lr"] / 5, reading["region"][0]))
+    assert s["suggestions"]["floor"]["lr"] == pytest.approx(max(reading["floor_lr"] / 3, reading["region"][0]))
     rows = read_csv(run / "lr_find.csv")
     assert len(rows) == s["curves"][0]["steps"] and rows[0]["lr"] == pytest.approx(1e-7)
     # log-linear: a constant ratio between steps, ending at end_lr on the last step
@@ -96,18 +96,18 @@ def test_valley_is_the_floor_of_the_fall():
     assert 3e-3 < s["steep"].lr < 3e-2  # the steepest part of the fall, around 1e-2
 
 
-def test_floor_is_a_fifth_of_the_floor_and_never_in_the_flat_start():
+def test_floor_is_a_third_of_the_floor_and_never_in_the_flat_start():
     lrs = np.logspace(-6, 1, 100)
     t = np.log10(lrs)
     wide = 0.5 + 1.5 / (1 + np.exp(3 * (t + 2))) + np.where(t > 0, (t * 4) ** 2, 0)  # falls over two decades
     s, _, r = suggest(lrs, wide, wide, "diverged")
-    assert s["floor"].lr == pytest.approx(r.floor_lr / 5) and "a fifth of" in s["floor"].reason
-    # read off a curve that falls in the last third of a decade before its floor: a fifth of the floor's LR lies
+    assert s["floor"].lr == pytest.approx(r.floor_lr / 3) and "a third of" in s["floor"].reason
+    # read off a curve that falls in the last third of a decade before its floor: a third of the floor's LR lies
     # on the flat start, so the rule takes the start of the fall
     lrs = np.logspace(-3, 1, 41)  # 10 points a decade
     sharp = np.concatenate([np.full(30, 2.0), [1.5, 1.0, 0.5], 0.5 + np.arange(1, 9) ** 2 * 0.1])
     lr, reason, note = suggest_rules.floor(lrs, sharp)
-    assert lr == pytest.approx(lrs[30]) and lrs[32] / 5 < lrs[30] and "the start of the fall" in reason and not note
+    assert lr == pytest.approx(lrs[30]) and lrs[32] / 3 < lrs[30] and "the start of the fall" in reason and not note
 
 
 def test_the_reading_finds_the_edge_and_warns_on_curves_no_rule_reads_well():
