@@ -53,6 +53,7 @@ import numpy as np
 import suggest_data
 import torch
 
+from onecycle_cli import suggest as suggest_rules
 from onecycle_cli.config import FindConfig, resolve
 from onecycle_cli.display import Display
 from onecycle_cli.errors import Diverged
@@ -483,6 +484,40 @@ def summarize_task(journal: Journal, task: str, seeds: list[int], size: str, thr
             "stops": [c["stop"] for c in curves], "rules": rules}
 
 
+def candidates(curve: dict) -> dict[str, float]:
+    """Rules tried while choosing `floor`, each an LR read off one curve's trimmed lag-free loss: fractions of the
+    floor's LR, the valley's floor (90% of the fall) scaled, the steepest lag-free fall, their geometric means,
+    and fractions of where the loss climbs back above its start (the curve's end where it never does)."""
+    lrs = np.asarray(curve["lrs"], float)
+    _, lag_free, _ = suggest(lrs, curve["losses"], smooth_losses(curve["losses"], curve.get("beta", 0.98)))
+    x, loss, _ = suggest_rules.trim(lrs[:len(lag_free)], np.asarray(lag_free))
+    shape = suggest_rules.Shape.of(loss)
+    m, v = x[shape.floor], x[suggest_rules.valley(x, loss)[0]]
+    slopes = np.diff(loss[:shape.floor + 1]) / np.diff(np.log(x[:shape.floor + 1]))
+    f = x[int(np.argmin(slopes))] if shape.floor >= 2 else x[0]
+    back = np.flatnonzero(loss[shape.floor:] > shape.plateau)
+    edge = x[shape.floor + back[0]] if len(back) else x[-1]
+    out = {f"floor/{c}": m / c for c in (1, 1.5, 2, 3, 4, 5, 10)}
+    out |= {f"valley*{c}": v * c for c in (0.5, 1, 2)} | {f"fall*{c}": f * c for c in (1, 2, 3)}
+    out |= {"gm(fall,floor)": math.sqrt(f * m), "gm(valley,floor)": math.sqrt(v * m),
+            "gm(fall,valley)": math.sqrt(f * v)}
+    return out | {f"back/{c}": edge / c for c in (3, 10, 30)}
+
+
+def candidate_regrets(journal: Journal, tasks: dict[str, dict], seeds: list[int]) -> dict:
+    """Each candidate's regret per task (read off each seed's grid), its mean and its worst, sorted by the worst."""
+    per: dict[str, dict[str, float]] = {}
+    for task, t in tasks.items():
+        found = [candidates(journal.curve(task, s)) for s in seeds]
+        for name in found[0]:
+            accs = [seed_accuracy(journal, task, s, f[name], t["grid"], i)[0]
+                    for i, (s, f) in enumerate(zip(seeds, found))]
+            per.setdefault(name, {})[task] = 100 * (t["best"]["accuracy"] - statistics.fmean(accs))
+    rows = {name: {"tasks": v, "mean": statistics.fmean(v.values()), "worst": max(v.values())}
+            for name, v in per.items()}
+    return dict(sorted(rows.items(), key=lambda kv: kv[1]["worst"]))
+
+
 def overall(tasks: dict[str, dict]) -> dict:
     """Per rule over a set of tasks: mean regret, the worst task's, collapsed seeds; sorted by the mean."""
     out = {}
@@ -612,6 +647,8 @@ def main() -> None:
     p.add_argument("--thread-study", type=int, metavar="N", help="also run each range test at N threads, and "
                                                                   "train the rules' suggestions on those curves")
     p.add_argument("--summary", action="store_true", help="only summarise what --out already holds")
+    p.add_argument("--candidates", action="store_true", help="also the rules tried while choosing floor, each read "
+                                                             "off the grids (not trained), sorted by the worst task")
     p.add_argument("--markdown", action="store_true", help="print the tables of docs/benchmarks.md, not JSON")
     p.add_argument("--fastai-python", help="a python with fastai 2.8 installed: replay every sweep through it")
     p.add_argument("--smoke", action="store_true", help="the smallest run of every step, in seconds: one task "
@@ -648,6 +685,8 @@ def main() -> None:
             work.threads(task, seeds, extra, trained, a.thread_study)
         work.pool.shutdown()
     summary = summarize(journal, tasks, seeds, size)
+    if a.candidates:
+        summary["candidates"] = candidate_regrets(journal, summary["tasks"], seeds)
     if a.thread_study:
         summary["thread_study"] = thread_study(journal, tasks, seeds, size, a.thread_study)
     if a.markdown:
