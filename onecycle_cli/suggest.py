@@ -14,7 +14,8 @@ Five rules, each a small function of (lrs, smoothed losses) that also says, in `
            fall from the starting plateau to its lowest point
   minimum  (lag-free) a tenth of the LR at the lowest loss, as fastai's
   steep    (EMA, as fastai) where the loss falls fastest against log(lr)
-  slide    (EMA, as fastai) walk left from the end until the slope stops changing
+  slide    (EMA, as fastai) walk left from the end until the slope stops changing: the default
+           (find.suggest) until floor's held-out half is measured
 floor, valley and minimum locate the floor, which the EMA's lag moves by decades (where the fall comes
 late and steep, as with SGD, slide reads the EMA and stops 4-5x low); steep and slide are fastai's slope
 heuristics, kept on the curve their thresholds were tuned for. fastai's own valley (the middle of the

@@ -86,7 +86,7 @@ def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
         region, edge = reading.get("region"), reading.get("edge_lr")
         if isinstance(region, list) and len(region) == 2 and all(_number(v) and v > 0 for v in region):
             ax.axvspan(min(region), max(region), color=color, alpha=0.1,
-                       label=f"{name}what the default chose between ({region[0]:.1e} to {region[1]:.1e})")
+                       label=f"{name}valley: start of the fall {region[0]:.1e} to floor {region[1]:.1e}")
         if _number(edge) and edge > 0:
             ax.axvline(edge, color=color, linestyle=":", linewidth=1.5, label=f"{name}divergence edge {edge:.1e}")
         for rule, s in (found.items() if isinstance(found, dict) else []):
