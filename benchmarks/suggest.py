@@ -58,7 +58,7 @@ from onecycle_cli.config import FindConfig, resolve
 from onecycle_cli.display import Display
 from onecycle_cli.errors import Diverged
 from onecycle_cli.fit import LoopState, evaluate, fit, start_cycle
-from onecycle_cli.lr_find import range_test, smooth_losses
+from onecycle_cli.lr_find import range_test, smooth_losses, sweeps_frozen
 from onecycle_cli.optim import build_optimizer
 from onecycle_cli.pipeline import build_pipeline, class_names
 from onecycle_cli.runs.directory import NullRunDir
@@ -243,6 +243,7 @@ def run_range_test(task: str, seed: int, extra: list[str], size: str) -> dict:
     pipe = build_pipeline(cfg)
     curve = range_test(pipe, cfg, QUIET, StopFlag())
     return {"kind": "curve", "task": task, "seed": seed, "threads": torch.get_num_threads(), "stop": curve.stop,
+            "frozen": sweeps_frozen(cfg),
             "stop_lr": curve.stop_lr, "num_it": cfg.find.num_it, "start_lr": cfg.find.start_lr,
             "end_lr": cfg.find.end_lr, "beta": cfg.find.beta, "seconds": round(curve.seconds, 3),
             "suggestions": {f"onecycle:{k}": {"lr": s.lr} for k, s in curve.suggestions.items()},
@@ -353,7 +354,7 @@ def rule_lrs(curve: dict) -> dict[str, dict]:
     """{rule: {lr, note}} for one journalled curve. onecycle's rules are read again from the raw losses by
     the code as it is now (a new rule applies to every recorded curve); fastai's from fastai's view of them."""
     ema = smooth_losses(curve["losses"], curve.get("beta", 0.98))
-    found, _, _ = suggest(curve["lrs"], curve["losses"], ema)
+    found, _, _ = suggest(curve["lrs"], curve["losses"], ema, curve["stop"], curve.get("frozen", False))
     out = {f"onecycle:{k}": {"lr": s.lr, "note": s.note} for k, s in found.items()}
     theirs = fastai_suggestions(curve["lrs"], curve["losses"], curve["num_it"], curve["stop"])
     return {**out, **{f"fastai:{k}": v for k, v in theirs.items()}}

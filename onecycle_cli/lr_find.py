@@ -121,7 +121,8 @@ def preserved(model: torch.nn.Module):
 
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, loss_fn: Callable,
           fc: FindConfig, display: Display, stop: StopFlag, *, dist: Dist = Dist(), label: str = "",
-          precision: Precision | None = None, score: Callable[[], torch.Tensor] | None = None) -> Curve:
+          precision: Precision | None = None, score: Callable[[], torch.Tensor] | None = None,
+          frozen: bool = False) -> Curve:
     """The sweep itself: one optimiser step per batch at `lr_at(i)` until the stop rule, num_it or a signal.
 
     `loss_fn(model(x), y)` is the training loss; `score()`, when given, replaces what is recorded
@@ -174,7 +175,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         "non-finite": f"loss became {values[end]} at lr {curve.stop_lr:.3g} (step {end})",
         "interrupted": f"interrupted by {stop.name} at lr {curve.stop_lr:.3g} (step {end})",
     }[kind]
-    curve.suggestions, curve.lag_free, curve.reading = suggest(curve.lrs, curve.losses, curve.smooth, kind)
+    curve.suggestions, curve.lag_free, curve.reading = suggest(curve.lrs, curve.losses, curve.smooth, kind, frozen)
     return curve
 
 
@@ -204,7 +205,7 @@ def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, la
         return sweep(net, opt, batches.forever(seed=cfg.train.seed + 7919),  # its own stream of batches
                      lambda out, y: F.cross_entropy(out, y, label_smoothing=oc.label_smoothing), fc, display, stop,
                      dist=pipe.dist, label=label, precision=pipe.precision,
-                     score=(lambda: _held_out_loss(net, held_out, pipe)) if held_out else None)
+                     score=(lambda: _held_out_loss(net, held_out, pipe)) if held_out else None, frozen=frozen)
     finally:  # `sweep` put the weights back; the trainable flags too, before the model is wrapped again
         for p, flag in trainable:
             p.requires_grad_(flag)

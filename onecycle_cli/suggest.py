@@ -162,10 +162,13 @@ def slide(lrs: np.ndarray, loss: np.ndarray, window: int = 15, tolerance: float 
                 f"{tolerance:g}) at {lr:.2e}"), ""
 
 
-def floor(lrs: np.ndarray, loss: np.ndarray) -> tuple[float, str, str]:
+def floor(lrs: np.ndarray, loss: np.ndarray, frozen: bool = False) -> tuple[float, str, str]:
     shape = Shape.of(loss)
     if not shape.falls:
         return float(lrs[shape.floor]), "the lowest point", "the loss never fell below its start: used the lowest point"
+    if frozen:  # the head alone: fastai's fine_tune trains best at 1-2x its floor (issue 26's outside measurement)
+        return float(lrs[shape.floor]), (f"the floor itself, {lrs[shape.floor]:.2e}: a sweep of the head alone, the "
+                                         f"body frozen, whose loss rarely climbs back"), ""
     start = float(lrs[shape.start(loss)])
     lr = float(lrs[shape.floor]) / FLOOR_DIV
     if lr >= start:
@@ -174,6 +177,9 @@ def floor(lrs: np.ndarray, loss: np.ndarray) -> tuple[float, str, str]:
     return start, (f"the start of the fall ({100 * START:.0f}% of it done), since a {FLOOR_WORD} of the floor's LR "
                    f"{lrs[shape.floor]:.2e} lies in the flat start before it"), ""
 
+
+# the rules that read a frozen body's sweep differently
+KNOWS_FROZEN = {"floor"}
 
 # each rule and the smoothing it reads
 RULES: dict[str, tuple[Callable, str]] = {"floor": (floor, "lag_free"), "valley": (valley, "lag_free"),
@@ -220,9 +226,10 @@ def _second_minimum(loss: np.ndarray, shape: Shape) -> int | None:
     return None
 
 
-def suggest(lrs, losses, ema, stop: str = "end") -> tuple[dict[str, Suggestion], list[float], Reading]:
+def suggest(lrs, losses, ema, stop: str = "end", frozen: bool = False
+            ) -> tuple[dict[str, Suggestion], list[float], Reading]:
     """Every rule's suggestion for one curve (lrs ascending, raw losses, their causal EMA; `stop`, how the
-    sweep ended), the lag-free curve, and its reading."""
+    sweep ended; `frozen`, a sweep of the head alone), the lag-free curve, and its reading."""
     lrs, losses, ema = (np.asarray(v, dtype=float) for v in (lrs, losses, ema))
     finite = np.isfinite(losses) & np.isfinite(ema)
     end = len(losses) if finite.all() else int(np.argmin(finite))  # the curve ends at the first NaN/inf
@@ -235,7 +242,7 @@ def suggest(lrs, losses, ema, stop: str = "end") -> tuple[dict[str, Suggestion],
     out = {}
     for name, (rule, which) in RULES.items():
         part_lrs, part, trim_note = trim(lrs[:end], curves[which])
-        value, reason, note = rule(part_lrs, part)
+        value, reason, note = rule(part_lrs, part, frozen=frozen) if name in KNOWS_FROZEN else rule(part_lrs, part)
         lr = float(part_lrs[value]) if isinstance(value, int) else value
         loss = float(np.interp(np.log(lr), np.log(part_lrs), part))
         out[name] = Suggestion(name, lr, loss, reason, "; ".join(n for n in (trim_note, note) if n))

@@ -102,6 +102,11 @@ def test_floor_is_a_third_of_the_floor_and_never_in_the_flat_start():
     wide = 0.5 + 1.5 / (1 + np.exp(3 * (t + 2))) + np.where(t > 0, (t * 4) ** 2, 0)  # falls over two decades
     s, _, r = suggest(lrs, wide, wide, "diverged")
     assert s["floor"].lr == pytest.approx(r.floor_lr / 3) and "a third of" in s["floor"].reason
+    # a sweep of the head alone (the body frozen, as fine_tune's first cycle): floor trains at the floor itself;
+    # every other rule reads the curve as before
+    frozen, _, _ = suggest(lrs, wide, wide, "diverged", frozen=True)
+    assert frozen["floor"].lr == pytest.approx(r.floor_lr) and "the body frozen" in frozen["floor"].reason
+    assert all(frozen[name] == s[name] for name in s if name != "floor")
     # read off a curve that falls in the last third of a decade before its floor: a third of the floor's LR lies
     # on the flat start, so the rule takes the start of the fall
     lrs = np.logspace(-3, 1, 41)  # 10 points a decade
