@@ -3,9 +3,10 @@ benchmarks/suggest.py train on, written once into its work folder (beside the jo
 
     digits      the README's "Your own images" folder, written by the README's own command:
                 `python examples/write_folder.py digits` (the bundled 3s and 7s as 28 px PNGs, 1000 / 500)
-    photos      photo-like: Fashion-MNIST classes 0-4 (60 training, 40 validation images a class) as RGB JPEGs
-                of mixed sizes (40-120 px a side, aspect 3:4 to 4:3), each object tinted, on a tinted and
-                noisy background, placed off-centre on a larger canvas: what random-resized crops are for
+    photos      photo-like: Fashion-MNIST's trousers, dresses, sneakers and bags (100 training, 50 validation
+                images a class) as RGB JPEGs of mixed sizes (40-120 px a side, aspect 3:4 to 4:3), each object
+                tinted, on a tinted, shaded and noisy background of the other brightness, placed off-centre on
+                a larger canvas: what random-resized crops are for
     fashion5    the fine-tuning target: Fashion-MNIST classes 5-9 (100 / 100 a class), 28 px grey PNGs
     mnist10     a new domain for a body pretrained on clothes: MNIST's ten digits (50 / 50 a class)
     source      the pretrained body: a ResNet-20 trained by `onecycle train` on Fashion-MNIST classes 0-4
@@ -33,7 +34,7 @@ RAW = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision's folde
 NEEDS = {"digits": [], "photos": ["fashion_mnist"], "fashion5": ["fashion_mnist"], "mnist10": ["mnist"],
          "source": ["fashion_mnist"]}
 # images a class (train, valid) at each size; digits counts images in all (write_folder.py's flags)
-COUNTS = {"full": {"digits": (1000, 500), "photos": (60, 40), "fashion5": (100, 100), "mnist10": (50, 50),
+COUNTS = {"full": {"digits": (1000, 500), "photos": (100, 50), "fashion5": (100, 100), "mnist10": (50, 50),
                    "source": (400, 100)},
           "smoke": {"digits": (160, 32), "photos": (32, 8), "fashion5": (32, 8), "mnist10": (16, 4), "source": (24, 8)}}
 SOURCE_RUN = {"full": {"epochs": 5, "batch": 64}, "smoke": {"epochs": 2, "batch": 16}}
@@ -71,10 +72,11 @@ def photo(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
     alpha = np.zeros((h, w), np.float32)
     top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     alpha[top:top + side, left:left + side] = obj
-    background, colour = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    dark, light = rng.uniform(0, 90, 3), rng.uniform(150, 255, 3)  # the object stands out: light on dark or dark on light
+    background, colour = (dark, light) if rng.random() < 0.5 else (light, dark)
     shade = 0.7 + 0.3 * rng.random((h, w, 1))  # texture on the object, a gradient of light across the picture
-    light = np.linspace(rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0), w)[None, :, None]
-    pixels = (background * (1 - alpha[..., None]) + colour * shade * alpha[..., None]) * light
+    lighting = np.linspace(rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0), w)[None, :, None]
+    pixels = (background * (1 - alpha[..., None]) + colour * shade * alpha[..., None]) * lighting
     pixels += rng.normal(0, 8, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
@@ -105,7 +107,7 @@ def folder(kind: str, data: Path, work: Path, size: str) -> Path:
         subprocess.run([sys.executable, str(REPO / "examples" / "write_folder.py"), str(target),
                         "--train", str(counts[0]), "--valid", str(counts[1])], check=True, stdout=subprocess.DEVNULL)
     elif kind in ("photos", "fashion5", "source"):
-        classes = list(range(5, 10)) if kind == "fashion5" else list(range(5))
+        classes = {"photos": [1, 3, 7, 8], "fashion5": list(range(5, 10)), "source": list(range(5))}[kind]
         write_classes(target, read_set(data, "fashion_mnist"), classes, counts, as_photos=kind == "photos")
     elif kind == "mnist10":
         write_classes(target, read_set(data, "mnist"), list(range(10)), counts, as_photos=False)

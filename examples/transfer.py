@@ -20,7 +20,7 @@ target for the same number of epochs, over 3 seeds:
     (f) head cycle  the forum's other recipe: a full 1cycle on the head (a quarter of the epochs,
                     pct_start 0.25), then the unfrozen network with discriminative LRs (lr_mult 100)
 
-Every arm's max_lr is the `slide` suggestion of a range test on the target, run once per kind of start
+Every arm's max_lr is the default (`floor`) suggestion of a range test on the target, run once per kind of start
 (seed 0) and shared by the arms that start alike: a random network (a); the pretrained network with its
 body frozen, as fastai's users run lr_find before fine_tune (b, c, f); the pretrained network unfrozen
 (d, e; `--unfrozen-lr X` trains those two at X instead). The head is always new: the source's 5 classes

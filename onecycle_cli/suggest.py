@@ -8,14 +8,14 @@ Two smoothings of the same raw losses are read:
   exponential average run forward and then backward (the two lags cancel).
 
 Five rules, each a small function of (lrs, smoothed losses) that also says, in `reason`, how it read them:
-  floor    (lag-free) a third of the LR at the lowest loss, never in the flat start before the fall: chosen
-           for its worst case on the development half of `benchmarks/suggest.py`'s tasks (docs/benchmarks.md)
+  floor    (lag-free) a third of the LR at the lowest loss (the lowest LR itself on a sweep of the head
+           alone), never in the flat start before the fall: the default, chosen for its worst case on the
+           development half of `benchmarks/suggest.py`'s tasks and checked on the held-out half (docs/benchmarks.md)
   valley   (lag-free) the floor of the loss's fall: the first LR where the loss has done 90% of its
            fall from the starting plateau to its lowest point
   minimum  (lag-free) a tenth of the LR at the lowest loss, as fastai's
   steep    (EMA, as fastai) where the loss falls fastest against log(lr)
-  slide    (EMA, as fastai) walk left from the end until the slope stops changing: the default
-           (find.suggest) until floor's held-out half is measured
+  slide    (EMA, as fastai) walk left from the end until the slope stops changing
 floor, valley and minimum locate the floor, which the EMA's lag moves by decades (where the fall comes
 late and steep, as with SGD, slide reads the EMA and stops 4-5x low); steep and slide are fastai's slope
 heuristics, kept on the curve their thresholds were tuned for. fastai's own valley (the middle of the
@@ -24,8 +24,9 @@ longest decreasing run of the EMA) also counts the flat start as part of the val
 
 `read` says what else the curve shows: its floor, its divergence edge (past the floor, where the loss has
 climbed back half its fall), the valley the floor rule reads (from the start of the fall to the floor),
-and a warning where no rule can read it well: a loss that never falls, a fall too small to be a valley,
-two minima, or a loss that never climbs back before end_lr (a frozen body's head: the edge is unseen).
+and a warning where no rule can read it well: a loss that never falls, a fall too small to be a valley, or
+two minima. A loss that never climbs back before end_lr (no edge) is no warning: most BatchNorm nets scored
+on held-out batches, and heads of frozen bodies, end so, and their floor is read as well as any.
 
 The rules read the finite part of the curve with its first 10% and last 5 points trimmed (the
 start is flat noise, the end is the blow-up). A rule never returns nothing: with too few points it
@@ -205,9 +206,6 @@ def read(lrs: np.ndarray, loss: np.ndarray, stop: str) -> Reading:
         if second is not None:
             warnings.append(f"two minima, at {lrs[second]:.2e} and {lrs[shape.floor]:.2e}, with a rise between: the "
                             f"rules read the lower; try both")
-        if edge is None and stop == "end":
-            warnings.append(f"the loss never climbed back after its floor at {lrs[shape.floor]:.2e} before end_lr: "
-                            f"the divergence edge lies past the sweep (a frozen body's head is often so)")
     region = (float(lrs[shape.start(loss)]), float(lrs[shape.floor])) if shape.falls else None
     return Reading(float(lrs[shape.floor]), edge, region, tuple(warnings))
 

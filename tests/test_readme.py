@@ -91,16 +91,24 @@ def test_gpu_recipe_runs_on_tiny_cifar(tmp_path):
 
 
 def test_your_own_images_example_runs_verbatim_offline(tmp_path):
+    # at the smaller size the README states a number for, with one thread as it was measured
     lines = commands("Your own images")
     assert lines[0].startswith("python examples/write_folder.py digits") and len(lines) == 3
+    size = re.search(r"`python examples/write_folder.py digits --train (\d+) --valid (\d+)`\), the same commands "
+                     r"reach ([\d.]+)% with one thread", " ".join(README.split()))
+    assert size, "the README states the folder example's accuracy at a smaller size"
+    train, valid, stated = int(size[1]), int(size[2]), float(size[3])
+    lines[0] += f" --train {train} --valid {valid}"
     for line in lines:
-        p = run(line, tmp_path, {})
+        p = run(line, tmp_path, {"OMP_NUM_THREADS": "1"})
         assert p.returncode == 0, f"{line}\n{p.stderr[-1500:]}"
     assert (tmp_path / "digits" / ".onecycle-cache" / "28px-crop-rgb" / "manifest.json").is_file()
-    [train] = (tmp_path / "runs").iterdir()
-    summary = json.loads((train / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["final"]["accuracy"] >= 0.9  # the README says 97%
-    assert json.loads((train / "data_report.json").read_text())["cache"]["status"] == "hit"  # decoded by data check
+    [train_run] = (tmp_path / "runs").iterdir()
+    summary = json.loads((train_run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["max_lr_source"].startswith("find: floor")
+    # the same machine gives the same number; another CPU's kernels move it a little
+    assert abs(100 * summary["final"]["accuracy"] - stated) <= 3, (summary["final"], stated)
+    assert json.loads((train_run / "data_report.json").read_text())["cache"]["status"] == "hit"  # decoded by data check
 
 
 GALLERY = ["lr_find", "compare", "schedule", "curves", "activations", "schedule_cifar"]

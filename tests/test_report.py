@@ -80,7 +80,7 @@ def test_a_find_runs_report_lists_the_suggestions(cli, tiny_runs, tmp_path):
     assert set(suggestions) == {"floor", "valley", "steep", "minimum", "slide"}
     for name, s in suggestions.items():
         assert f"{s['lr']:.3e}" in dom and name in dom
-    assert "slide (used)" in dom
+    assert "floor (used)" in dom
 
 
 def test_a_comparisons_report_shows_the_overlay_and_both_runs(cli, tiny_runs, tmp_path):
