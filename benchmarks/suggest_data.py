@@ -72,7 +72,8 @@ def photo(image: np.ndarray, rng: np.random.Generator) -> Image.Image:
     alpha = np.zeros((h, w), np.float32)
     top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     alpha[top:top + side, left:left + side] = obj
-    dark, light = rng.uniform(0, 90, 3), rng.uniform(150, 255, 3)  # the object stands out: light on dark or dark on light
+    # the object stands out: light on dark, or dark on light
+    dark, light = rng.uniform(0, 90, 3), rng.uniform(150, 255, 3)
     background, colour = (dark, light) if rng.random() < 0.5 else (light, dark)
     shade = 0.7 + 0.3 * rng.random((h, w, 1))  # texture on the object, a gradient of light across the picture
     lighting = np.linspace(rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0), w)[None, :, None]
