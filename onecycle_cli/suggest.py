@@ -35,7 +35,7 @@ falls back to a simpler one and says so in `note`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -188,8 +188,9 @@ RULES: dict[str, tuple[Callable, str]] = {"floor": (floor, "lag_free"), "valley"
                                           "slide": (slide, "ema")}
 
 
-def read(lrs: np.ndarray, loss: np.ndarray, stop: str) -> Reading:
-    """The floor, the divergence edge, the valley and the warnings of one trimmed lag-free curve."""
+def read(lrs: np.ndarray, loss: np.ndarray, frozen: bool = False) -> Reading:
+    """The floor, the divergence edge, the valley and the warnings of one trimmed lag-free curve (`frozen`: a
+    sweep of the head alone)."""
     if len(loss) == 0:
         return Reading(warnings=("no finite loss at all: the model cannot train even at start_lr",))
     shape, warnings = Shape.of(loss), []
@@ -206,6 +207,10 @@ def read(lrs: np.ndarray, loss: np.ndarray, stop: str) -> Reading:
         if second is not None:
             warnings.append(f"two minima, at {lrs[second]:.2e} and {lrs[shape.floor]:.2e}, with a rise between: the "
                             f"rules read the lower; try both")
+        if frozen:
+            warnings.append("a sweep of the head alone sees nothing of the unfrozen cycle a fine_tune trains next: "
+                            "onto a new domain its best max_lr was 5-10x this curve's floor, beyond every rule "
+                            "(docs/benchmarks.md, finetune/frozen); `onecycle grid --around find` measures yours")
     region = (float(lrs[shape.start(loss)]), float(lrs[shape.floor])) if shape.falls else None
     return Reading(float(lrs[shape.floor]), edge, region, tuple(warnings))
 
@@ -235,7 +240,7 @@ def suggest(lrs, losses, ema, stop: str = "end", frozen: bool = False
         lr = float(lrs[0]) if len(lrs) else float("nan")
         note = "no finite loss at all: the model cannot train even at start_lr"
         return ({name: Suggestion(name, lr, float("nan"), "", note) for name in RULES}, [],
-                read(lrs[:0], losses[:0], stop))
+                read(lrs[:0], losses[:0]))
     curves = {"lag_free": lag_free(losses[:end]), "ema": ema[:end]}
     out = {}
     for name, (rule, which) in RULES.items():
@@ -244,4 +249,7 @@ def suggest(lrs, losses, ema, stop: str = "end", frozen: bool = False
         lr = float(part_lrs[value]) if isinstance(value, int) else value
         loss = float(np.interp(np.log(lr), np.log(part_lrs), part))
         out[name] = Suggestion(name, lr, loss, reason, "; ".join(n for n in (trim_note, note) if n))
-    return out, curves["lag_free"].tolist(), read(*trim(lrs[:end], curves["lag_free"])[:2], stop)
+    reading = read(*trim(lrs[:end], curves["lag_free"])[:2], frozen)
+    if reading.edge_lr is None and stop in ("diverged", "non-finite"):  # it blew up too fast to be seen climbing
+        reading = replace(reading, edge_lr=float(lrs[end - 1]))
+    return out, curves["lag_free"].tolist(), reading

@@ -107,8 +107,10 @@ def test_floor_is_a_third_of_the_floor_and_never_in_the_flat_start():
     assert s["floor"].lr == pytest.approx(r.floor_lr / 3) and "a third of" in s["floor"].reason
     # a sweep of the head alone (the body frozen, as fine_tune's first cycle): floor trains at the floor itself;
     # every other rule reads the curve as before
-    frozen, _, _ = suggest(lrs, wide, wide, "diverged", frozen=True)
+    frozen, _, frozen_reading = suggest(lrs, wide, wide, "diverged", frozen=True)
     assert frozen["floor"].lr == pytest.approx(r.floor_lr) and "the body frozen" in frozen["floor"].reason
+    # and it warns that the unfrozen cycle after it is out of its sight
+    assert [w for w in frozen_reading.warnings if "sweep of the head alone" in w] and not r.warnings
     assert all(frozen[name] == s[name] for name in s if name != "floor")
     # read off a curve that falls in the last third of a decade before its floor: a third of the floor's LR lies
     # on the flat start, so the rule takes the start of the fall
