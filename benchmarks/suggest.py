@@ -1,18 +1,20 @@
 """How good is each range-test suggestion, measured by training at it:
-`OMP_NUM_THREADS=1 python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl`
+`OMP_NUM_THREADS=1 python benchmarks/suggest.py --data ../shared/data --workers 2 --out /tmp/suggest.jsonl`
 
-For each task (a preset's dataset, model and epochs, with AdamW as the presets have it or SGD) and
-each seed, one range test is run, exactly as `onecycle find --seed S` runs it, and eight rules read
-its curve:
-  onecycle  valley, steep, minimum, slide   (onecycle_cli/suggest.py, what `onecycle find` prints)
+12 tasks (TASKS: presets, image folders and fine-tunes; AdamW, Adam and SGD; batch 32 to 512), split in
+two halves fixed before any new task ran: the rules were chosen on "dev" and only measured on "held-out".
+For each task and seed one range test is run, exactly as `onecycle find --seed S` runs it, and ten rules
+read its curve:
+  onecycle  floor, valley, steep, minimum, slide   (onecycle_cli/suggest.py, read again from the journalled
+            losses by the code as it is now, so a new rule applies to every recorded curve)
   fastai    valley, slide, minimum, steep   (fastai 2.8's formulas, re-implemented below, on the
             view of the same losses that fastai's `lr_find` would hand them: see `fastai_view`)
-Then 1cycle fits, each as `onecycle train --seed S --max-lr X` trains it:
-  - at every point of a log-spaced max_lr grid, for every seed: the grid point with the highest mean
-    accuracy over the seeds is the best reachable accuracy of the task;
-  - at each rule's suggestion of each seed's curve, with that seed (the curve, and so the suggestion,
-    varies with the seed: a user runs `onecycle train --max-lr find --seed S`). The exact suggested
-    LR is trained, not the nearest grid point.
+Then 1cycle fits, each as `onecycle train --seed S --max-lr X` trains it (every cycle of it: fine_tune's
+frozen one, then the unfrozen):
+  - at every point of a log grid of max_lr, 3 a decade, for every seed, extended by two points past an end
+    that wins: the grid point with the highest mean accuracy over the seeds is the task's best;
+  - at the suggestions of the default, slide, onecycle's valley and fastai's minimum (`--train-rules` adds
+    others), each seed's own LR exactly; the other rules' accuracies are read off each seed's grid.
 A rule's regret on a task = the best grid mean - the mean accuracy at the rule's suggestions, in
 percentage points; a negative regret means the rule found a better LR than any grid point. The
 best grid mean is a maximum over noisy means, so it sits a little above the true optimum: every
@@ -20,14 +22,17 @@ rule's regret carries the same small upward bias, which does not change their or
 
 Every range test and every fit is appended to --out as one JSON line as soon as it ends, and a
 rerun of the same command skips what the file already holds: an interrupted benchmark loses at most
-the fit under way. Prints one JSON object (`--markdown`: the tables of docs/benchmarks.md instead).
+the fits under way. The folders and the pretrained body are written beside it (benchmarks/suggest_data.py).
+Prints one JSON object (`--markdown`: the tables of docs/benchmarks.md instead).
 
     python benchmarks/suggest.py --quick       # smoke run: the bundled set, 2,000 images, 1 seed; under a minute
     python benchmarks/suggest.py --smoke       # the smallest run of every step, in seconds: one task (MNIST where
                                                # --data holds it, else the bundled set), 256 images, 1 seed, a
                                                # 30-step range test, 2 grid points; a fresh journal unless --out
-    python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl   # 6 tasks x 5 seeds: 75 min here
-    python benchmarks/suggest.py --data ../shared/data --out /tmp/suggest.jsonl --summary --markdown
+    python benchmarks/suggest.py --data ../shared/data --workers 2 --half dev --out J   # then --half held-out:
+                                               # 12 tasks x 5 seeds, about 2.5 hours on 2 cores
+    python benchmarks/suggest.py --out J --summary --markdown     # the tables; --candidates: the rules tried
+    python benchmarks/suggest.py ... --thread-study 2   # each range test again at 2 threads, the default trained there
     python benchmarks/suggest.py ... --summary --fastai-python /tmp/fastai/bin/python  # replay through fastai
 """
 
