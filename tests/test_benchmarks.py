@@ -150,8 +150,12 @@ def check_startup(tmp: Path) -> None:
 
 
 def check_suggest(tmp: Path) -> None:
-    out, _ = script("benchmarks/suggest.py", "--smoke", "--data", data(tmp), "--out", tmp / "suggest.jsonl", cwd=tmp)
+    out, _ = script("benchmarks/suggest.py", "--smoke", "--data", data(tmp), "--out", tmp / "suggest.jsonl",
+                    "--thread-study", "2", cwd=tmp)
     task = "mnist/adamw" if MNIST else "mnist_sample/adamw"
+    # the range test again at 2 threads, the default trained at its suggestion there
+    study = out["thread_study"][task]
+    assert len(study["lrs_2_threads"]) == 1 and study["largest_ratio"] >= 1 and study["accuracy_change_points"]
     assert out["smoke"] is True and out["complete_tasks"] == [task]
     t = out["tasks"][task]
     assert len(t["grid"]) == 2 and fraction(t["best"]["accuracy"]) and positive(t["best"]["max_lr"])
@@ -160,7 +164,7 @@ def check_suggest(tmp: Path) -> None:
     assert out["mean_regret"] and all(math.isfinite(v) for v in out["mean_regret"].values())
     assert out["default_rule"] in RULES
     journal = [json.loads(line) for line in (tmp / "suggest.jsonl").read_text().splitlines()]
-    assert [r["kind"] for r in journal].count("curve") == 1
+    assert [r.get("threads") for r in journal if r["kind"] == "curve"] == [1, 2]
     # a folder task: suggest_data.py writes the README's folder with the README's command, and every rule
     # (floor, the new one, among them) is read off its curve
     out, _ = script("benchmarks/suggest.py", "--smoke", "--tasks", "folder/digits", "--out", tmp / "f" / "s.jsonl",
