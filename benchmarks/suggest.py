@@ -355,11 +355,16 @@ def log(message: str) -> None:
 # every rule's LR on a recorded curve: onecycle's as the code now reads it, fastai's as fastai would
 
 
-def rule_lrs(curve: dict) -> dict[str, dict]:
-    """{rule: {lr, note}} for one journalled curve. onecycle's rules are read again from the raw losses by
-    the code as it is now (a new rule applies to every recorded curve); fastai's from fastai's view of them."""
+def read_again(curve: dict):
+    """onecycle's suggestions, lag-free curve and reading of one journalled curve, by the code as it is now
+    (a new rule applies to every recorded curve): `suggest` on its raw losses, as `find` would call it."""
     ema = smooth_losses(curve["losses"], curve.get("beta", 0.98))
-    found, _, _ = suggest(curve["lrs"], curve["losses"], ema, curve["stop"], curve.get("frozen", False))
+    return suggest(curve["lrs"], curve["losses"], ema, curve["stop"], curve.get("frozen", False))
+
+
+def rule_lrs(curve: dict) -> dict[str, dict]:
+    """{rule: {lr, note}} for one journalled curve: onecycle's read again, fastai's from fastai's view of it."""
+    found, _, _ = read_again(curve)
     out = {f"onecycle:{k}": {"lr": s.lr, "note": s.note} for k, s in found.items()}
     theirs = fastai_suggestions(curve["lrs"], curve["losses"], curve["num_it"], curve["stop"])
     return {**out, **{f"fastai:{k}": v for k, v in theirs.items()}}
@@ -445,14 +450,6 @@ def seed_accuracy(journal: Journal, task: str, seed: int, lr: float, rows: list[
     return float(np.interp(math.log(lr), logs, accs)), "grid end" if edge else "grid"
 
 
-def lag_free_minimum(curve: dict) -> float:
-    ema = smooth_losses(curve["losses"], curve.get("beta", 0.98))
-    _, lag_free, _ = suggest(curve["lrs"], curve["losses"], ema)
-    lrs = np.asarray(curve["lrs"][:len(lag_free)])
-    lo, hi = len(lag_free) // 10, max(len(lag_free) - 5, len(lag_free) // 10 + 1)  # what the rules read
-    return float(lrs[lo:hi][int(np.argmin(lag_free[lo:hi]))])
-
-
 def summarize_task(journal: Journal, task: str, seeds: list[int], size: str, threads: int = 1) -> dict | None:
     curves = [journal.curve(task, s, threads) for s in seeds]
     if any(c is None for c in curves):
@@ -482,7 +479,7 @@ def summarize_task(journal: Journal, task: str, seeds: list[int], size: str, thr
                        "worst_seed_regret": max(100 * (best["accuracy"] - a) for a in accs),
                        "collapsed": sum(a <= chance + 0.05 and ok for a, ok in zip(accs, trains)),
                        "notes": sorted({p[rule]["note"] for p in per_seed if p[rule].get("note")})}
-    minima = [lag_free_minimum(c) for c in curves]
+    minima = [read_again(c)[2].floor_lr for c in curves]
     return {"half": TASKS[task].half, "about": TASKS[task].about, "grid": rows,
             "best": {"max_lr": best["max_lr"], "accuracy": best["accuracy"]},
             "best_at_grid_edge": best is rows[0] or best is rows[-1], "chance": chance,
@@ -495,7 +492,7 @@ def candidates(curve: dict) -> dict[str, float]:
     floor's LR, the valley's floor (90% of the fall) scaled, the steepest lag-free fall, their geometric means,
     and fractions of where the loss climbs back above its start (the curve's end where it never does)."""
     lrs = np.asarray(curve["lrs"], float)
-    _, lag_free, _ = suggest(lrs, curve["losses"], smooth_losses(curve["losses"], curve.get("beta", 0.98)))
+    _, lag_free, _ = read_again(curve)
     x, loss, _ = suggest_rules.trim(lrs[:len(lag_free)], np.asarray(lag_free))
     shape = suggest_rules.Shape.of(loss)
     m, v = x[shape.floor], x[suggest_rules.valley(x, loss)[0]]

@@ -61,8 +61,8 @@ class Suggestion:
 
 @dataclass(frozen=True)
 class Reading:
-    """What the lag-free curve says besides the rules: its floor, its divergence edge, the LRs the default
-    considered, and what makes it hard to read."""
+    """What the lag-free curve says besides the rules: its floor, its divergence edge, its valley (shaded in
+    lr_find.png), and what makes it hard to read."""
     floor_lr: float | None = None        # where the lag-free loss is lowest
     edge_lr: float | None = None         # where it has climbed back half-way to its start past the floor
     region: tuple[float, float] | None = None  # the valley: from the start of the fall to the floor

@@ -154,8 +154,10 @@ def check_suggest(tmp: Path) -> None:
                     "--thread-study", "2", cwd=tmp)
     task = "mnist/adamw" if MNIST else "mnist_sample/adamw"
     # the range test again at 2 threads, the default trained at its suggestion there
-    study = out["thread_study"][task]
-    assert len(study["lrs_2_threads"]) == 1 and study["largest_ratio"] >= 1 and study["accuracy_change_points"]
+    study, default = out["thread_study"][task], f"onecycle:{out['default_rule']}"
+    assert study["lrs_1_thread"] == out["tasks"][task]["rules"][default]["lrs"]  # the same 1-thread curve's
+    assert len(study["lrs_2_threads"]) == 1 and positive(study["lrs_2_threads"][0])
+    assert study["largest_ratio"] == pytest.approx(max(study["ratios"][0], 1 / study["ratios"][0]))
     assert out["smoke"] is True and out["complete_tasks"] == [task]
     t = out["tasks"][task]
     assert len(t["grid"]) == 2 and fraction(t["best"]["accuracy"]) and positive(t["best"]["max_lr"])
