@@ -361,10 +361,28 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
                  "(default 1/4,1/2,1,2,4).")] = None,
              parallel: Annotated[Optional[int], typer.Option(
                  "--parallel", min=1, metavar="N", help="Members at a time, each its own process (default: the "
-                 "visible GPUs, else 1); on the CPU each gets cores // N threads.")] = None,
+                 "visible GPUs, else 1); on the CPU each gets cores // N threads. With --launcher: the job "
+                 "array's tasks at a time.")] = None,
              resume: Annotated[Optional[Path], typer.Option(
                  "--resume", metavar="GRID_DIR", callback=_path, help="Run what a grid has not completed: "
                  "interrupted members continue from their checkpoints.")] = None,
+             count: Annotated[bool, typer.Option(
+                 "--count", help="Print the number of members and exit (for sbatch --array=0-$((N-1))).")] = False,
+             index: Annotated[Optional[str], typer.Option(
+                 "--index", metavar="K|slurm", help="Run member K alone into --grid-dir (slurm: "
+                 "SLURM_ARRAY_TASK_ID); run again after SIGUSR1 (exit 138) to continue it.")] = None,
+             grid_dir: Annotated[Optional[Path], typer.Option(
+                 "--grid-dir", metavar="DIR", callback=_path, help="The grid directory the --index tasks (or "
+                 "--launcher's jobs) share; made by whichever comes first.")] = None,
+             collect: Annotated[Optional[Path], typer.Option(
+                 "--collect", metavar="GRID_DIR", callback=_path, help="Rebuild grid.json, grid.csv, grid.png "
+                 "and report.html from the members there now.")] = None,
+             launcher: Annotated[Optional[str], typer.Option(
+                 "--launcher", metavar="slurm|local", help="Send the members out as one submitit job array "
+                 "(pip install 'onecycle[slurm]'); local: submitit's local executor, on this machine.")] = None,
+             slurm: Annotated[Optional[list[str]], typer.Option(
+                 "--slurm", metavar="KEY=VALUE", help="A submitit/SLURM parameter (repeatable), e.g. "
+                 "partition=gpu, timeout_min=240, gpus_per_node=1.")] = None,
              max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT",
                                help="schedule.max_lr (a number)")] = None,
              epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None,
@@ -378,80 +396,65 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
 
     Each member is an ordinary `onecycle train` run (its own process and run directory); the grid
     directory (runs/<timestamp>-grid-<config>/) holds grid.json, grid.csv, grid.png and report.html.
+    On a cluster: --count, then one --index K --grid-dir DIR per array task, then --collect DIR; or
+    --launcher slurm to do all three through submitit.
 
-    Exit codes: 0 every member completed; 3 some diverged (none failed); 1 some failed; 2 a bad spec
-    or config (nothing run); 130 / 143 interrupted by SIGINT / SIGTERM (passed on to the running
-    members, which checkpoint: continue with --resume GRID_DIR).
+    Exit codes: 0 every member completed; 3 some diverged (none failed); 1 some failed (or, for
+    --collect, are not done); 2 a bad spec or config (nothing run); 130 / 143 interrupted by SIGINT /
+    SIGTERM, 138 / 140 by SIGUSR1 / SIGUSR2 (passed on to the running members, which checkpoint:
+    continue with --resume GRID_DIR, or the same --index command).
     """
     started = time.time()
-    from .grid import launch, spec
+    from .grid import array, command
     display = _display()
     named = {"epochs": epochs, "batch_size": batch_size, "data_dir": data_dir, "device": device,
              "runs_dir": runs_dir, "dataset": dataset, "model": model, "precision": precision,
              "schedule": schedule, "max_lr": max_lr}
-    if resume is not None:
-        given = [f"--{n.replace('_', '-')}" for n, v in {**named, "config": config, "set": set_, "vary": vary,
-                                                         "seeds": seeds, "around": around, "factors": factors,
-                                                         "seed": seed}.items() if v]
+    spec_flags = {**named, "config": config, "set": set_, "vary": vary, "seeds": seeds, "around": around,
+                  "factors": factors, "seed": seed}
+    modes = {"--resume": resume, "--collect": collect, "--count": count, "--index": index, "--launcher": launcher}
+    chosen = [flag for flag, value in modes.items() if value]
+    if len(chosen) > 1:
+        raise UsageError(f"conflicting flags: {' and '.join(chosen)}; give one")
+    if grid_dir is not None and not (index or launcher):
+        raise UsageError("--grid-dir names the directory that --index tasks or --launcher's jobs share; "
+                         "give it with one of those")
+    if slurm and not launcher:
+        raise UsageError("--slurm KEY=VALUE goes with --launcher slurm")
+    if parallel is not None and (index or count or collect):
+        raise UsageError(f"--parallel: {chosen[0]} runs no members side by side; give no --parallel")
+    if resume is not None or collect is not None:
+        flag, path = ("--resume", resume) if resume is not None else ("--collect", collect)
+        given = [f"--{n.replace('_', '-')}" for n, v in spec_flags.items() if v]
         if given:
-            raise UsageError(f"--resume continues a grid as grid.json gives it: it takes no {', '.join(given)}")
-        run, grid = launch.open_grid(resume)
-        try:
-            grid["grid_dir"] = str(run.path.absolute())  # where it is now, should it have been moved
-            plan = launch.plan_of(grid)
-            launch.reconcile_all(grid)  # members a killed parent left behind: what their run directories say
-            parallel = parallel or grid["spec"].get("parallel") or 1
-            todo = (sum(m["status"] not in ("completed", "diverged") for m in grid["members"]) if grid["members"]
-                    else plan.size)
-            display.print(f"grid {resume}: {todo} of {plan.size} members to run, {parallel} at a time",
-                          markup=False)
-            code = launch.execute(grid, Path(grid["grid_dir"]), plan, parallel,
-                                  launch.visible_gpus(plan.resolved.config.train.device), display)
-        finally:
-            run.close()
+            raise UsageError(f"{flag} takes the grid as grid.json gives it: it takes no {', '.join(given)}")
+        if collect is not None:
+            grid, code = array.collect(collect, display)
+        else:
+            grid, code = command.resume(resume, parallel, display)
+        command.say_findings(grid, started, display, json_)
+        return code
+    flags = _named(**named)
+    if max_lr is not None and max_lr == "find":
+        raise UsageError("--max-lr find: a grid takes a number here; --around find runs the range test once "
+                         "and varies max_lr around its suggestion")
+    base = _resolve(config, set_, {**flags, **_named(seed=seed)})  # the config alone first: its own errors
+    seed_list = _parse_seeds(seeds, base.config.train.seed) if seeds is not None else [base.config.train.seed]
+    if seeds is not None and seed is not None:
+        raise UsageError("conflicting flags: --seed and --seeds; give one")
+    given = command.Given(config, set_ or [], flags, vary or [], seed_list, around, factors, _argv(ctx))
+    if count:
+        return command.count(given)
+    if index is not None:
+        if grid_dir is None:
+            raise UsageError("--index K runs one member into the grid directory its array shares: give --grid-dir DIR")
+        return command.index(given, index, grid_dir, display)
+    if launcher is not None:
+        from .grid import submit
+        grid, code = submit.launch_array(given, launcher, slurm or [], parallel, grid_dir, display)
     else:
-        flags = _named(**named)
-        if max_lr is not None and max_lr == "find":
-            raise UsageError("--max-lr find: a grid takes a number here; --around find runs the range test once "
-                             "and varies max_lr around its suggestion")
-        base = _resolve(config, set_, {**flags, **_named(seed=seed)})  # the config alone first: its own errors
-        seed_list = _parse_seeds(seeds, base.config.train.seed) if seeds is not None else [base.config.train.seed]
-        if seeds is not None and seed is not None:
-            raise UsageError("conflicting flags: --seed and --seeds; give one")
-        plan = spec.plan(config, set_ or [], flags, vary or [], seed_list, around, factors)
-        gpus = launch.visible_gpus(plan.resolved.config.train.device)
-        parallel = parallel or max(1, len(gpus))
-        from .runs.directory import RunDir
-        run = RunDir.create(plan.resolved.config.run.root, "grid", plan.resolved.name)
-        try:
-            # a member is `train` with these flags; the range test of --around find takes those find has
-            train_only = ("train.epochs", "schedule.name", "schedule.max_lr")
-            common = ((["--config", config] if config else []) + [x for s in set_ or [] for x in ("--set", s)]
-                      + [x for key, (flag, value) in flags.items() if key not in train_only for x in (flag, value)])
-            train_args = common + [x for key, (flag, value) in flags.items() if key in train_only
-                                   for x in (flag, value)]
-            grid = launch.new_grid(plan, run, train_args, common + ["--seed", str(seed_list[0])], _argv(ctx), parallel)
-            each = f"{launch.cores() // parallel or 1} threads" + (f", one of GPUs {','.join(gpus)}" if gpus else "")
-            display.print(f"grid: {plan.describe()}, {parallel} at a time ({each} each), in {run.path}", markup=False)
-            code = launch.execute(grid, run.path.absolute(), plan, parallel, gpus, display)
-        finally:
-            run.close()
-    best = grid.get("best")
-    if best:
-        from .display import fmt_value
-        values = ", ".join(f"{k}={fmt_value(v)}" for k, v in best["values"].items()) or "the one point"
-        display.print(f"best: {values}: accuracy {best['mean']:.4f} ± {best['std']:.4f} (n={best['n']})",
-                      markup=False)
-    if grid.get("suggestion") and grid.get("regret") is not None:
-        display.print(f"the range test's suggestion {grid['suggestion']['lr']:.3g}: accuracy "
-                      f"{grid['suggestion_mean']:.4f}, {grid['regret']:.2f} points below the best (regret)",
-                      markup=False)
-    from .display import fmt_time
-    display.print(f"grid: {grid['status']} in {fmt_time(time.time() - started)}: {grid['grid_dir']} "
-                  f"(grid.json, grid.csv, grid.png, report.html)", markup=False)
-    if json_:
-        from .runs.directory import to_json
-        sys.stdout.write(to_json(grid, indent=None) + "\n")
+        grid, code = command.start(given, parallel, display)
+    command.say_findings(grid, started, display, json_)
     return code
 
 

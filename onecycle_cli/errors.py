@@ -10,6 +10,10 @@ EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+# a cluster's warning before the time limit or a preemption (sbatch --signal=USR1@90; submitit sends USR2):
+# checkpoint and stop, so that the same command, run again, continues
+EXIT_SIGUSR1 = 138
+EXIT_SIGUSR2 = 140
 
 
 class OnecycleError(Exception):

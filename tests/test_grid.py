@@ -268,3 +268,151 @@ def test_kill_9_of_the_parent_leaves_a_grid_that_resume_completes(tmp_path, long
     assert "0 of 2 members to run" in err and done["status"] == "completed"
     assert [m["accuracy"] for m in done["members"]] == [m["accuracy"] for m in long_reference["members"]]
     assert finals(done) == finals(long_reference)
+
+
+# ------------------------------------------------------------------------------------------------
+# a cluster's job array: --count, --index K --grid-dir DIR from concurrent tasks, SIGUSR1, --collect
+
+SPEC_2X2 = ["--vary", "schedule.max_lr=0.01,0.05", "--vary", "optim.weight_decay=0,0.1", "--seeds", "2"]
+
+
+def task(*args: str, cwd, **env: str) -> subprocess.Popen:
+    """One array task as its own process, one torch thread (as the parent grid gives each of 2 members)."""
+    return subprocess.Popen([sys.executable, "-m", "onecycle_cli", "grid", *map(str, args)], cwd=cwd,
+                            env=clean_env(OMP_NUM_THREADS="1", **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_count_then_eight_concurrent_index_tasks_write_one_grid_equal_to_the_parents(tmp_path, grid_2x2, cli):
+    counted = cli("grid", *TINY, *SPEC_2X2, "--count")
+    assert counted.code == 0 and counted.stdout == "8\n", counted.stderr
+    # all 8 started in the same instant, half by index and half as SLURM gives it: one grid directory, made by
+    # whichever came first, every member recorded once
+    tasks = [task(*TINY, *SPEC_2X2, "--runs-dir", tmp_path / "runs", "--grid-dir", tmp_path / "g", "--index",
+                  "slurm" if k % 2 else k, cwd=tmp_path, SLURM_ARRAY_TASK_ID=str(k)) for k in range(8)]
+    ended = [t.communicate() for t in tasks]
+    assert [t.returncode for t in tasks] == [0] * 8, [err for _, err in ended]
+    grid = json.loads((tmp_path / "g" / "grid.json").read_text())
+    assert grid["status"] == "completed" and grid["counts"] == {"completed": 8}
+    assert [m["attempts"] for m in grid["members"]] == [1] * 8
+    assert len({m["run_dir"] for m in grid["members"]}) == 8
+    # the same members, the same numbers as the parent's grid of the same spec
+    parent = grid_2x2["grid"]
+    assert [(m["texts"], m["seed"]) for m in grid["members"]] == [(m["texts"], m["seed"]) for m in parent["members"]]
+    assert [m["accuracy"] for m in grid["members"]] == [m["accuracy"] for m in parent["members"]]
+    assert [p["mean"] for p in grid["points"]] == [p["mean"] for p in parent["points"]]
+    assert [r["status"] for r in rows(tmp_path / "g" / "grid.csv")] == ["completed"] * 8
+    # --collect rebuilds every view from what is there
+    for view in ("grid.csv", "grid.png", "report.html", "summary.json"):
+        (tmp_path / "g" / view).unlink()
+    collected = cli("grid", "--collect", tmp_path / "g", "--json")
+    assert collected.code == 0, collected.stderr
+    assert collected.json()["points"] == grid["points"]
+    assert len(rows(tmp_path / "g" / "grid.csv")) == 8 and (tmp_path / "g" / "grid.png").stat().st_size > 20_000
+    assert (tmp_path / "g" / "report.html").read_text().count('href="') == 8
+    # a task run again for a member already done does nothing, and says so
+    again = cli("grid", *TINY, *SPEC_2X2, "--runs-dir", tmp_path / "runs", "--grid-dir", tmp_path / "g",
+                "--index", "3")
+    assert again.code == 0 and "already completed, nothing to run" in again.stderr
+    # a task of another grid never writes into this one
+    assert_usage_error(cli("grid", *TINY, *SPEC_2X2, "--set", "optim.momentum=0.8", "--grid-dir", tmp_path / "g",
+                           "--index", "0"), "holds another grid", "sets")
+
+
+def test_a_grid_whose_tasks_have_not_all_run_collects_as_incomplete(tmp_path, cli):
+    one = task(*TINY, "--vary", "schedule.max_lr=0.01,0.05", "--runs-dir", "runs", "--grid-dir", "g", "--index", "1",
+               cwd=tmp_path)
+    _, err = one.communicate()
+    assert one.returncode == 0, err
+    collected = cli("grid", "--collect", tmp_path / "g", "--json")
+    assert collected.code == 1, collected.stderr
+    grid = collected.json()
+    assert grid["status"] == "incomplete" and [m["status"] for m in grid["members"]] == ["pending", "completed"]
+    assert [r["status"] for r in rows(tmp_path / "g" / "grid.csv")] == ["pending", "completed"]
+
+
+def test_sigusr1_checkpoints_a_task_and_the_same_command_continues_it_exactly(tmp_path, long_reference):
+    # member 0 of the long grid (max_lr 0.01), as an array task; sbatch --signal=USR1@90 before the time limit
+    args = [a for a in LONG if a not in ("--parallel", "2")] + ["--runs-dir", "runs", "--grid-dir", "g", "--index", "0"]
+    cut = task(*args, cwd=tmp_path)
+    while cut.poll() is None:
+        logs = list((tmp_path / "runs").glob("*-train-*/steps.csv"))
+        if logs and len(logs[0].read_text().splitlines()) > 30:
+            cut.send_signal(signal.SIGUSR1)
+            break
+        time.sleep(0.02)
+    _, err = cut.communicate()
+    assert cut.returncode == 138, err
+    m = json.loads((tmp_path / "g" / "grid.json").read_text())["members"][0]
+    assert m["status"] == "interrupted" and m["exit_code"] == 138
+    assert 30 <= json.loads((Path(m["run_dir"]) / "summary.json").read_text())["steps"] < 120
+    again = task(*args, cwd=tmp_path)
+    _, err = again.communicate()
+    assert again.returncode == 0, err
+    grid = json.loads((tmp_path / "g" / "grid.json").read_text())
+    done = grid["members"][0]
+    assert done["status"] == "completed" and done["resumed"] == 1 and done["run_dir"] == m["run_dir"]
+    assert done["accuracy"] == long_reference["members"][0]["accuracy"]
+    assert finals({"members": [done]}) == finals(long_reference)[:1]  # bit-identical to the uninterrupted member
+
+
+def test_the_submitit_local_executor_runs_the_members_and_requeues_a_preempted_one(tmp_path, long_reference):
+    """--launcher local: submitit's own local executor, real processes. Its preemption signal (SIGUSR2) to the
+    task of member 0 mid-training: the member checkpoints, submitit requeues the task, the member continues."""
+    pytest.importorskip("submitit")
+    args = [a for a in LONG if a not in ("--parallel", "2")] + ["--runs-dir", "runs", "--launcher", "local",
+                                                                "--grid-dir", "g", "--json"]
+    parent = task(*args, cwd=tmp_path)
+    while parent.poll() is None:
+        logs = list((tmp_path / "runs").glob("*-train-*/steps.csv"))
+        if len(logs) == 2 and all(len(p.read_text().splitlines()) > 30 for p in logs):
+            grid = json.loads((tmp_path / "g" / "grid.json").read_text())
+            train_pid = grid["members"][0]["pid"]
+            task_pid = parent_of(parent_of(train_pid))  # train <- grid --index 0 <- submitit's task process
+            assert "submitit" in Path(f"/proc/{task_pid}/cmdline").read_text()
+            os.kill(task_pid, signal.SIGUSR2)
+            break
+        time.sleep(0.02)
+    out, err = parent.communicate()
+    assert parent.returncode == 0, err
+    grid = json.loads(out)
+    assert "as local job array" in err and "interrupted (exit 138)" in err
+    assert [(m["status"], m["resumed"], m["attempts"]) for m in grid["members"]] == [("completed", 1, 2),
+                                                                                      ("completed", 0, 1)]
+    assert [m["accuracy"] for m in grid["members"]] == [m["accuracy"] for m in long_reference["members"]]
+    assert finals(grid) == finals(long_reference)
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--index", "0"], ["give --grid-dir DIR"]),
+    (["--index", "2", "--grid-dir", "{tmp}/g"], ["--index '2'", "from 0 to 1"]),
+    (["--index", "x", "--grid-dir", "{tmp}/g"], ["--index 'x'"]),
+    (["--index", "slurm", "--grid-dir", "{tmp}/g"], ["SLURM_ARRAY_TASK_ID is not set"]),
+    (["--index", "0", "--grid-dir", "{tmp}/g", "--parallel", "2"], ["--parallel"]),
+    (["--index", "0", "--count"], ["conflicting flags"]),
+    (["--grid-dir", "{tmp}/g"], ["--grid-dir names", "--index"]),
+    (["--slurm", "partition=gpu"], ["--launcher slurm"]),
+    (["--launcher", "pbs"], ["--launcher 'pbs'"]),
+    (["--launcher", "local", "--slurm", "gpus"], ["--slurm 'gpus'", "KEY=VALUE"]),
+    (["--launcher", "local", "--slurm", "frobnicate=1"], ["--slurm"]),
+])
+def test_a_bad_array_or_launcher_flag_is_one_line_and_nothing_runs(cli, tmp_path, args, fragments):
+    env = {k: None for k in os.environ if k.startswith(("ONECYCLE", "SLURM"))}
+    r = cli("grid", *TINY, "--vary", "schedule.max_lr=0.01,0.05", "--runs-dir", tmp_path / "runs",
+            *[a.format(tmp=tmp_path) for a in args], env=env)
+    assert_usage_error(r, *fragments)
+    assert not (tmp_path / "g").exists() and not list((tmp_path / "runs").glob("*/members"))
+
+
+def test_a_grid_directory_that_is_a_link_is_refused(cli, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "g").symlink_to(tmp_path / "elsewhere")
+    assert_usage_error(cli("grid", *TINY, "--vary", "schedule.max_lr=0.01,0.05", "--grid-dir", tmp_path / "g",
+                           "--index", "0"), "symbolic link")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert_usage_error(cli("grid", "--collect", tmp_path / "g"), "no such grid directory")
+    assert_usage_error(cli("grid", "--collect", tmp_path / "elsewhere"), "not a grid directory")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -28,14 +27,15 @@ from pathlib import Path
 
 from .. import signals
 from ..display import Display, fmt_time
-from ..errors import EXIT_DIVERGED, EXIT_ERROR, EXIT_SIGINT, EXIT_SIGTERM, OnecycleError, UsageError
+from ..errors import EXIT_DIVERGED, EXIT_ERROR, OnecycleError, UsageError
 from ..runs.directory import RunDir, now_iso
 from ..runs.history import lock_held
 from ..safe_files import JSON_LIMIT, read_json, read_regular
 from ..safe_text import one_line
 from . import record, spec
 
-INTERRUPTED = {EXIT_SIGINT, EXIT_SIGTERM, -signal.SIGINT, -signal.SIGTERM}  # -N: killed by N before its handler
+# a member stopped by a signal, checkpointed (128 + N) or killed by it before its handler was set (-N)
+INTERRUPTED = {*signals.EXIT_CODES.values(), *(-s for s in signals.STOPS)}
 
 
 def cores() -> int:
@@ -69,13 +69,15 @@ def member_env(slot: int, parallel: int, gpus: list[str]) -> dict:
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    # torch's threads: the cores shared out, or N members of cores threads each fight over every core
-    env["OMP_NUM_THREADS"] = str(max(1, cores() // parallel))
+    # torch's threads: the cores shared out, or N members of cores threads each fight over every core; one
+    # member alone (a job array's task) keeps the caller's choice
+    if parallel > 1 or "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, cores() // parallel))
     return env
 
 
 class Forwarder:
-    """SIGINT and SIGTERM to the parent, recorded and passed on once to every member running."""
+    """SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 to the parent, recorded and passed on once to every member running."""
 
     def __init__(self):
         self.signum: int | None = None
@@ -85,7 +87,7 @@ class Forwarder:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
+        return signals.exit_code_of(self.signum)
 
     def _handle(self, signum, frame) -> None:
         self.signum = self.signum or signum
@@ -165,10 +167,10 @@ def run_of_pid(root: Path, pid: int) -> str | None:
 # the grid
 
 
-def new_grid(p: spec.Plan, run: RunDir, train_args: list[str], find_args: list[str], argv: list[str] | None,
+def new_grid(p: spec.Plan, grid_dir: Path, train_args: list[str], find_args: list[str], argv: list[str] | None,
              parallel: int) -> dict:
     """grid.json as it starts: the spec (enough for --resume) and the members, all pending."""
-    grid = {"command": "grid", "status": "running", "grid_dir": str(run.path.absolute()), "config": p.resolved.name,
+    grid = {"command": "grid", "status": "running", "grid_dir": str(grid_dir.absolute()), "config": p.resolved.name,
             "started": now_iso(), "argv": argv, "cwd": os.getcwd(),
             "runs_root": str(Path(p.resolved.config.run.root).expanduser().absolute()),
             "spec": {"config": p.config, "sets": p.sets, "flags": p.flags,
@@ -246,8 +248,13 @@ def reconcile_all(grid: dict) -> None:
         reconcile(grid, m)
 
 
+def label(m: dict) -> str:
+    """A member as people name it: its values and seed."""
+    return ", ".join([*(f"{k}={t}" for k, t in m["texts"].items()), f"seed {m['seed']}"])
+
+
 def member_line(grid: dict, m: dict, done: int) -> str:
-    values = ", ".join([*(f"{k}={t}" for k, t in m["texts"].items()), f"seed {m['seed']}"])
+    values = label(m)
     result = {"completed": f"accuracy {m['accuracy']:.4f}" if isinstance(m.get("accuracy"), float) else "completed",
               "diverged": "diverged (exit 3)", "interrupted": f"interrupted (exit {m['exit_code']})",
               "failed": f"failed (exit {m['exit_code']}): {m.get('error') or 'see its log'}"}[m["status"]]

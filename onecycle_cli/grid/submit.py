@@ -1,0 +1,169 @@
+"""A grid sent out through submitit: `onecycle grid ... --launcher slurm --slurm partition=gpu --slurm
+timeout_min=240 --parallel 8` (the `slurm` extra: pip install "onecycle[slurm]").
+
+The members go out as one job array (`AutoExecutor`, `map_array`, at most --parallel running at
+once). Each array task runs `onecycle grid <the same grid> --index K --grid-dir DIR` in a process of
+its own, so a member is recorded exactly as a hand-written `sbatch --array` job's would be
+(array.py). Before a time limit or a preemption, submitit's signal (SIGUSR2) reaches `checkpoint`
+below: the member is told to checkpoint (SIGUSR1), and submitit requeues the task, which then
+continues the member from that checkpoint. `--launcher local` is submitit's local executor: real
+processes on this machine, the same code path, what the tests run.
+
+This process waits for the jobs, prints each member's line as it ends, and rebuilds the grid's
+views at the end (`onecycle grid --collect DIR` does the same from anywhere, should it be stopped).
+SIGINT or SIGTERM cancels the jobs, which checkpoint as a stopped `train` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..display import Display
+from ..errors import OnecycleError, UsageError
+from ..runs.directory import RunDir
+from . import array, launch, record
+from .command import Given
+
+CLUSTERS = ("slurm", "local")
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60
+# AutoExecutor's own names; any other --slurm key is SLURM's (partition, account, ...) and gets its prefix
+GENERIC = {"name", "timeout_min", "mem_gb", "nodes", "cpus_per_task", "gpus_per_node", "tasks_per_node",
+           "stderr_to_stdout"}
+LOCAL = {"timeout_min", "gpus_per_node", "visible_gpus", "tasks_per_node", "nodes", "signal_delay_s", "setup",
+         "stderr_to_stdout"}
+
+
+class Member:
+    """What each array task calls: `onecycle grid ... --index K --grid-dir DIR` as a child process."""
+
+    def __init__(self, grid_args: list[str], cwd: str):
+        self.grid_args = grid_args
+        self.cwd = cwd
+        self._proc: subprocess.Popen | None = None
+
+    def __call__(self, k: int) -> int:
+        self._proc = subprocess.Popen([sys.executable, "-m", "onecycle_cli", "grid", *self.grid_args,
+                                       "--index", str(k)], cwd=self.cwd, stdin=subprocess.DEVNULL)
+        rc = self._proc.wait()
+        self._proc = None
+        return rc
+
+    def checkpoint(self, k: int):
+        """submitit's warning before a time limit or preemption: the member checkpoints, then the task requeues."""
+        from submitit.helpers import DelayedSubmission
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGUSR1)
+            # waited for without reaping and without Popen.wait, whose lock __call__'s wait, interrupted by
+            # this very signal handler, still holds (waiting on it here would never return)
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        return DelayedSubmission(Member(self.grid_args, self.cwd), k)
+
+    def __getstate__(self) -> dict:
+        return {"grid_args": self.grid_args, "cwd": self.cwd, "_proc": None}
+
+
+def parameters(items: list[str], cluster: str) -> dict:
+    """--slurm KEY=VALUE pairs, values read as YAML scalars (240 an int, true a bool). For SLURM, any key
+    that is not one of AutoExecutor's own names is SLURM's and gets its prefix (partition: slurm_partition)."""
+    from ..config import parse_scalar
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--slurm {item!r}: expected KEY=VALUE, e.g. --slurm partition=gpu")
+        if cluster == "slurm" and key not in GENERIC and not key.startswith("slurm_"):
+            key = f"slurm_{key}"
+        elif cluster == "local" and key not in LOCAL:  # the local executor ignores what it does not know
+            raise UsageError(f"--slurm {item!r}: the local executor takes {', '.join(sorted(LOCAL))}")
+        out[key] = parse_scalar(text, f"--slurm {item}")
+    return out
+
+
+def executor(cluster: str, folder: Path, parallel: int, params: dict, name: str):
+    """SLURM through AutoExecutor; local through LocalExecutor (whose own names, signal_delay_s among them,
+    AutoExecutor does not pass on), with no time limit unless one is given (submitit's default is 2 minutes)."""
+    try:
+        import submitit
+    except ImportError:
+        raise UsageError(f"--launcher {cluster} needs submitit: pip install \"onecycle[slurm]\"") from None
+    try:
+        if cluster == "slurm":
+            ex = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+            ex.update_parameters(name=name, slurm_array_parallelism=parallel, **params)
+        else:
+            ex = submitit.LocalExecutor(folder=str(folder))
+            ex.update_parameters(**{"timeout_min": LOCAL_TIMEOUT_MIN, **params})
+    except (NameError, ValueError, TypeError, AssertionError) as e:  # submitit names what it does not take
+        raise UsageError(f"--slurm: {' '.join(str(e).split())[:300]}") from None
+    except RuntimeError as e:  # no sbatch here
+        raise UsageError(f"--launcher {cluster}: {' '.join(str(e).split())[:300]}") from None
+    return ex
+
+
+def launch_array(given: Given, cluster: str, slurm: list[str], parallel: int | None, grid_dir: Path | None,
+                 display: Display) -> tuple[dict, int]:
+    """Every member as one task of a submitit job array; the grid once they have all ended."""
+    if cluster not in CLUSTERS:
+        raise UsageError(f"--launcher {cluster!r}: expected slurm (a SLURM cluster) or local (this machine)")
+    if given.around:
+        raise UsageError("--launcher: a job array's members cannot wait for a range test; run `onecycle find` "
+                         "once, then --vary schedule.max_lr=... around its suggestion")
+    p = given.plan()
+    params = parameters(slurm, cluster)
+    if grid_dir is None:
+        run = RunDir.create(p.resolved.config.run.root, "grid", p.resolved.name)
+        run.close()  # the array tasks share DIR through its .grid-lock, not a parent's lock
+        grid_dir = run.path
+    grid_dir = array.make_dir(grid_dir).absolute()
+    parallel = parallel or p.size
+    ex = executor(cluster, grid_dir / "submitit", parallel, params, f"onecycle-grid-{p.resolved.name}")
+    member = Member(given.grid_args() + ["--grid-dir", str(grid_dir)], os.getcwd())
+    jobs = ex.map_array(member, range(p.size))
+    array_id = str(jobs[0].job_id).split("_")[0] if jobs else "?"
+    display.print(f"grid: {p.describe()} as {cluster} job array {array_id}, at most {parallel} at a time, in "
+                  f"{grid_dir} (submitit's logs: {grid_dir / 'submitit'})", markup=False)
+    with launch.Forwarder() as stop:
+        waiting = set(range(len(jobs)))
+        said: set[tuple] = set()
+        cancelled = False
+        while waiting:
+            if stop.signum and not cancelled:
+                display.print(f"grid: {signal.Signals(stop.signum).name}: cancelling the jobs (each member "
+                              f"checkpoints)", markup=False)
+                for job in jobs:
+                    job.cancel(check=False)
+                cancelled = True
+            waiting = {k for k in waiting if not jobs[k].done()}
+            said |= say_ended(grid_dir, said, display)
+            time.sleep(0.5)
+    if not (grid_dir / "grid.json").is_file():  # every task failed before it could join the grid
+        first = jobs[0].paths.stderr if jobs else grid_dir / "submitit"
+        raise OnecycleError(f"--launcher {cluster}: the jobs ended without running a member: "
+                            f"{launch.last_line(first) or 'no message'} ({first})")
+    grid, code = array.collect(grid_dir, display)
+    say_ended(grid_dir, said, display)
+    if grid["status"] == "incomplete":
+        display.warn(f"some members never ran: see their jobs' logs in {grid_dir / 'submitit'}")
+    return grid, (stop.exit_code if stop.signum else code)
+
+
+def say_ended(grid_dir: Path, said: set[tuple], display: Display) -> set[tuple]:
+    """Each member's line once it has ended (again after a requeue), from grid.json as the tasks leave it."""
+    grid = array.read_grid(grid_dir, "--launcher") if (grid_dir / "grid.json").is_file() else None
+    if not grid:
+        return set()
+    ended = [m for m in grid["members"] if m["status"] not in ("pending", "running")
+             and (m["index"], m["attempts"]) not in said]
+    done = sum(m["status"] in record.FINAL for m in grid["members"])
+    for m in ended:
+        display.print(launch.member_line(grid, m, done), markup=False)
+    return {(m["index"], m["attempts"]) for m in ended}
