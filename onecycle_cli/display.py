@@ -183,3 +183,13 @@ class ProgressTask:
         if self.bar is not None:
             self.bar.update(self.task, completed=completed, info=plain(info), total=total)
 
+    def line(self, description: str, total: int | None = None) -> "ProgressTask":
+        """A second line under this bar (a grid's running member: its epochs); nothing off a terminal."""
+        if self.bar is None:
+            return ProgressTask(None, None)
+        return ProgressTask(self.bar, self.bar.add_task(plain(description), total=total, info=""))
+
+    def remove(self) -> None:
+        if self.bar is not None:
+            self.bar.remove_task(self.task)
+

@@ -416,3 +416,16 @@ def test_a_grid_directory_that_is_a_link_is_refused(cli, tmp_path):
     assert list((tmp_path / "elsewhere").iterdir()) == []
     assert_usage_error(cli("grid", "--collect", tmp_path / "g"), "no such grid directory")
     assert_usage_error(cli("grid", "--collect", tmp_path / "elsewhere"), "not a grid directory")
+
+
+def test_a_running_members_live_line_reads_its_own_logs_and_never_a_half_written_row(grid_2x2, tmp_path):
+    from onecycle_cli.grid.launch import epochs_of, progress_text
+    run = Path(grid_2x2["grid"]["members"][0]["run_dir"])
+    done, info = progress_text(run)
+    last = rows(run / "metrics.csv")[-1]
+    assert done == 1 == epochs_of(run) and f"accuracy {float(last['accuracy']):.4f}" in info and "step 10" in info
+    # a copy mid-write: the step row being appended is cut short, the epoch row not yet there
+    (tmp_path / "steps.csv").write_text((run / "steps.csv").read_text() + "11,0,0.01,0.9,0.5")
+    (tmp_path / "metrics.csv").write_text((run / "metrics.csv").read_text().splitlines()[0] + "\n")
+    assert progress_text(tmp_path) == (0, info.split(", accuracy")[0])
+    assert progress_text(tmp_path / "not-yet") == (0, "starting") and epochs_of(tmp_path) is None

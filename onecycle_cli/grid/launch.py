@@ -17,6 +17,7 @@ starts the members never started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from ..display import Display, fmt_time
 from ..errors import EXIT_DIVERGED, EXIT_ERROR, OnecycleError, UsageError
 from ..runs.directory import RunDir, now_iso
 from ..runs.history import lock_held
-from ..safe_files import JSON_LIMIT, read_json, read_regular
+from ..safe_files import JSON_LIMIT, open_regular, read_json, read_regular
 from ..safe_text import one_line
 from . import record, spec
 
@@ -253,6 +254,85 @@ def label(m: dict) -> str:
     return ", ".join([*(f"{k}={t}" for k, t in m["texts"].items()), f"seed {m['seed']}"])
 
 
+def tail_row(path: Path) -> dict:
+    """The last complete row of a CSV log that is still being written, by its header's names ({} if none
+    yet): its first and last 4 KB only, however long the run."""
+    try:
+        with open_regular(path) as f:
+            head = f.readline(4096).decode("utf-8", "replace").strip()
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(f.tell(), size - 4096))
+            lines = f.read(4096).decode("utf-8", "replace").split("\n")
+    except OSError:
+        return {}
+    last = next((line for line in reversed(lines[:-1]) if line.strip()), "")  # the part after the last \n may be half
+    names, values = head.split(","), last.split(",")
+    return dict(zip(names, values)) if last and len(values) == len(names) else {}
+
+
+def epochs_of(run_dir: Path) -> int | None:
+    """train.epochs as the member's own config.yaml says it."""
+    from .. import safe_yaml
+    try:
+        config = safe_yaml.load(read_regular(run_dir / "config.yaml", JSON_LIMIT).decode("utf-8", "replace"))
+        epochs = config["train"]["epochs"]
+    except Exception:  # not written yet, or not as expected: the line goes without a total
+        return None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
+
+
+def progress_text(run_dir: Path | None) -> tuple[int, str]:
+    """What a running member has done so far, from its own logs: epochs done, and the step's smoothed loss
+    and the last epoch's accuracy."""
+    if run_dir is None:
+        return 0, "starting"
+    step, epoch = tail_row(run_dir / "steps.csv"), tail_row(run_dir / "metrics.csv")
+    done, parts = 0, []
+    with contextlib.suppress(ValueError, KeyError):
+        parts.append(f"step {int(step['step'])}, loss {float(step['smooth_loss']):.4f}")
+    with contextlib.suppress(ValueError, KeyError):
+        done = int(epoch["epoch"]) + 1
+        parts.append(f"accuracy {float(epoch['accuracy']):.4f}")
+    return done, ", ".join(parts) or "starting"
+
+
+class Watch:
+    """One live line per running member under the grid's bar (on a terminal): its run directory found by
+    the pid its meta.json records, then its epochs and loss read every second or so. Only a view: nothing
+    it meets stops the grid."""
+
+    def __init__(self, grid: dict, bar):
+        self.grid, self.bar = grid, bar
+        self.lines: dict[int, object] = {}
+        self.totals: dict[int, int | None] = {}
+        self.seen = 0.0
+
+    def start(self, m: dict) -> None:
+        self.lines[m["index"]] = self.bar.line(f"  member {m['index']} ({label(m)})")
+
+    def end(self, m: dict) -> None:
+        line = self.lines.pop(m["index"], None)
+        if line is not None:
+            line.remove()
+
+    def tick(self) -> None:
+        if self.bar.bar is None or time.time() - self.seen < 1.0:
+            return
+        self.seen = time.time()
+        for k, line in self.lines.items():
+            try:
+                m = self.grid["members"][k]
+                if not m.get("run_dir") and m.get("pid"):
+                    m["run_dir"] = run_of_pid(Path(self.grid["runs_root"]), m["pid"])
+                run = Path(m["run_dir"]) if m.get("run_dir") else None
+                if run is not None and self.totals.get(k) is None:
+                    self.totals[k] = epochs_of(run)
+                done, info = progress_text(run)
+                line.update(done, info, total=self.totals.get(k))
+            except Exception:
+                continue
+
+
 def member_line(grid: dict, m: dict, done: int) -> str:
     values = label(m)
     result = {"completed": f"accuracy {m['accuracy']:.4f}" if isinstance(m.get("accuracy"), float) else "completed",
@@ -273,6 +353,7 @@ def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], disp
     running: dict[int, tuple[subprocess.Popen, int, float]] = {}
     done = sum(m["status"] in record.FINAL for m in grid["members"])
     with display.progress(len(grid["members"]), "grid", completed=done) as bar:
+        watch = Watch(grid, bar)
         while (queue and not stop.signum) or running:
             while queue and free and not stop.signum:
                 m = queue.pop(0)
@@ -283,6 +364,7 @@ def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], disp
                 proc = spawn(argv, grid["cwd"], member_env(slot, parallel, gpus), members_dir / f"{m['index']}.json",
                              members_dir / f"{m['index']}.log")
                 m.update(status="running", pid=proc.pid)
+                watch.start(m)
                 stop.add(proc)
                 running[m["index"]] = (proc, slot, time.time())
                 save()
@@ -294,11 +376,13 @@ def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], disp
                 del running[k]
                 free.append(slot)
                 m = grid["members"][k]
+                watch.end(m)
                 finish(grid, m, rc, started, members_dir)
                 done += 1  # ended, whatever its outcome: the count says how far the grid has got
                 save()
                 display.print(member_line(grid, m, done), markup=False)
                 bar.update(done)
+            watch.tick()
             time.sleep(0.05)
 
 
