@@ -73,6 +73,10 @@ def test_a_grid_records_every_member_and_point(grid_2x2):
         assert summary["max_lr"] == m["values"]["schedule.max_lr"] and summary["seed"] == m["seed"]
         assert m["accuracy"] == summary["final"]["accuracy"] and 0.5 < m["accuracy"] <= 1
         assert m["wall_seconds"] > 0 and (folder / "members" / f"{m['index']}.log").stat().st_size > 0
+        # what it printed is in its own run directory too, never on the terminal
+        output = (Path(m["run_dir"]) / "output.log").read_text()
+        assert output == (folder / "members" / f"{m['index']}.log").read_text() and "epoch" in output
+        assert output.splitlines()[-1] not in grid_2x2["stderr"]
     # a point's mean and std over its two seeds, as grid.json and the terminal say them
     assert len(grid["points"]) == 4
     for p in grid["points"]:

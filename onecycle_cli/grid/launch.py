@@ -31,7 +31,7 @@ from ..display import Display, fmt_time
 from ..errors import EXIT_DIVERGED, EXIT_ERROR, OnecycleError, UsageError
 from ..runs.directory import RunDir, now_iso
 from ..runs.history import lock_held
-from ..safe_files import JSON_LIMIT, open_regular, read_json, read_regular
+from ..safe_files import JSON_LIMIT, atomic_write_bytes, open_regular, read_json, read_regular
 from ..safe_text import one_line
 from . import record, spec
 
@@ -225,6 +225,18 @@ def finish(grid: dict, m: dict, rc: int, started: float, members_dir: Path) -> N
     m["accuracy"] = final.get("accuracy") if m["status"] == "completed" else None
     m["wall_seconds"] = round((m.get("wall_seconds") or 0) + time.time() - started, 3)
     m["error"] = last_line(members_dir / f"{k}.log") if m["status"] == "failed" else None
+    keep_output(members_dir / f"{k}.log", m.get("run_dir"))
+
+
+OUTPUT_LIMIT = 64 << 20  # what a member printed, every attempt: a train run prints a line an epoch
+
+
+def keep_output(log: Path, run_dir: str | None) -> None:
+    """What the member printed (every attempt so far), also in its own run directory as output.log."""
+    if not run_dir:
+        return
+    with contextlib.suppress(OSError):  # a view of the log the grid keeps: never a reason to fail
+        atomic_write_bytes(Path(run_dir) / "output.log", read_regular(log, OUTPUT_LIMIT))
 
 
 def reconcile(grid: dict, m: dict) -> None:
