@@ -208,7 +208,19 @@ def check_make_mnist_sample(tmp: Path) -> None:
             assert np.array_equal(made[name], bundled[name]), name
 
 
+def check_grid(tmp: Path) -> None:
+    out, _ = script("benchmarks/grid.py", "--smoke", "--work", tmp / "work", cwd=tmp)
+    assert (out["smoke"], out["members"], out["parallel"], out["rounds"]) == (True, 2, 2, 1)
+    assert positive(out["serial_median_s"]) and positive(out["grid_median_s"]) and positive(out["ratio"])
+    assert out["ratio"] == round(out["grid_median_s"] / out["serial_median_s"], 3)
+    # each member's accuracy against the same seed's run alone, both real numbers from the runs' summaries
+    assert sorted(out["grid_accuracies"]) == sorted(out["serial_accuracies"]) == ["0", "1"]
+    assert all(0.5 < v <= 1 for v in [*out["grid_accuracies"].values(), *out["serial_accuracies"].values()])
+    assert out["accuracies_equal_every_round"] == (out["grid_accuracies"] == out["serial_accuracies"])
+
+
 CASES: dict[str, Callable[[Path], None]] = {
+    "benchmarks/grid.py": check_grid,
     "benchmarks/speed.py": check_speed,
     "benchmarks/loader.py": check_loader,
     "benchmarks/overhead.py": check_overhead,
