@@ -212,7 +212,7 @@ def check_grid(tmp: Path) -> None:
     out, _ = script("benchmarks/grid.py", "--smoke", "--work", tmp / "work", cwd=tmp)
     assert (out["smoke"], out["members"], out["parallel"], out["rounds"]) == (True, 2, 2, 1)
     assert positive(out["serial_median_s"]) and positive(out["grid_median_s"]) and positive(out["ratio"])
-    assert out["ratio"] == round(out["grid_median_s"] / out["serial_median_s"], 3)
+    assert out["ratio"] == pytest.approx(out["grid_median_s"] / out["serial_median_s"], abs=0.01)
     # each member's accuracy against the same seed's run alone, both real numbers from the runs' summaries
     assert sorted(out["grid_accuracies"]) == sorted(out["serial_accuracies"]) == ["0", "1"]
     assert all(0.5 < v <= 1 for v in [*out["grid_accuracies"].values(), *out["serial_accuracies"].values()])
