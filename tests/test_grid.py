@@ -34,9 +34,9 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return r.exit_code, r.stdout, r.stderr
 
 
-def process(*args: str, cwd) -> subprocess.Popen:
+def process(*args: str, cwd, **env: str) -> subprocess.Popen:
     """`onecycle ARGS` as a real process (for signals), no fixed timeout: the machine may be slow."""
-    return subprocess.Popen([sys.executable, "-m", "onecycle_cli", *map(str, args)], cwd=cwd, env=clean_env(),
+    return subprocess.Popen([sys.executable, "-m", "onecycle_cli", *map(str, args)], cwd=cwd, env=clean_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -107,6 +107,20 @@ def test_a_member_equals_the_same_train_run_alone(grid_2x2, cli):
     ours = json.loads((Path(m["run_dir"]) / "summary.json").read_text())
     assert alone.json()["final"]["accuracy"] == m["accuracy"]
     assert alone.json()["final"]["valid_loss"] == pytest.approx(ours["final"]["valid_loss"], rel=1e-5)
+
+
+def test_members_forked_warm_equal_members_started_fresh(grid_2x2, tmp_path):
+    """The grid forks its members from a server that has imported torch once (grid/warm.py); started as fresh
+    `python -m onecycle_cli` processes instead, the same members give the same numbers."""
+    fresh = process("grid", *TINY, "--vary", "schedule.max_lr=0.01", "--vary", "optim.weight_decay=0", "--seeds", "2",
+                    "--parallel", "2", "--runs-dir", "runs", "--json", cwd=tmp_path, ONECYCLE_GRID_FRESH="1")
+    out, err = fresh.communicate()
+    assert fresh.returncode == 0, err
+    members = json.loads(out)["members"]
+    assert [m["accuracy"] for m in members] == [m["accuracy"] for m in grid_2x2["grid"]["members"][:2]]
+    forked = grid_2x2["grid"]["members"][0]
+    meta = json.loads((Path(forked["run_dir"]) / "meta.json").read_text())
+    assert meta["pid"] == forked["pid"] and meta["pid"] != os.getpid()  # its own process all the same
 
 
 def test_runs_lists_the_grid_and_compare_takes_its_members(grid_2x2, cli):
