@@ -13,7 +13,7 @@ from pathlib import Path
 from ..display import Display, fmt_time, fmt_value
 from ..errors import UsageError
 from ..runs.directory import RunDir, to_json
-from . import array, launch, spec
+from . import array, launch, spec, warm
 
 # a member is `train` with the grid's flags; these three the range test of --around find does not take
 TRAIN_ONLY = ("train.epochs", "schedule.name", "schedule.max_lr")
@@ -51,6 +51,7 @@ class Given:
 
 def start(given: Given, parallel: int | None, display: Display) -> tuple[dict, int]:
     """A new grid under the runs root, run by this process N members at a time."""
+    warm.prestart()
     p = given.plan()
     gpus = launch.visible_gpus(p.resolved.config.train.device)
     parallel = parallel or max(1, len(gpus))
@@ -69,6 +70,7 @@ def start(given: Given, parallel: int | None, display: Display) -> tuple[dict, i
 def resume(path: Path, parallel: int | None, display: Display) -> tuple[dict, int]:
     """--resume GRID_DIR: what it has not completed, interrupted members from their checkpoints."""
     run, grid = launch.open_grid(path)
+    warm.prestart()
     try:
         grid["grid_dir"] = str(run.path.absolute())  # where it is now, should it have been moved
         p = launch.plan_of(grid)

@@ -66,6 +66,14 @@ def member_main(argv: list[str], cwd: str, env: dict, out: str, log: str) -> Non
     main()
 
 
+def prestart() -> None:
+    """The server started now, importing while the grid validates its members (it is ready sooner)."""
+    if available():
+        context()
+        from multiprocessing import forkserver
+        forkserver.ensure_running()
+
+
 class Member:
     """A forked member, with the little of subprocess.Popen the grid uses: pid, poll, wait, send_signal."""
 
