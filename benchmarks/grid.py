@@ -16,6 +16,7 @@ as each member of a 2-wide grid on 2 cores does). Prints one JSON object.
 
     python benchmarks/grid.py                       # 3 rounds of 8 members, about 5 minutes on 2 cores
     python benchmarks/grid.py --serial-threads 1    # the serial side at one thread: the same numbers, to the digit
+    python benchmarks/grid.py --epochs 8            # longer members: the processes' start weighs less
     python benchmarks/grid.py --smoke               # 1 round of 2 tiny members: a check, not a measurement
 """
 
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--members", type=int, default=8, help="seeds 0..N-1")
     ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=None, help="train.epochs of every member (default: the preset's 2)")
     ap.add_argument("--serial-threads", type=int, default=None,
                     help="torch threads of the serial side (default: torch's own choice)")
     ap.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary folder)")
@@ -75,6 +77,8 @@ def main() -> None:
         a.rounds, a.members = 1, 2
     common = ["--config", "mnist_sample"] + (["--set", "data.train_size=640", "--set", "data.valid_size=256",
                                               "--epochs", "1"] if a.smoke else [])
+    if a.epochs and not a.smoke:
+        common += ["--epochs", str(a.epochs)]
     work = a.work or Path(tempfile.mkdtemp(prefix="onecycle-grid-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     serial_s, grid_s, same, serial_acc, grid_acc = [], [], [], {}, {}
@@ -93,7 +97,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "grid", "date": time.strftime("%Y-%m-%d"), "smoke": a.smoke, "cpu": platform.machine(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "members": a.members, "parallel": a.parallel, "rounds": a.rounds,
+        "members": a.members, "parallel": a.parallel, "rounds": a.rounds, "epochs": 1 if a.smoke else a.epochs or 2,
         "serial_threads": a.serial_threads or "torch default",
         "serial_seconds": [round(x, 2) for x in serial_s], "grid_seconds": [round(x, 2) for x in grid_s],
         "serial_median_s": round(serial_median, 2), "grid_median_s": round(grid_median, 2),

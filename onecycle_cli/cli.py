@@ -434,6 +434,9 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
             grid, code = command.resume(resume, parallel, display)
         command.say_findings(grid, started, display, json_)
         return code
+    if not (count or index or launcher):
+        from .grid import warm
+        warm.prestart()  # importing torch in the members' server while this process validates them
     flags = _named(**named)
     if max_lr is not None and max_lr == "find":
         raise UsageError("--max-lr find: a grid takes a number here; --around find runs the range test once "

@@ -51,7 +51,6 @@ class Given:
 
 def start(given: Given, parallel: int | None, display: Display) -> tuple[dict, int]:
     """A new grid under the runs root, run by this process N members at a time."""
-    warm.prestart()
     p = given.plan()
     gpus = launch.visible_gpus(p.resolved.config.train.device)
     parallel = parallel or max(1, len(gpus))
