@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import runpy
 import signal
 import sys
 from pathlib import Path
@@ -62,8 +63,8 @@ def member_main(argv: list[str], cwd: str, env: dict, out: str, log: str) -> Non
     if threads.isdigit() and int(threads) > 0:  # read by torch at import, which the server did before this env
         torch.set_num_threads(int(threads))
     sys.argv = ["onecycle", *argv]
-    from onecycle_cli.cli import main
-    main()
+    # the program run by name, as `python -m onecycle_cli` runs it (its modules already imported by the server)
+    runpy.run_module("onecycle_cli", run_name="__main__", alter_sys=True)
 
 
 def prestart() -> None:
