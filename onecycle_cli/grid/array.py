@@ -4,8 +4,9 @@
 `onecycle grid --collect DIR` rebuilds the table and the picture from whatever members are there.
 
 The grid directory is made by whichever task arrives first. grid.json is read, changed and
-rewritten whole under an flock of DIR/.grid-lock, held for the milliseconds that takes and never
-while a member trains, so 16 tasks starting in the same second write one consistent grid. Every
+rewritten whole under an flock of DIR/.grid-lock, held for the milliseconds that takes (and for
+the redraw of grid.png and report.html when a member ends), never while a member trains, so 16
+tasks starting in the same second write one consistent grid. Every
 task checks that DIR holds the grid it was given (the same spec) before it touches it.
 
 SIGUSR1 (what `sbatch --signal=USR1@90` sends before the time limit) and SIGUSR2 (submitit's) are
@@ -113,16 +114,19 @@ def not_under_a_parent(grid_dir: Path, flag: str) -> None:
 
 
 def status_of(grid: dict) -> str:
-    """The grid's status from its members: completed only when every one is; incomplete while some never ran."""
-    worst = record.worst(grid)
-    return "incomplete" if worst == "pending" else worst
+    """The grid's status from its members: running while one is, incomplete while some never ran, else the
+    worst outcome (completed only when every member is)."""
+    states = {m["status"] for m in grid["members"]}
+    return "running" if "running" in states else "incomplete" if "pending" in states else record.worst(grid)
 
 
-def save(grid_dir: Path, grid: dict) -> list[str]:
+def save(grid_dir: Path, grid: dict, views: bool = False) -> list[str]:
+    """grid.json, summary.json and grid.csv; with `views`, grid.png and report.html redrawn too (a second of
+    matplotlib: only when a member has ended, not at every task's start)."""
     grid["status"] = status_of(grid)
     grid["wall_seconds"] = round(time.time() - grid.get("started_unix", time.time()), 3)
     record.write_records(grid_dir, grid)
-    return record.write_views(grid_dir, grid)
+    return record.write_views(grid_dir, grid) if views else []
 
 
 def join(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[str] | None, k: int) -> tuple[dict, dict]:
@@ -182,7 +186,7 @@ def run_index(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[st
         grid = read_grid(grid_dir, "--grid-dir")
         m = grid["members"][k]
         launch.finish(grid, m, rc, started, members_dir)
-        for problem in save(grid_dir, grid):
+        for problem in save(grid_dir, grid, views=True):
             display.warn(problem)
     done = sum(x["status"] in record.FINAL for x in grid["members"])
     display.print(launch.member_line(grid, m, done), markup=False)
@@ -208,7 +212,7 @@ def collect(grid_dir: Path, display: Display) -> tuple[dict, int]:
             if m["status"] == "running":
                 with contextlib.suppress(UsageError):  # still training: left as running
                     launch.reconcile(grid, m)
-        problems = save(grid_dir, grid)
+        problems = save(grid_dir, grid, views=True)
     for problem in problems:
         display.warn(problem)
     missing = sum(m["status"] not in record.FINAL for m in grid["members"])
