@@ -435,8 +435,8 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
         command.say_findings(grid, started, display, json_)
         return code
     if not (count or index or launcher):
-        from .grid import warm
-        warm.prestart()  # importing torch in the members' server while this process validates them
+        from .grid import launch, warm
+        warm.prestart(launch.visible_gpus(device or "auto"))  # the members' server imports while this validates
     flags = _named(**named)
     if max_lr is not None and max_lr == "find":
         raise UsageError("--max-lr find: a grid takes a number here; --around find runs the range test once "

@@ -69,10 +69,10 @@ def start(given: Given, parallel: int | None, display: Display) -> tuple[dict, i
 def resume(path: Path, parallel: int | None, display: Display) -> tuple[dict, int]:
     """--resume GRID_DIR: what it has not completed, interrupted members from their checkpoints."""
     run, grid = launch.open_grid(path)
-    warm.prestart()
     try:
         grid["grid_dir"] = str(run.path.absolute())  # where it is now, should it have been moved
         p = launch.plan_of(grid)
+        warm.prestart(launch.visible_gpus(p.resolved.config.train.device))
         launch.reconcile_all(grid)  # members a killed parent left behind: what their run directories say
         parallel = parallel or grid["spec"].get("parallel") or 1
         todo = (sum(m["status"] not in ("completed", "diverged") for m in grid["members"]) if grid["members"]

@@ -377,7 +377,7 @@ def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], disp
                 m["resumed"] += argv[1] == "--resume"
                 m["attempts"] += 1
                 proc = spawn(argv, grid["cwd"], member_env(slot, parallel, gpus), members_dir / f"{m['index']}.json",
-                             members_dir / f"{m['index']}.log", forked=True)
+                             members_dir / f"{m['index']}.log", forked=not gpus)
                 m.update(status="running", pid=proc.pid)
                 watch.start(m)
                 stop.add(proc)

@@ -9,9 +9,11 @@ fresh processes was slower than the same runs one after another in one process (
 milliseconds; it is still a process of its own (its pid in its meta.json, its own session, its own
 signals, its own exit code), with its own environment, working directory, stdout and stderr.
 
-The server imports but never runs torch (no thread pool, no CUDA context), so what a member sets
-before its first operation (OMP threads, CUDA_VISIBLE_DEVICES) still holds. ONECYCLE_GRID_FRESH=1
-starts every member as a fresh process instead.
+The server imports but never runs torch (no thread pool), so the threads a member sets still hold.
+Only CPU members are forked: CUDA cannot be used in a process forked from one that has touched it,
+and nothing proves that no import of the server's ever asks torch about CUDA; a GPU member is a
+fresh process, whose 3 s are nothing beside its minutes of training. ONECYCLE_GRID_FRESH=1 starts
+every member fresh.
 """
 
 from __future__ import annotations
@@ -67,9 +69,10 @@ def member_main(argv: list[str], cwd: str, env: dict, out: str, log: str) -> Non
     runpy.run_module("onecycle_cli", run_name="__main__", alter_sys=True)
 
 
-def prestart() -> None:
-    """The server started now, importing while the grid validates its members (it is ready sooner)."""
-    if available():
+def prestart(gpus: list[str]) -> None:
+    """The server started now, importing while the grid validates its members (it is ready sooner); not
+    where the members will be fresh processes on GPUs."""
+    if available() and not gpus:
         context()
         from multiprocessing import forkserver
         forkserver.ensure_running()
