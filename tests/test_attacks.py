@@ -33,7 +33,16 @@ import pytest
 import torch
 from test_bad_inputs import HIDDEN_WARNINGS, MNIST, RAW, Given, assert_nothing_left_behind, mnist, records
 
-from conftest import Result, assert_usage_error, run_process, run_watched, write_cifar, write_mnist, write_photos
+from conftest import (
+    PATIENCE,
+    Result,
+    assert_usage_error,
+    run_process,
+    run_watched,
+    write_cifar,
+    write_mnist,
+    write_photos,
+)
 
 
 @dataclass
@@ -1165,7 +1174,7 @@ MEASURE = ("import resource, subprocess, sys\n"
            "sys.exit(code)\n")
 
 
-def run_measured(args: str, cwd: Path, patience: float = 90) -> tuple[Result, float]:
+def run_measured(args: str, cwd: Path, patience: float = PATIENCE) -> tuple[Result, float]:
     """`onecycle ARGS` in a real process: its result and its peak resident memory in MB (its own or a child's
     worker's), under a watchdog as `run_watched`: still running after `patience` s, SIGTERM, and the case fails."""
     import signal

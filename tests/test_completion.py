@@ -18,8 +18,7 @@ from conftest import REPO
 def complete(env: dict, cwd=None) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("ONECYCLE", "_ONECYCLE", "COMP_", "_TYPER"))}
     full.update(PYTHONPATH=str(REPO), **env)
-    return subprocess.run([sys.executable, "-m", "onecycle_cli"], capture_output=True, text=True, env=full, cwd=cwd,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-m", "onecycle_cli"], capture_output=True, text=True, env=full, cwd=cwd)
 
 
 def bash(line: str, cwd=None, **env) -> list[str]:
@@ -134,7 +133,7 @@ def test_zsh_gets_values_with_descriptions_and_files_when_nothing_matches(tmp_pa
                                         ("fish", "complete --command onecycle --no-files")])
 def test_show_completion_prints_the_script_of_the_shell_named(shell, line):
     p = subprocess.run([sys.executable, "-m", "onecycle_cli", "--show-completion", shell], capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+                       text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert p.returncode == 0 and line in p.stdout and "_ONECYCLE_COMPLETE=complete_" + shell in p.stdout
 
 
@@ -155,7 +154,7 @@ def test_the_bash_script_sources_and_completes_in_a_real_bash(tmp_path):
               'COMP_WORDS=(onecycle train --set schedule.sh) COMP_CWORD=3 && _onecycle_completion onecycle && '
               'printf "%s\\n" "${COMPREPLY[@]}"')
     p = subprocess.run(["bash", "--norc", "-c", script], capture_output=True, text=True, env=on_path(tmp_path),
-                       cwd=tmp_path, timeout=60)
+                       cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["complete -o default -F _onecycle_completion onecycle",
                                      "schedule.shape=fastai", "schedule.shape=smith", "schedule.shape=torch"]
@@ -163,8 +162,7 @@ def test_the_bash_script_sources_and_completes_in_a_real_bash(tmp_path):
 
 def test_install_completion_writes_the_script_where_the_shell_reads_it(tmp_path):
     env = on_path(tmp_path)
-    p = subprocess.run(["onecycle", "--install-completion", "bash"], capture_output=True, text=True, env=env,
-                       timeout=60)
+    p = subprocess.run(["onecycle", "--install-completion", "bash"], capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
     script = tmp_path / ".bash_completions" / "onecycle.sh"
     assert "complete -o default -F _onecycle_completion onecycle" in script.read_text()

@@ -460,7 +460,7 @@ def test_data_check_never_imports_torch(photos):
     env["PYTHONPATH"] = str(REPO)
     for argv in (["data", "check", "--config", "mnist_sample"], ["data", "check", *args(root)[:6]],
                  ["data", "check", *args(root)[:6]]):  # a folder: decoded, then from its fresh cache
-        p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=120)
+        p = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
         assert p.returncode == 0, p.stderr
         assert p.stdout.strip().splitlines()[-1] == "[]", p.stdout
 

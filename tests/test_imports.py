@@ -35,7 +35,7 @@ def probe(cases: list[tuple[list[str], dict]], cwd) -> list[dict]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("ONECYCLE", "_ONECYCLE", "COMP_", "_TYPER"))}
     full["PYTHONPATH"] = str(REPO)
     p = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cases)], capture_output=True, text=True, env=full,
-                       cwd=cwd, timeout=300)
+                       cwd=cwd)
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout.splitlines()[-1])
 

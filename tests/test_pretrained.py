@@ -197,7 +197,7 @@ def test_a_cached_file_is_used_offline(cli, tmp_path, monkeypatch, resnet18_file
 def run_process(*args, **env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
     full.update(PYTHONPATH=str(REPO), **env)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full, timeout=120)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full)
 
 
 def test_timm_offline_and_not_cached_names_the_hugging_face_cache(tmp_path):

@@ -41,7 +41,7 @@ def run(line: str, cwd, env: dict) -> subprocess.CompletedProcess:
     elif argv[0] == "python":  # a script of the checkout, under this interpreter
         argv = [sys.executable, str(REPO / argv[1]), *argv[2:]]
     full = {**env_running_this_onecycle(cwd / "bin"), **env}
-    return subprocess.run(argv, cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
+    return subprocess.run(argv, cwd=cwd, env=full, capture_output=True, text=True)
 
 
 def test_the_readme_starts_with_the_setup_lines_ci_runs():

@@ -30,7 +30,7 @@ def render(page: Path, tmp_path: Path) -> str:
     r = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=5000",
-                        "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+                        "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True)
     assert r.returncode == 0 and "<body" in r.stdout, r.stderr[-2000:]
     return r.stdout
 

@@ -75,14 +75,13 @@ def start(*args: str, cwd) -> subprocess.Popen:
 
 def interrupt_after(proc: subprocess.Popen, runs, steps: int, sig: int) -> tuple[int, str]:
     """Send `sig` once the run has recorded `steps` steps; returns (exit code, stderr)."""
-    deadline = time.time() + 90
-    while time.time() < deadline and proc.poll() is None:
+    while proc.poll() is None:  # no deadline: a loaded machine is slow, not wrong
         found = list(runs.glob("*/steps.csv")) if runs.exists() else []
         if found and sum(1 for _ in open(found[0])) > steps:
             proc.send_signal(sig)
             break
         time.sleep(0.005)
-    out, err = proc.communicate(timeout=90)
+    out, err = proc.communicate()
     return proc.returncode, err
 
 
@@ -256,12 +255,11 @@ def test_a_second_resume_of_the_same_run_is_refused(cli, tmp_path):
     run = next((tmp_path / "runs").iterdir())
     first = subprocess.Popen([sys.executable, "-m", "onecycle_cli", "train", "--resume", str(run)], cwd=tmp_path,
                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while f"pid {first.pid}" not in (run / ".lock").read_text() and time.time() < deadline:
+    while f"pid {first.pid}" not in (run / ".lock").read_text() and first.poll() is None:
         time.sleep(0.02)  # until the first resume holds the run
     second = cli("train", "--resume", run)
     still_running = first.poll() is None
-    first.communicate(timeout=120)
+    first.communicate()
     assert still_running and first.returncode == 0
     assert_usage_error(second, "in use by", f"pid {first.pid}")
     assert json.loads((run / "summary.json").read_text())["status"] == "completed"

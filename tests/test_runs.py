@@ -64,9 +64,8 @@ def test_a_killed_run_shows_running_while_alive_and_crashed_after_kill_9(cli, tm
     p = subprocess.Popen([sys.executable, "-m", "onecycle_cli", "train", "--config", "mnist_sample", "--epochs", "50",
                           "--runs-dir", str(root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 90
         summaries = []
-        while time.time() < deadline and not summaries:
+        while p.poll() is None and not summaries:  # the run writes it within its first seconds; no deadline
             summaries = list(root.glob("*/summary.json"))
             time.sleep(0.2)
         assert summaries, "the run never wrote its summary"
