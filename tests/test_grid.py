@@ -401,6 +401,21 @@ def test_the_submitit_local_executor_runs_the_members_and_requeues_a_preempted_o
     assert finals(grid) == finals(long_reference)
 
 
+def test_sigint_to_a_launcher_parent_cancels_the_jobs_and_the_members_checkpoint(tmp_path):
+    pytest.importorskip("submitit")
+    args = [a if a != "12" else "60" for a in LONG if a not in ("--parallel", "2")]  # 600 steps: never done first
+    parent = task(*args, "--runs-dir", "runs", "--launcher", "local", "--grid-dir", "g", cwd=tmp_path)
+    signal_mid_training(parent, tmp_path / "runs", signal.SIGINT)
+    _, err = parent.communicate()
+    assert parent.returncode == 130, err
+    grid = json.loads((tmp_path / "g" / "grid.json").read_text())
+    assert [(m["status"], m["exit_code"]) for m in grid["members"]] == [("interrupted", 130)] * 2, err
+    for m in grid["members"]:  # each checkpointed mid-run, as a Ctrl-C'd train does
+        summary = json.loads((Path(m["run_dir"]) / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and 30 <= summary["steps"] < 600
+        assert (Path(m["run_dir"]) / "checkpoints" / "last.pt").is_file()
+
+
 def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 

@@ -50,7 +50,11 @@ class Member:
     def __call__(self, k: int) -> int:
         self._proc = subprocess.Popen([sys.executable, "-m", "onecycle_cli", "grid", *self.grid_args,
                                        "--index", str(k)], cwd=self.cwd, stdin=subprocess.DEVNULL)
-        rc = self._proc.wait()
+        try:
+            rc = self._proc.wait()
+        except KeyboardInterrupt:  # a cancelled local job (submitit sends its task SIGINT, then SIGKILL)
+            self._proc.send_signal(signal.SIGINT)  # the member checkpoints and stops, as in a Ctrl-C'd grid
+            raise
         self._proc = None
         return rc
 
