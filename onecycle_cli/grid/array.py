@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..display import Display
-from ..errors import EXIT_DIVERGED, EXIT_ERROR, UsageError
+from ..errors import EXIT_DIVERGED, UsageError
 from ..runs.directory import to_json
 from ..runs.history import lock_held
 from ..safe_files import read_json
@@ -66,27 +66,37 @@ def make_dir(path: Path) -> Path:
         raise UsageError(f"--grid-dir {path}: exists and is not a directory") from None
     except OSError as e:
         raise UsageError(f"--grid-dir {path}: cannot be created ({e.strerror})") from None
-    if path.is_symlink() or not stat.S_ISDIR(os.lstat(path).st_mode):
+    if not stat.S_ISDIR(os.lstat(path).st_mode):  # the directory itself, not a link to one
         raise UsageError(f"--grid-dir {path}: is a symbolic link; give the directory itself")
     return path
 
 
 @contextlib.contextmanager
-def locked(grid_dir: Path) -> Iterator[None]:
-    """DIR/.grid-lock held exclusively: every read-change-write of grid.json by a task happens inside."""
-    path = grid_dir / LOCK
+def locked(folder: Path, name: str = LOCK, wait: bool = True) -> Iterator[None]:
+    """FOLDER/NAME held exclusively: DIR/.grid-lock around every read-change-write of grid.json by a task
+    (held for milliseconds: waited for), members/<k>.task for as long as a task runs member k (not waited
+    for: a second task on the same member is refused). The kernel frees either if its holder dies."""
+    path = folder / name
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as e:
         what = "a symbolic link" if e.errno == errno.ELOOP else e.strerror
-        raise UsageError(f"--grid-dir {grid_dir}: {LOCK} cannot be opened ({what})") from None
+        raise UsageError(f"--grid-dir {folder}: {name} cannot be opened ({what})") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"--grid-dir {grid_dir}: {LOCK} is not a regular file")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held for milliseconds by the others; freed by the kernel if one dies
+            raise UsageError(f"--grid-dir {folder}: {name} is not a regular file")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise UsageError(f"--grid-dir {folder}: {name} is held: another task is running this member "
+                             f"now") from None
         yield
     finally:
         os.close(fd)
+
+
+def task_lock(k: int) -> str:
+    return f"{k}.task"
 
 
 def read_grid(grid_dir: Path, flag: str) -> dict | None:
@@ -94,8 +104,7 @@ def read_grid(grid_dir: Path, flag: str) -> dict | None:
     if not (grid_dir / "grid.json").exists() and not (grid_dir / "grid.json").is_symlink():
         return None
     grid = read_json(grid_dir / "grid.json")
-    if not grid or grid.get("command") != "grid" or not isinstance(grid.get("members"), list) \
-            or not isinstance(grid.get("spec"), dict):
+    if not record.is_grid(grid):
         raise UsageError(f"{flag} {grid_dir}: its grid.json is not one onecycle grid wrote")
     return grid
 
@@ -159,14 +168,20 @@ def run_index(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[st
     signal stopped it: run the same command again to continue it)."""
     grid_dir = make_dir(grid_dir).absolute()
     not_under_a_parent(grid_dir, "--grid-dir")
-    grid, m = join(p, grid_dir, train_args, argv, k)
-    if m["status"] in record.FINAL:
-        display.print(f"member {k} of {grid_dir}: already {m['status']}, nothing to run", markup=False)
-        return EXIT_DIVERGED if m["status"] == "diverged" else 0
     members_dir = grid_dir / "members"
     members_dir.mkdir(exist_ok=True)
     if members_dir.is_symlink():
         raise UsageError(f"--grid-dir {grid_dir}: members is a symbolic link; not writing through it")
+    with locked(members_dir, task_lock(k), wait=False):  # until its outcome is recorded: --collect waits on it
+        grid, m = join(p, grid_dir, train_args, argv, k)
+        if m["status"] in record.FINAL:
+            display.print(f"member {k} of {grid_dir}: already {m['status']}, nothing to run", markup=False)
+            return EXIT_DIVERGED if m["status"] == "diverged" else 0
+        return run_member(grid, grid_dir, m, display)
+
+
+def run_member(grid: dict, grid_dir: Path, m: dict, display: Display) -> int:
+    k, members_dir = m["index"], grid_dir / "members"
     member_args = launch.member_argv(grid, m)
     resumed = member_args[1] == "--resume"
     display.print(f"member {k} ({launch.label(m)}): {'continuing ' + m['run_dir'] if resumed else 'starting'}; "
@@ -197,6 +212,11 @@ def run_index(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[st
     return rc if m["status"] == "interrupted" else launch.exit_code({"members": [m]})
 
 
+def task_running(grid_dir: Path, k: int) -> bool:
+    """A task is on member k now (it holds members/<k>.task): its outcome is not recorded yet."""
+    return bool(lock_held(grid_dir / "members", task_lock(k)))
+
+
 def collect(grid_dir: Path, display: Display) -> tuple[dict, int]:
     """--collect DIR: each member's state from its run directory where grid.json lost track of it, then every
     view rebuilt; the grid and its exit code (0 / 3 / 1 as a grid's, 1 while members are missing)."""
@@ -209,12 +229,10 @@ def collect(grid_dir: Path, display: Display) -> tuple[dict, int]:
         if grid is None:
             raise UsageError(f"--collect {grid_dir}: not a grid directory (no grid.json written by onecycle grid)")
         for m in grid["members"]:
-            if m["status"] == "running":
+            if m["status"] == "running" and not task_running(grid_dir, m["index"]):
                 with contextlib.suppress(UsageError):  # still training: left as running
                     launch.reconcile(grid, m)
         problems = save(grid_dir, grid, views=True)
     for problem in problems:
         display.warn(problem)
-    missing = sum(m["status"] not in record.FINAL for m in grid["members"])
-    code = launch.exit_code(grid)
-    return grid, (EXIT_ERROR if missing else code)
+    return grid, launch.exit_code(grid)  # 1 while any member is not done, as for any unfinished member

@@ -471,8 +471,7 @@ def exit_code(grid: dict) -> int:
 def open_grid(path: Path) -> tuple[RunDir, dict]:
     """A grid directory for --resume, locked against a second parent."""
     grid = read_json(path / "grid.json") if path.is_dir() else None
-    if not grid or grid.get("command") != "grid" or not isinstance(grid.get("members"), list) \
-            or not isinstance(grid.get("spec"), dict):
+    if not record.is_grid(grid):
         raise UsageError(f"--resume {path}: not a grid directory (no grid.json written by onecycle grid)")
     run = RunDir(path)
     run.lock()

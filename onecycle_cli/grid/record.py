@@ -32,6 +32,12 @@ FINAL = ("completed", "diverged")  # a member in one of these is done: --resume 
 SEVERITY = {"completed": 0, "diverged": 1, "failed": 2, "pending": 3, "running": 3, "interrupted": 3}
 
 
+def is_grid(obj) -> bool:
+    """What `onecycle grid` writes as grid.json: its command, its members and its spec."""
+    return (isinstance(obj, dict) and obj.get("command") == "grid" and isinstance(obj.get("members"), list)
+            and isinstance(obj.get("spec"), dict))
+
+
 def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 

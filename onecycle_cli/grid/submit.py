@@ -39,6 +39,17 @@ LOCAL = {"timeout_min", "gpus_per_node", "visible_gpus", "tasks_per_node", "node
          "stderr_to_stdout"}
 
 
+def stop_with_parent() -> None:
+    """In the member's process before it starts (Linux): SIGTERM should the task that started it die, so that
+    a task killed outright (submitit's local controller kills a cancelled task a second after its SIGINT;
+    SLURM may too) leaves a member that checkpoints and stops, not one that trains on alone."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl (macOS): the SIGINT passed on in __call__ is all there is
+        pass
+
+
 class Member:
     """What each array task calls: `onecycle grid ... --index K --grid-dir DIR` as a child process."""
 
@@ -49,7 +60,8 @@ class Member:
 
     def __call__(self, k: int) -> int:
         self._proc = subprocess.Popen([sys.executable, "-m", "onecycle_cli", "grid", *self.grid_args,
-                                       "--index", str(k)], cwd=self.cwd, stdin=subprocess.DEVNULL)
+                                       "--index", str(k)], cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                      preexec_fn=stop_with_parent)
         try:
             rc = self._proc.wait()
         except KeyboardInterrupt:  # a cancelled local job (submitit sends its task SIGINT, then SIGKILL)
@@ -147,6 +159,8 @@ def launch_array(given: Given, cluster: str, slurm: list[str], parallel: int | N
                     job.cancel(check=False)
                 cancelled = True
             waiting = {k for k in waiting if not jobs[k].done()}
+            if not waiting:  # a task whose job has ended may still be recording its member (after a cancel)
+                waiting = {k for k in range(len(jobs)) if array.task_running(grid_dir, k)}
             said |= say_ended(grid_dir, said, display)
             time.sleep(0.5)
     if not (grid_dir / "grid.json").is_file():  # every task failed before it could join the grid

@@ -27,11 +27,12 @@ from ..safe_yaml import load as load_yaml
 STAMP = re.compile(r"^(\d{8}-\d{6})-")  # RunDir.create's prefix: the start of the run, to the second
 
 
-def lock_held(path: Path) -> bool | None:
-    """Is the run's `.lock` held by a live process? None when there is no lock file to ask."""
+def lock_held(path: Path, name: str = ".lock") -> bool | None:
+    """Is the run's `.lock` (or another lock file `name` in `path`) held by a live process? None when there is
+    no lock file to ask."""
     try:
         # a FIFO named .lock would block a plain open forever; a link is not the run's lock
-        fd = os.open(path / ".lock", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path / name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
