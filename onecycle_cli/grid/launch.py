@@ -229,8 +229,13 @@ def finish(grid: dict, m: dict, rc: int, started: float, members_dir: Path) -> N
     m["wall_seconds"] = round((m.get("wall_seconds") or 0) + time.time() - started, 3)
     m["error"] = last_line(members_dir / f"{k}.log") if m["status"] == "failed" else None
     keep_output(members_dir / f"{k}.log", m.get("run_dir"))
+    # every attempt's outcome kept: a requeued job array task's interruption is not lost to the next attempt
+    m["ended"] = [*(m.get("ended") or [])[-(ENDED_LIMIT - 1):],
+                  {"attempt": m["attempts"], **{f: m[f] for f in ENDED_FIELDS}}]
 
 
+ENDED_FIELDS = ("status", "exit_code", "accuracy", "wall_seconds", "error")
+ENDED_LIMIT = 100  # the last attempts' outcomes a member keeps (a task preempted again and again)
 OUTPUT_LIMIT = 64 << 20  # what a member printed, every attempt: a train run prints a line an epoch
 
 
@@ -346,6 +351,9 @@ class Watch:
                 line.update(done, info, total=self.totals.get(k))
             except Exception:
                 continue
+
+
+OUTCOMES = ("completed", "diverged", "interrupted", "failed")  # how an attempt ends: member_line says each
 
 
 def member_line(grid: dict, m: dict, done: int) -> str:

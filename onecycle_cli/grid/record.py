@@ -1,8 +1,9 @@
 """The record of a grid: `onecycle grid ... ; ls runs/<timestamp>-grid-<config>/`.
 
-  grid.json     the spec, every member (its values, seed, status, run directory, accuracy, exit code),
-                a summary per grid point (mean ± std over seeds, n), the best point and, for
-                --around find, the suggestion and its regret; rewritten whole after every member
+  grid.json     the spec, every member (its values, seed, status, run directory, accuracy, exit code,
+                and each attempt's outcome), a summary per grid point (mean ± std over seeds, n), the
+                best point and, for --around find, the suggestion and its regret; rewritten whole
+                after every member
   summary.json  what `onecycle runs` lists: command grid, status, members done of total
   grid.csv      one row per member: the varied keys, seed, status, final accuracy, wall seconds, run dir
   grid.png      accuracy against each varied key: every seed a dot, the mean a line

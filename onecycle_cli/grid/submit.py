@@ -7,10 +7,12 @@ its own, so a member is recorded exactly as a hand-written `sbatch --array` job'
 (array.py). Before a time limit or a preemption, submitit's signal (SIGUSR2) reaches `checkpoint`
 below: the member is told to checkpoint (SIGUSR1), and submitit requeues the task, which then
 continues the member from that checkpoint. `--launcher local` is submitit's local executor: real
-processes on this machine, the same code path, what the tests run.
+processes on this machine, the same code path, what the tests run (one job per member there, `--parallel`
+at a time: the local executor would start them all at once).
 
-This process waits for the jobs, prints each member's line as it ends, and rebuilds the grid's
-views at the end (`onecycle grid --collect DIR` does the same from anywhere, should it be stopped).
+This process waits for the jobs, prints each member's line as it ends (each attempt: grid.json keeps
+them), and rebuilds the grid's views at the end (`onecycle grid --collect DIR` does the same from
+anywhere, should it be stopped).
 SIGINT or SIGTERM cancels the jobs, which checkpoint as a stopped `train` does.
 """
 
@@ -125,6 +127,67 @@ def executor(cluster: str, folder: Path, parallel: int, params: dict, name: str)
     return ex
 
 
+class Jobs:
+    """The members' jobs. On SLURM one job array, which SLURM runs at most `parallel` at a time. On this
+    machine (submitit's local executor starts every job it is given at once) one job per member, submitted
+    as another ends, and torch's threads shared out among the `parallel` running, as a parent grid does."""
+
+    def __init__(self, ex, member: Member, size: int, parallel: int, cluster: str):
+        self.ex, self.member, self.cluster = ex, member, cluster
+        self.parallel = parallel
+        self.started: dict = {}
+        self.waiting = list(range(size))
+        self.cancelled = False
+        if cluster == "slurm":
+            self.started = dict(enumerate(ex.map_array(member, self.waiting)))
+            self.waiting = []
+            self.name = f"job array {str(self.started[0].job_id).split('_')[0]}" if self.started else "job array"
+        else:
+            self.name = "jobs"
+            self.top_up()
+
+    def top_up(self) -> None:
+        """Jobs submitted for the next members while fewer than `parallel` run."""
+        free = self.parallel - sum(not job.done() for job in self.started.values())
+        if self.cancelled or free <= 0 or not self.waiting:
+            return
+        env = launch.member_env(0, min(self.parallel, len(self.started) + len(self.waiting)), [])
+        with environ(OMP_NUM_THREADS=env["OMP_NUM_THREADS"]):  # what the local controller passes on
+            while free > 0 and self.waiting:
+                k = self.waiting.pop(0)
+                self.started[k] = self.ex.submit(self.member, k)
+                free -= 1
+
+    def running(self) -> set[int]:
+        """The members whose jobs have not ended, or not started yet."""
+        self.top_up()
+        return {k for k, job in self.started.items() if not job.done()} | set(self.waiting if not self.cancelled
+                                                                               else [])
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for job in self.started.values():
+            job.cancel(check=False)
+
+    def first_log(self) -> Path | None:
+        return Path(self.started[min(self.started)].paths.stderr) if self.started else None
+
+
+@contextlib.contextmanager
+def environ(**values: str):
+    """os.environ with `values` set, as it was afterwards."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def launch_array(given: Given, cluster: str, slurm: list[str], parallel: int | None, grid_dir: Path | None,
                  display: Display) -> tuple[dict, int]:
     """Every member as one task of a submitit job array; the grid once they have all ended."""
@@ -143,28 +206,25 @@ def launch_array(given: Given, cluster: str, slurm: list[str], parallel: int | N
     parallel = parallel or p.size
     ex = executor(cluster, grid_dir / "submitit", parallel, params, f"onecycle-grid-{p.resolved.name}")
     member = Member(given.grid_args() + ["--grid-dir", str(grid_dir)], os.getcwd())
-    jobs = ex.map_array(member, range(p.size))
-    array_id = str(jobs[0].job_id).split("_")[0] if jobs else "?"
-    display.print(f"grid: {p.describe()} as {cluster} job array {array_id}, at most {parallel} at a time, in "
+    jobs = Jobs(ex, member, p.size, parallel, cluster)
+    display.print(f"grid: {p.describe()} as {cluster} {jobs.name}, at most {parallel} at a time, in "
                   f"{grid_dir} (submitit's logs: {grid_dir / 'submitit'})", markup=False)
     with launch.Forwarder() as stop:
-        waiting = set(range(len(jobs)))
         said: set[tuple] = set()
-        cancelled = False
-        while waiting:
-            if stop.signum and not cancelled:
+        while True:
+            if stop.signum and not jobs.cancelled:
                 display.print(f"grid: {signal.Signals(stop.signum).name}: cancelling the jobs (each member "
                               f"checkpoints)", markup=False)
-                for job in jobs:
-                    job.cancel(check=False)
-                cancelled = True
-            waiting = {k for k in waiting if not jobs[k].done()}
+                jobs.cancel()
+            waiting = jobs.running()
             if not waiting:  # a task whose job has ended may still be recording its member (after a cancel)
-                waiting = {k for k in range(len(jobs)) if array.task_running(grid_dir, k)}
+                waiting = {k for k in range(p.size) if array.task_running(grid_dir, k)}
             said |= say_ended(grid_dir, said, display)
+            if not waiting:
+                break
             time.sleep(0.5)
     if not (grid_dir / "grid.json").is_file():  # every task failed before it could join the grid
-        first = jobs[0].paths.stderr if jobs else grid_dir / "submitit"
+        first = jobs.first_log() or grid_dir / "submitit"
         raise OnecycleError(f"--launcher {cluster}: the jobs ended without running a member: "
                             f"{launch.last_line(first) or 'no message'} ({first})")
     grid, code = array.collect(grid_dir, display)
@@ -175,13 +235,19 @@ def launch_array(given: Given, cluster: str, slurm: list[str], parallel: int | N
 
 
 def say_ended(grid_dir: Path, said: set[tuple], display: Display) -> set[tuple]:
-    """Each member's line once it has ended (again after a requeue), from grid.json as the tasks leave it."""
+    """Each attempt's line once it has ended, from the outcomes grid.json keeps: an interrupted attempt that
+    submitit requeued is said even where the next attempt is running before this process looks."""
     grid = array.read_grid(grid_dir, "--launcher") if (grid_dir / "grid.json").is_file() else None
     if not grid:
         return set()
-    ended = [m for m in grid["members"] if m["status"] not in ("pending", "running")
-             and (m["index"], m["attempts"]) not in said]
     done = sum(m["status"] in record.FINAL for m in grid["members"])
-    for m in ended:
-        display.print(launch.member_line(grid, m, done), markup=False)
-    return {(m["index"], m["attempts"]) for m in ended}
+    new = set()
+    for m in grid["members"]:
+        for e in m.get("ended") or []:
+            if not (isinstance(e, dict) and e.get("status") in launch.OUTCOMES and isinstance(e.get("attempt"), int)
+                    and isinstance(e.get("wall_seconds"), (int, float))):
+                continue
+            if (m["index"], e["attempt"]) not in said | new:
+                display.print(launch.member_line(grid, {**m, **e}, done), markup=False)
+                new.add((m["index"], e["attempt"]))
+    return new
