@@ -3,13 +3,16 @@ datasets written in their real on-disk formats (CIFAR-10 pickles, MNIST idx file
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -113,7 +116,6 @@ def run_watched(*args: str, env: dict | None = None, patience: float = PATIENCE,
     """`run_process`, for a command that must never block: if it is still running after `patience` seconds
     it is sent SIGTERM, as a user's `kill` would, and the test fails, saying whether SIGTERM ended it
     within 10 s (a read blocked on a FIFO whose signal handler only sets a flag does not end)."""
-    import signal
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
     full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     full_env.update(env or {})
@@ -296,3 +298,38 @@ def tiny_runs(tmp_path_factory) -> dict:
     return {"root": root, "find": Path(find["run_dir"]), "onecycle": Path(onecycle["run_dir"]),
             "constant": Path(constant["run_dir"]),
             "summaries": {"find": find, "onecycle": onecycle, "constant": constant}}
+
+
+# A process can be held at an exact point of its run: ONECYCLE_FAULT=step@N:SIGSTOP stops it (a real SIGSTOP)
+# at the Nth step it takes, until a test sends SIGCONT. A signal meant to land mid-training then does, on a
+# machine fast enough to run a whole tiny fit in the time a test takes to notice it started.
+
+def proc_state(pid: int) -> str:
+    """R, S, T (stopped), Z...; X where there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
+
+
+def pending(pid: int) -> set[int]:
+    """The signals waiting to be delivered to `pid` (to a stopped process, until it is continued)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return set()
+    mask = 0
+    for line in lines:
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            mask |= int(line.split()[1], 16)
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def go_on(pids: list[int], told: list[int], signals: set[int]) -> None:
+    """Each held process continued, those in `told` once one of `signals` is pending there."""
+    for pid in told:
+        while proc_state(pid) == "T" and not pending(pid) & signals:
+            time.sleep(0.01)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)

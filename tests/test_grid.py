@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import assert_usage_error, clean_env
+from conftest import assert_usage_error, clean_env, go_on, proc_state
 from onecycle_cli.cli import app
 
 # 640 images at batch 64: 10 steps an epoch; one epoch, so a member is mostly its process starting
@@ -197,27 +197,6 @@ HOLD = {"ONECYCLE_FAULT": "step@30:SIGSTOP"}
 STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2}
 
 
-def proc_state(pid: int) -> str:
-    """R, S, T (stopped), Z...; X where there is no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
-
-
-def pending(pid: int) -> set[int]:
-    """The signals waiting to be delivered to `pid` (to a stopped process, until it is continued)."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return set()
-    mask = 0
-    for line in lines:
-        if line.startswith(("SigPnd:", "ShdPnd:")):
-            mask |= int(line.split()[1], 16)
-    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
-
-
 def trains(runs: Path) -> list[int]:
     """The pid of every train run under `runs` (its meta.json says it)."""
     return [json.loads(p.read_text())["pid"] for p in sorted(runs.glob("*-train-*/meta.json"))]
@@ -234,16 +213,6 @@ def held(proc: subprocess.Popen, runs: Path, members: int) -> list[int]:
     raise AssertionError(f"the grid ended (exit {proc.returncode}) before its members were held at step 30")
 
 
-def go_on(pids: list[int], told: list[int]) -> None:
-    """Each held train continued, those in `told` once the stop passed on to them is pending there."""
-    for pid in told:
-        while proc_state(pid) == "T" and not pending(pid) & STOPS:
-            time.sleep(0.01)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
-
-
 def signal_mid_training(proc: subprocess.Popen, runs: Path, sig: int, members: int = 2) -> None:
     """`sig` to `proc` (started with HOLD) while its members are held at step 30 of their 120; they go on
     once it has reached them (at once for a SIGKILL, which passes nothing on)."""
@@ -251,7 +220,7 @@ def signal_mid_training(proc: subprocess.Popen, runs: Path, sig: int, members: i
     proc.send_signal(sig)
     if sig == signal.SIGKILL:
         proc.wait()
-    go_on(pids, [] if sig == signal.SIGKILL else pids)
+    go_on(pids, [] if sig == signal.SIGKILL else pids, STOPS)
 
 
 def test_sigint_to_the_parent_then_resume_ends_as_an_uninterrupted_grid(tmp_path, long_reference):
@@ -431,11 +400,11 @@ def test_the_submitit_local_executor_runs_the_members_and_requeues_a_preempted_o
     task_pid = parent_of(parent_of(train))  # train <- grid --index 0 <- submitit's task process
     assert "submitit" in Path(f"/proc/{task_pid}/cmdline").read_text()
     os.kill(task_pid, signal.SIGUSR2)
-    go_on(pids, [train])
+    go_on(pids, [train], STOPS)
     while parent.poll() is None:  # the requeued member holds at the 30th step it takes: let it go on
         with contextlib.suppress(OSError, ValueError, KeyError):
             grid = json.loads((tmp_path / "g" / "grid.json").read_text())
-            go_on([m["pid"] for m in grid["members"] if m.get("pid") and proc_state(m["pid"]) == "T"], [])
+            go_on([m["pid"] for m in grid["members"] if m.get("pid") and proc_state(m["pid"]) == "T"], [], STOPS)
         time.sleep(0.05)
     out, err = parent.communicate()
     assert parent.returncode == 0, err

@@ -22,7 +22,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import FINE_TUNE, assert_usage_error, clean_env, onecycle, reference_run
+from conftest import FINE_TUNE, assert_usage_error, clean_env, go_on, onecycle, proc_state, reference_run
 from onecycle_cli.cli import app
 from onecycle_cli.config import DataConfig
 from onecycle_cli.datasets import load_dataset
@@ -68,19 +68,19 @@ def reference_300_steps(tmp_path_factory):
     return root / json.loads(r.stdout)["run_dir"].split("/")[-1]
 
 
-def start(*args: str, cwd) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "onecycle_cli", "train", *args], cwd=cwd, env=clean_env(),
+def start(*args: str, cwd, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "onecycle_cli", "train", *args], cwd=cwd, env=clean_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def interrupt_after(proc: subprocess.Popen, runs, steps: int, sig: int) -> tuple[int, str]:
-    """Send `sig` once the run has recorded `steps` steps; returns (exit code, stderr)."""
-    while proc.poll() is None:  # no deadline: a loaded machine is slow, not wrong
-        found = list(runs.glob("*/steps.csv")) if runs.exists() else []
-        if found and sum(1 for _ in open(found[0])) > steps:
-            proc.send_signal(sig)
-            break
+def interrupt_at(args: list[str], cwd, step: int, sig: int) -> tuple[int, str]:
+    """The run started, held at `step` (it stops itself there), `sig` sent from outside, and once that is
+    pending, continued; returns (exit code, stderr)."""
+    proc = start(*args, cwd=cwd, ONECYCLE_FAULT=f"step@{step}:SIGSTOP")
+    while proc.poll() is None and proc_state(proc.pid) != "T":  # no deadline: a loaded machine is slow, not wrong
         time.sleep(0.005)
+    proc.send_signal(sig)
+    go_on([proc.pid], [proc.pid], {sig})
     out, err = proc.communicate()
     return proc.returncode, err
 
@@ -91,12 +91,11 @@ def weights(run) -> dict:
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_then_resumed_ends_bit_identical(cli, tmp_path, reference_300_steps, sig, code):
-    proc = start(*LONG, "--runs-dir", "cut", cwd=tmp_path)
-    exit_code, err = interrupt_after(proc, tmp_path / "cut", 125, sig)
+    exit_code, err = interrupt_at([*LONG, "--runs-dir", "cut"], tmp_path, 125, sig)
     assert exit_code == code, err
     run = next((tmp_path / "cut").iterdir())
     cut = json.loads((run / "summary.json").read_text())
-    assert cut["status"] == "interrupted" and "--resume" in cut["stop_reason"] and 125 <= cut["steps"] < 300
+    assert cut["status"] == "interrupted" and "--resume" in cut["stop_reason"] and cut["steps"] == 125
     resumed = cli("train", "--resume", run, "--json")
     assert resumed.code == 0, resumed.stderr
     assert resumed.json()["status"] == "completed" and resumed.json()["steps"] == 300
