@@ -165,6 +165,9 @@ Model_ = Annotated[Optional[str], typer.Option("--model", metavar="NAME", help=(
 Precision_ = Annotated[Optional[str], typer.Option("--precision", metavar="auto|bf16|fp16|fp32",
                                                    help="train.precision")]
 Json_ = Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")]
+Progress_ = Annotated[str, typer.Option("--progress", metavar="auto|rich|plain|none", help=(
+    "A bar on a terminal (rich), a line every 30 s and at each epoch's end in a log (plain), or nothing; "
+    "auto: rich on a terminal, else plain."))]
 
 
 def _named(**flags) -> dict[str, tuple[str, object]]:
@@ -191,10 +194,12 @@ def _emit(summary: dict, as_json: bool) -> None:
         sys.stdout.write(to_json(summary, indent=None) + "\n")
 
 
-def _display():
-    from .display import Display
+def _display(progress: str = "auto"):
+    from .display import PROGRESS, Display
+    if progress not in PROGRESS:
+        raise UsageError(f"--progress {progress!r}: expected {', '.join(PROGRESS[:-1])} or {PROGRESS[-1]}")
     rank = int(os.environ.get("RANK", "0"))
-    return Display(enabled=rank == 0)
+    return Display(enabled=rank == 0, progress=progress)
 
 
 def _resolve(config: str | None = None, sets: list[str] | None = None, flags: dict | None = None, **kwargs):
@@ -224,7 +229,7 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
              "--freeze", help="find.freeze: sweep the head alone, the body frozen (as before fine-tuning).")] = None,
          batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None, device: Device_ = None,
          runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None, precision: Precision_ = None,
-         json_: Json_ = False) -> int:
+         progress: Progress_ = "auto", json_: Json_ = False) -> int:
     """LR range test: grow the LR from start_lr to end_lr over num_it batches and suggest a max_lr."""
     started = time.time()
     from .lr_find import find_run, parse_sweep
@@ -236,7 +241,7 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
                                              precision=precision))
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
-    display = _display()
+    display = _display(progress)
     with StopFlag() as stop:
         run, summary = find_run(resolved, display, stop, dist, parsed, started=started, argv=_argv(ctx))
     shutdown()  # after an error the process's exit lets go of the group: the other ranks may never arrive
@@ -272,7 +277,7 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
               "for the same classes)."), autocompletion=completion.run_dirs)] = None,
           suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="floor|valley|steep|minimum|slide",
                              help="Which suggestion --max-lr find or FIND_RUN uses (find.suggest).")] = None,
-          json_: Json_ = False) -> int:
+          progress: Progress_ = "auto", json_: Json_ = False) -> int:
     """1cycle fit (or a baseline schedule), recorded in runs/<id>/ with checkpoints and plots."""
     started = time.time()
     from .signals import StopFlag
@@ -298,7 +303,7 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
         raise UsageError("conflicting flags: --seed and --seeds; give one")
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
-    display = _display()
+    display = _display(progress)
     with StopFlag() as stop:
         try:
             if seed_list is not None:
@@ -699,15 +704,15 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callba
 # -- data -----------------------------------------------------------------------------------------------
 @data_app.command("check")
 def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
-               json_: Json_ = False) -> int:
+               progress: Progress_ = "auto", json_: Json_ = False) -> int:
     """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing).
 
     A folder is decoded into its cache here, once, with every file that cannot be decoded listed (--json)."""
     from .datasets import check_dataset
     resolved = _resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
-    display = _display()
-    with display.counter("decode") as progress:
-        report = check_dataset(resolved.config.data, progress)
+    display = _display(progress)
+    with display.counter("decode") as decoded:
+        report = check_dataset(resolved.config.data, decoded)
     _emit(report, json_)
     if not json_:
         _say(report["message"])

@@ -1,7 +1,9 @@
 """What a person sees, on stderr: progress bars, the fastai-style epoch table, tables and text plots.
 
 stdout is kept for `--json`. When stderr is not a terminal (a log file, a CI job) there is no
-colour and no animation: the epoch rows and the final tables are printed as plain lines.
+colour and no animation: the epoch rows and the final tables are printed as plain lines, and
+progress is a plain line every 30 s and at each epoch's end (`--progress auto`, the default;
+`rich` forces the bar, `plain` the lines, `none` neither; ONECYCLE_PROGRESS_SECONDS sets the pace).
 Everything printed is plain text: strings and table cells pass through `safe_text.plain` and reach
 rich as `Text`, never as markup, so a run named `a[/x]` or holding an ESC prints as it is named. A
 style is only ever one this module sets on its own constant words (`styled`).
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
+import time
 from typing import Callable, Iterator, Sequence
 
 from rich.console import Console
@@ -65,17 +69,34 @@ def styled(constant: str, style: str) -> Text:
     return Text(constant, style=style)
 
 
+PROGRESS = ("auto", "rich", "plain", "none")
+PLAIN_EVERY = 30.0  # seconds between plain progress lines: a log that says the run is alive, not a flood
+
+
+def plain_every() -> float:
+    """ONECYCLE_PROGRESS_SECONDS, else 30; 0 prints a line at every update."""
+    try:
+        seconds = float(os.environ.get("ONECYCLE_PROGRESS_SECONDS", PLAIN_EVERY))
+    except ValueError:
+        return PLAIN_EVERY
+    return seconds if math.isfinite(seconds) and seconds >= 0 else PLAIN_EVERY
+
+
 class Display:
-    def __init__(self, enabled: bool = True, console: Console | None = None):
+    def __init__(self, enabled: bool = True, console: Console | None = None, progress: str = "auto"):
         self.enabled = enabled
         # markup and emoji off as a second guard: a string that slips past `text()` is still printed as is
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True,  # paths stay whole
                                           markup=False, emoji=False)
         self._progress: Progress | None = None
+        if progress == "auto":
+            progress = "rich" if self.console.is_terminal else "plain"
+        self.progress_mode = progress if enabled else "none"
 
     @property
     def live(self) -> bool:
-        return self.enabled and self.console.is_terminal
+        """A bar drawn in place (a terminal, or --progress rich)."""
+        return self.progress_mode == "rich"
 
     def print(self, *objects, **kwargs) -> None:
         """Strings are printed as plain text; pass a `Text` (see `styled`) for a style of our own."""
@@ -87,8 +108,14 @@ class Display:
         self.print(Text.assemble(styled("warning:", "yellow"), " ", text(message)))
 
     @contextlib.contextmanager
-    def progress(self, total: int, description: str, completed: int = 0) -> Iterator["ProgressTask"]:
-        """A bar with live fields (`loss`, `lr`), drawn only on a terminal, removed when done."""
+    def progress(self, total: int, description: str, completed: int = 0, per_step: int = 0,
+                 unit: str = "images", steps: bool = True) -> Iterator["ProgressTask"]:
+        """A bar with live fields (`loss`, `lr`) on a terminal, removed when done; off one, a plain line every
+        30 s or so (`PlainTask`). `per_step` images a step give the rate in images/s; `steps` False counts
+        `unit`s (images decoded), not steps."""
+        if self.progress_mode == "plain":
+            yield PlainTask(self, description, total, completed, per_step, unit, steps)
+            return
         if not self.live:
             yield ProgressTask(None, None)
             return
@@ -104,14 +131,14 @@ class Display:
 
     @contextlib.contextmanager
     def counter(self, description: str, unit: str = "images") -> Iterator[Callable[[int, int, float], None]]:
-        """A progress callback (done, total, per second) for library code: a bar from its first call, on a terminal."""
+        """A progress callback (done, total, per second) for library code: progress from its first call."""
         with contextlib.ExitStack() as stack:
             task = None
 
             def update(done: int, total: int, per_second: float) -> None:
                 nonlocal task
                 if task is None:
-                    task = stack.enter_context(self.progress(total, description))
+                    task = stack.enter_context(self.progress(total, description, unit=unit, steps=False))
                 task.update(done, f"{per_second:,.0f} {unit}/s", total=total)
             yield update
 
@@ -178,6 +205,7 @@ class Display:
 class ProgressTask:
     def __init__(self, bar: Progress | None, task):
         self.bar, self.task = bar, task
+        self.per_step = 0  # images a step, where the caller learns it late (a plain line's images/s)
 
     def update(self, completed: int, info: str = "", total: int | None = None) -> None:
         if self.bar is not None:
@@ -192,4 +220,47 @@ class ProgressTask:
     def remove(self) -> None:
         if self.bar is not None:
             self.bar.remove_task(self.task)
+
+    def say(self) -> None:
+        """Where progress is lines, one now (an epoch's end); a bar shows it already."""
+
+
+class PlainTask(ProgressTask):
+    """Progress as lines for a log file: `train: step 120/600 (20%)  epoch 3  loss 0.2345  lr 1.2e-02  1,234
+    images/s  elapsed 00:31  ETA 02:04`, every PLAIN_EVERY seconds (at the first update after) and at `say()`."""
+
+    def __init__(self, display: Display, description: str, total: int, completed: int, per_step: int, unit: str,
+                 steps: bool = True):
+        super().__init__(None, None)
+        self.steps = steps
+        self.display, self.description, self.total = display, plain(description), total
+        self.per_step, self.unit, self.every = per_step, unit, plain_every()
+        self.completed, self.info = completed, ""
+        self.started, self.first = time.monotonic(), completed
+        self.printed = self.started  # the first line after PLAIN_EVERY seconds: a quick refusal stays one line
+
+    def update(self, completed: int, info: str = "", total: int | None = None) -> None:
+        self.completed, self.info = completed, info
+        self.total = total if total is not None else self.total
+        now = time.monotonic()
+        if now - self.printed >= self.every:
+            self.say()
+
+    def say(self) -> None:
+        now = time.monotonic()
+        self.printed = now
+        elapsed = now - self.started
+        count = (f"step {self.completed:,}/{self.total:,}" if self.steps
+                 else f"{self.completed:,}/{self.total:,} {self.unit}")
+        share = f" ({100 * self.completed / self.total:.0f}%)" if self.total else ""
+        parts = [f"{self.description}: {count}{share}"]
+        if self.info:
+            parts.append(plain(self.info))
+        steps_per_s = (self.completed - self.first) / elapsed if elapsed > 0 else 0.0
+        if self.per_step and steps_per_s > 0:
+            parts.append(f"{steps_per_s * self.per_step:,.0f} {self.unit}/s")
+        parts.append(f"elapsed {fmt_time(elapsed)}")
+        if steps_per_s > 0 and self.total and self.completed < self.total:
+            parts.append(f"ETA {fmt_time((self.total - self.completed) / steps_per_s)}")
+        self.display.print("  ".join(parts))
 

@@ -168,7 +168,8 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
         return dist.from_main(stop.requested)
 
     display.epoch_header()
-    with contextlib.ExitStack() as cleanup, display.progress(epochs * per_epoch, "train", completed=state.step) as bar:
+    with contextlib.ExitStack() as cleanup, display.progress(epochs * per_epoch, "train", completed=state.step,
+                                                                  per_step=pipe.batches.batch_size) as bar:
         if acts is not None:
             cleanup.callback(acts.remove)  # hooks off on every way out: completed, interrupted, diverged
         while state.epoch < end:
@@ -224,6 +225,7 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
             for log in logs:
                 log.epoch(row)
             display.epoch_row(row)
+            bar.say()
             if accuracy > state.best_accuracy:
                 state.best_accuracy, state.best_epoch = accuracy, state.epoch
             state.last = row

@@ -141,6 +141,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         model.train()
         for i in range(fc.num_it):
             x, y = next(batches)
+            bar.per_step = len(x)  # images a step, for a log's images/s (a shape: no device read)
             with autocast():
                 loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
