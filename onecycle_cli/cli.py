@@ -760,6 +760,9 @@ def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ 
 
 def main() -> None:
     """The console entry point (`onecycle`, `python -m onecycle_cli`)."""
+    # before torch loads OpenMP: a thread waiting for work sleeps instead of spinning on a core that another
+    # process on a shared box needs (threads.py); a user's own setting stands
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app(prog_name="onecycle")
         code = 0

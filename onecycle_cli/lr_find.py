@@ -349,7 +349,8 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
     run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
-            "seed": cfg.train.seed, "device": str(pipe.device), "world_size": dist.world, "data": pipe.ds.memory,
+            "seed": cfg.train.seed, "device": str(pipe.device), "threads": pipe.threads,
+            "world_size": dist.world, "data": pipe.ds.memory,
             "started": now_iso(), "frozen": sweeps_frozen(cfg),
             "group_ratios": group_ratios(cfg, len(pipe.groups), sweeps_frozen(cfg)),
             "groups": [g.name for g in pipe.groups], "normalize": pipe.normalize}

@@ -27,6 +27,7 @@ from .errors import DataError, UsageError
 from .loader import TrainBatches
 from .models import Built, LayerGroup, build, layer_groups
 from .safe_text import printable
+from .threads import apply as apply_threads
 
 
 def resolve_device(name: str, dist: Dist = Dist()) -> torch.device:
@@ -151,6 +152,8 @@ class Pipeline:
     groups: list[LayerGroup] = dataclasses.field(default_factory=list)  # body to head
     built: Built | None = None     # how the model was made: weights loaded, stem and head adapted
     normalize: dict | None = None  # whose mean/std the inputs are normalised with
+    threads: int | None = None     # torch's CPU threads (threads.py); None on a GPU, left to torch
+    threads_why: str = ""
 
     def __post_init__(self) -> None:
         self.net = self.net or self.wrap()
@@ -188,12 +191,14 @@ def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None, 
     built = build(cfg.model, ds.shape[0], len(ds.classes), load_weights=saved is None, classes=class_names(ds))
     model = built.model
     check_fit(model, ds, cfg)
+    # before the first step and before the model moves: its work is counted on the CPU, once
+    threads = apply_threads(cfg.train.threads, model, ds.shape) if device.type == "cpu" else (None, "")
     groups = layer_groups(model, cfg.model.name, built.head)
     ds, normalize = choose_stats(ds, cfg, built, (saved or {}).get("normalize"))
     model = model.to(device, memory_format=memory_format)
     batches = TrainBatches(ds, cfg.data, cfg.train.batch_size, cfg.train.seed, dist.rank, dist.world, memory_format)
     return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches, groups=groups, built=built,
-                    normalize=normalize)
+                    normalize=normalize, threads=threads[0], threads_why=threads[1])
 
 
 def announce_data(ds: Dataset, display: Display) -> None:

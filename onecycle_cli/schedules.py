@@ -89,10 +89,14 @@ def check_length(cfg: ScheduleConfig, total_steps: int, key: str = "schedule.pct
     up = cfg.pct_start * total_steps
     down = total_steps - (2 if cfg.three_phase else 1) * up
     # the frozen cycle of fine_tune warms up for 99% of its steps: its drop may be its last step alone
-    if up < 2 or down < (1 if key == "schedule.pct_start" else 1e-9):
-        raise ConfigError(f"a {total_steps}-step {cycle + ' ' if cycle else ''}1cycle with {key} = {cfg.pct_start} "
-                          f"leaves {max(up, 0):.2f} steps to warm up: expected at least 2 (train more epochs, use a "
-                          f"smaller train.batch_size, or raise {key})")
+    what = f"a {total_steps}-step {cycle + ' ' if cycle else ''}1cycle with {key} = {cfg.pct_start}"
+    if up < 2:
+        raise ConfigError(f"{what} leaves {max(up, 0):.2f} steps to warm up: expected at least 2 (train more epochs, "
+                          f"use a smaller train.batch_size, or raise {key})")
+    if down < (1 if key == "schedule.pct_start" else 1e-9):
+        phases = "warm-up and its mirror" if cfg.three_phase else "warm-up"
+        raise ConfigError(f"{what} leaves {max(down, 0):.2f} steps after its {phases}: expected at least 1 (train "
+                          f"more epochs, use a smaller train.batch_size, or lower {key})")
 
 
 PCT_KEYS = {"train": "schedule.pct_start", "frozen": "schedule.freeze_pct_start",

@@ -219,8 +219,21 @@ def check_grid(tmp: Path) -> None:
     assert out["accuracies_equal_every_round"] == (out["grid_accuracies"] == out["serial_accuracies"])
 
 
+def check_threads(tmp: Path) -> None:
+    out, _ = script("benchmarks/threads.py", "--smoke", cwd=tmp)
+    assert (out["smoke"], out["rounds"], out["cpus"]) == (True, 1, len(os.sched_getaffinity(0)))
+    # onecycle's choice for the small 3-vs-7 net is one thread, alone or in a pair; torch's own is a thread a CPU
+    assert out["threads"]["alone"] == out["threads"]["pair"] == [1]
+    assert out["threads"]["alone_torch"] == out["threads"]["pair_torch"] == [out["cpus"]]
+    assert all(0.5 < acc <= 1 for accs in out["accuracy"].values() for acc in accs)
+    med = out["median_seconds"]
+    assert out["pair_over_alone"] == pytest.approx(med["pair"] / med["alone"], abs=0.001)
+    assert out["alone_over_alone_torch"] == pytest.approx(med["alone"] / med["alone_torch"], abs=0.001)
+
+
 CASES: dict[str, Callable[[Path], None]] = {
     "benchmarks/grid.py": check_grid,
+    "benchmarks/threads.py": check_threads,
     "benchmarks/speed.py": check_speed,
     "benchmarks/loader.py": check_loader,
     "benchmarks/overhead.py": check_overhead,

@@ -1,7 +1,7 @@
 """Resolving a config: `onecycle config --config cifar --set train.seed=1`.
 
 Precedence, lowest first: the defaults (schema.py) < the YAML file < environment (`ONECYCLE_DATA`,
-`ONECYCLE_CACHE`, `ONECYCLE_RUNS`, `ONECYCLE_DEVICE`, or `ONECYCLE_<SECTION>__<KEY>`) < flags
+`ONECYCLE_CACHE`, `ONECYCLE_RUNS`, `ONECYCLE_DEVICE`, `ONECYCLE_THREADS`, or `ONECYCLE_<SECTION>__<KEY>`) < flags
 (`--set section.key=value` and the named flags such as `--max-lr`). Everything is checked before any
 work starts; a bad value becomes one `ConfigError` line naming the key, the value, where it came from
 and what was expected.
@@ -57,7 +57,7 @@ def locate_config(config: str | None) -> tuple[str, Path, str | None]:
 
 
 ENV_ALIASES = {"ONECYCLE_DATA": "data.root", "ONECYCLE_RUNS": "run.root", "ONECYCLE_DEVICE": "train.device",
-               "ONECYCLE_CACHE": "data.cache"}
+               "ONECYCLE_CACHE": "data.cache", "ONECYCLE_THREADS": "train.threads"}
 
 
 def env_overrides(environ: dict[str, str]) -> list[tuple[str, str, str]]:
