@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_usage_error, write_cifar, write_idx, write_mnist
+from conftest import assert_usage_error, run_process, write_cifar, write_idx, write_mnist
 from onecycle_cli.config import DataConfig
 from onecycle_cli.datasets import load_dataset
 
@@ -87,6 +87,21 @@ def test_missing_data_names_the_path_and_the_layout(cli, tmp_path):
     r = cli("train", "--config", "cifar", "--data-dir", tmp_path / "empty", "--set", "data.download=false")
     assert_usage_error(r, "cifar-10-batches-py", "data_batch_1", "--data-dir")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_offline_the_first_words_say_what_to_do_and_nothing_is_created(tmp_path):
+    """`onecycle find --config cifar` with no data here and no network: one line that starts with what to do,
+    no ./data left behind, no run directory. Real: where this machine can reach CIFAR-10's server, it would
+    download 170 MB, so the case is skipped there."""
+    import torchvision.datasets
+    from onecycle_cli.datasets.builtin import _reach
+    if _reach(torchvision.datasets.CIFAR10.url) is None:
+        pytest.skip("this machine reaches CIFAR-10's server: not offline")
+    r = run_process("find", "--config", "cifar", cwd=tmp_path)
+    assert_usage_error(r, "no network", "cifar-10-batches-py")
+    assert r.stderr.startswith("onecycle: error: give --data-dir DIR (or data.root, ONECYCLE_DATA) where cifar10 is, "
+                               "or fetch it with `onecycle data download --dataset cifar10` where the network allows")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_download_is_a_clear_error(cli, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import struct
 import sys
 from dataclasses import replace
@@ -160,12 +161,64 @@ def _stdout_held_for_stderr() -> Iterator[None]:
     sys.stderr.write(held.getvalue())
 
 
+PROBE_SECONDS = 2.0  # reaching a dataset's server: a network that works answers well within this
+STALL_SECONDS = 60.0  # a download that receives nothing for this long is stalled, not slow
+
+
+def _reach(url: str) -> str | None:
+    """None if `url`'s server takes a connection within PROBE_SECONDS, else why not. Run in a thread that is
+    waited for PROBE_SECONDS at most: the name lookup itself has no timeout and can hang for much longer."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    answer: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+            answer.append(None)
+        except OSError as e:
+            answer.append(f"{host} cannot be reached: {e.strerror or type(e).__name__}")
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(PROBE_SECONDS)
+    return answer[0] if answer else f"{host} did not answer within {PROBE_SECONDS:.0f} s"
+
+
 def _download_torchvision(cls_name: str) -> Callable[[Path], None]:
     def download(root: Path) -> None:
+        import socket
+
         import torchvision.datasets
-        with _stdout_held_for_stderr():
-            getattr(torchvision.datasets, cls_name)(str(root), train=True, download=True)
+        cls = getattr(torchvision.datasets, cls_name)
+        urls = list(getattr(cls, "mirrors", None) or [getattr(cls, "url", "")])
+        problems = [p for url in urls if url and (p := _reach(url))]
+        if len(problems) == len(urls):  # not one server answers: offline, or firewalled; say so in seconds
+            raise OSError(f"no network ({problems[0]})")
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(STALL_SECONDS)  # urllib's reads: a stalled transfer ends, never hangs
+        try:
+            with _stdout_held_for_stderr():
+                cls(str(root), train=True, download=True)
+        finally:
+            socket.setdefaulttimeout(previous)
     return download
+
+
+@contextlib.contextmanager
+def _nothing_left_behind(root: Path) -> Iterator[None]:
+    """The folders a failed download made, removed again where they are empty: a failure creates nothing."""
+    made = not root.exists()
+    try:
+        yield
+    except BaseException:
+        if made and root.is_dir() and not root.is_symlink():
+            for folder, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # only an empty one
+        raise
 
 
 _download_cifar10 = _download_torchvision("CIFAR10")
@@ -180,17 +233,20 @@ def _ensure(paths: list[Path], cfg: DataConfig, download: Callable[[Path], None]
         return
     why = "data.download is false"
     if cfg.download:
+        root = Path(cfg.root).expanduser()
         try:
-            download(Path(cfg.root).expanduser())
+            with _nothing_left_behind(root):
+                download(root)
         except Exception as e:  # no network, a firewall, a full disk: all the same to the user
             why = f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})"
         missing = [p for p in paths if not p.is_file()]
         if not missing:
             return
-    raise DataError(f"dataset {cfg.dataset!r} not found: missing {missing[0]}"
-                    f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''} and {why}. "
-                    f"Expected {layout}. Set the root with --data-dir, data.root or ONECYCLE_DATA; "
-                    f"`onecycle data download` fetches it where the network allows")
+    # what to do first, then what was found: the one line is read from its start
+    raise DataError(f"give --data-dir DIR (or data.root, ONECYCLE_DATA) where {cfg.dataset} is, or fetch it with "
+                    f"`onecycle data download --dataset {cfg.dataset}` where the network allows: dataset "
+                    f"{cfg.dataset!r} not found: missing {missing[0]}"
+                    f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''} and {why}. Expected {layout}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,8 +358,9 @@ def download_dataset(cfg: DataConfig) -> None:
         return  # bundled or generated: nothing to fetch
     root = Path(cfg.root).expanduser()
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        DOWNLOADERS[cfg.dataset](root)
+        with _nothing_left_behind(root):
+            root.mkdir(parents=True, exist_ok=True)
+            DOWNLOADERS[cfg.dataset](root)
     except Exception as e:
         raise DataError(f"downloading {cfg.dataset!r} into {root} failed ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else 'no detail'}); on a machine with network run "
