@@ -94,6 +94,7 @@ def test_offline_the_first_words_say_what_to_do_and_nothing_is_created(tmp_path)
     no ./data left behind, no run directory. Real: where this machine can reach CIFAR-10's server, it would
     download 170 MB, so the case is skipped there."""
     import torchvision.datasets
+
     from onecycle_cli.datasets.builtin import _reach
     if _reach(torchvision.datasets.CIFAR10.url) is None:
         pytest.skip("this machine reaches CIFAR-10's server: not offline")

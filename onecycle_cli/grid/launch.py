@@ -375,7 +375,7 @@ def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], disp
     free = list(range(parallel))
     running: dict[int, tuple[subprocess.Popen, int, float]] = {}
     done = sum(m["status"] in record.FINAL for m in grid["members"])
-    with display.progress(len(grid["members"]), "grid", completed=done) as bar:
+    with display.progress(len(grid["members"]), "grid", completed=done, unit="members", steps=False) as bar:
         watch = Watch(grid, bar)
         while (queue and not stop.signum) or running:
             while queue and free and not stop.signum:
