@@ -536,7 +536,8 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
 # -- config, presets, init, schedule, plot ------------------------------------------------------------
 @app.command("config", cls=OnecycleCommand)
 def config_cmd(config: Config_ = None, set_: Set_ = None,
-               max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT")] = None,
+               max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT",
+                                                             help="schedule.max_lr")] = None,
                epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None,
                seed: Seed_ = None, device: Device_ = None, runs_dir: RunsDir_ = None,
                list_: Annotated[bool, typer.Option("--list", help="List the shipped presets instead "
@@ -598,14 +599,16 @@ MAX_PREVIEW_STEPS = 2_000_000  # the real scheduler, stepped once per step: abou
 
 @app.command("schedule", cls=OnecycleCommand)
 def schedule_cmd(config: Config_ = None, set_: Set_ = None,
-                 max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT")] = None,
+                 max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT",
+                                                               help="schedule.max_lr")] = None,
                  epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None,
-                 schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="NAME")] = None,
+                 schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="onecycle|constant|step|cosine",
+                                                                 help="schedule.name")] = None,
                  steps_per_epoch: Annotated[Optional[int], typer.Option(
-                     "--steps-per-epoch", min=1,
+                     "--steps-per-epoch", min=1, metavar="N",
                      help="Override the count taken from the dataset's known size.")] = None,
-                 out: Annotated[Path, typer.Option("--out", callback=_path, help="Where to write the PNG.")
-                                ] = Path("schedule.png"),
+                 out: Annotated[Path, typer.Option("--out", metavar="PATH", callback=_path,
+                                                   help="Where to write the PNG.")] = Path("schedule.png"),
                  json_: Json_ = False) -> int:
     """Preview the LR and momentum of every step (each parameter group's, and both cycles of fine-tuning),
     without touching any data."""
