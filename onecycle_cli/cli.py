@@ -35,8 +35,9 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import UsageError as ClickUsageError
     try:
         from click.exceptions import NoArgsIsHelpError
-    except ImportError:  # click < 8.2 prints the help and exits by itself
-        NoArgsIsHelpError = ClickUsageError
+    except ImportError:  # click < 8.2 prints the help and exits by itself: nothing raises it. Not an alias
+        class NoArgsIsHelpError(Exception):  # of UsageError, whose handler below it would then never reach
+            pass
 
 
 # --help is click's plain layout, not Typer's rich panels: at 80 columns those split a metavar mid-word
