@@ -49,13 +49,13 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 HELP_WIDTH = 120  # click's own cap is 80: a wider terminal gets up to 120 columns of help, no more
 
 
-def _markup_escaped(items: list) -> list:
-    """Option and command completions with their help escaped: Typer (0.16 on) renders what zsh and fish
-    show as rich markup, which would swallow the [timm] of onecycle[timm] (as completion._help does)."""
-    from rich.markup import escape
+def _completion_help(items: list) -> list:
+    """Option and command completions with their help as zsh and fish show it (completion._help): one line
+    of 70 characters at most, escaped for Typer (0.16 on), which renders it as rich markup, wrapping a longer
+    one into lines that fish takes for candidates, and would swallow the [timm] of onecycle[timm]."""
     for item in items:
         if item.help:
-            item.help = escape(item.help)
+            item.help = completion._help(item.help)
     return items
 
 
@@ -83,7 +83,7 @@ class OnecycleCommand(TyperCommand):
                     formatter.write_dl(rows)
 
     def shell_complete(self, ctx, incomplete):
-        return _markup_escaped(super().shell_complete(ctx, incomplete))
+        return _completion_help(super().shell_complete(ctx, incomplete))
 
 
 class OnecycleGroup(TyperGroup):
@@ -107,7 +107,7 @@ class OnecycleGroup(TyperGroup):
                 formatter.write_dl(rows)
 
     def shell_complete(self, ctx, incomplete):
-        return _markup_escaped(super().shell_complete(ctx, incomplete))
+        return _completion_help(super().shell_complete(ctx, incomplete))
 
     def _main_shell_completion(self, ctx_args, prog_name, complete_var=None):
         # a malformed request from the shell completes nothing, quietly (see completion.answer)
