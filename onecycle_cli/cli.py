@@ -11,6 +11,7 @@ it runs, so `--help`, `config`, `runs`, `init`, `presets` and shell completion n
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import multiprocessing
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from . import completion
 from .errors import EXIT_USAGE, Diverged, OnecycleError, UsageError
@@ -34,12 +35,79 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import UsageError as ClickUsageError
     try:
         from click.exceptions import NoArgsIsHelpError
-    except ImportError:  # click < 8.2 prints the help and exits by itself
-        NoArgsIsHelpError = ClickUsageError
+    except ImportError:  # click < 8.2 prints the help and exits by itself: nothing raises it. Not an alias
+        class NoArgsIsHelpError(Exception):  # of UsageError, whose handler below it would then never reach
+            pass
+
+
+# --help is click's plain layout, not Typer's rich panels: at 80 columns those split a metavar mid-word
+# (FLOAT|find|FIND_R / UN), squeeze the descriptions into 18 characters, cut text off with "…" and show
+# <bool> for every flag. Click's never splits a metavar (a long one gets its description on the line below)
+# and wraps the descriptions. Typer's rich_markup_mode=None would do it too, but only from typer 0.12.5 on
+# (pyproject allows 0.12), so the classes below call click's formatter themselves. The help texts are plain
+# text, with no rich markup or escapes in them.
+HELP_WIDTH = 120  # click's own cap is 80: a wider terminal gets up to 120 columns of help, no more
+
+
+def _completion_help(items: list) -> list:
+    """Option and command completions with their help as zsh and fish show it (completion._help): one line
+    of 70 characters at most, escaped for Typer (0.16 on), which renders it as rich markup, wrapping a longer
+    one into lines that fish takes for candidates, and would swallow the [timm] of onecycle[timm]."""
+    for item in items:
+        if item.help:
+            item.help = completion._help(item.help)
+    return items
+
+
+class OnecycleCommand(TyperCommand):
+    """A command whose --help is click's plain layout (see HELP_WIDTH)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        super(TyperCommand, self).format_help(ctx, formatter)  # click's own, past Typer's rich one
+
+    def format_options(self, ctx, formatter) -> None:
+        """Typer's Arguments and Options sections, an argument named by its metavar alone: typer 0.2x
+        adds its type (RUN_DIR <path>, RUN... <list[str]>)."""
+        sections: dict[str, list] = {"Arguments": [], "Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                sections["Arguments"].append((param.metavar or record[0], record[1]))
+            else:
+                sections["Options"].append(record)
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def shell_complete(self, ctx, incomplete):
+        return _completion_help(super().shell_complete(ctx, incomplete))
 
 
 class OnecycleGroup(TyperGroup):
-    """Turns every error, click's own included, into one line on stderr and the contract's exit code."""
+    """Turns every error, click's own included, into one line on stderr and the contract's exit code.
+    Its --help is click's plain layout, as the commands' (see HELP_WIDTH)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        super(TyperGroup, self).format_help(ctx, formatter)  # click's own, past Typer's rich one
+
+    def format_commands(self, ctx, formatter) -> None:
+        """Each command with the first paragraph of its help, whole and wrapped: click's cuts it to the
+        first sentence or with "..." where it is longer than the line."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                text = command.short_help or inspect.cleandoc(command.help or "").partition("\f")[0]
+                rows.append((name, " ".join(text.split("\n\n")[0].split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def shell_complete(self, ctx, incomplete):
+        return _completion_help(super().shell_complete(ctx, incomplete))
 
     def _main_shell_completion(self, ctx_args, prog_name, complete_var=None):
         # a malformed request from the shell completes nothing, quietly (see completion.answer)
@@ -58,9 +126,8 @@ class OnecycleGroup(TyperGroup):
             code = rv if isinstance(rv, int) else 0
         except typer.Exit as e:
             code = e.exit_code
-        except NoArgsIsHelpError as e:
-            if e.ctx is not None and not str(e).strip():
-                print(e.ctx.get_help())
+        except NoArgsIsHelpError as e:  # `onecycle` or `onecycle data` alone: the help, on stdout
+            print(e.format_message())  # click's message is the help itself
             code = 0
         except ClickUsageError as e:
             where = e.ctx.command_path if e.ctx else "onecycle"
@@ -127,6 +194,7 @@ def _say(text: object) -> None:
 
 # add_completion: Typer's --install-completion / --show-completion for bash, zsh and fish
 app = typer.Typer(cls=OnecycleGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"max_content_width": HELP_WIDTH},
                   help="LR range tests and 1cycle training for image classifiers, headless and reproducible.")
 data_app = typer.Typer(cls=OnecycleGroup, no_args_is_help=True, help="Check or fetch the datasets a config needs.")
 app.add_typer(data_app, name="data")
@@ -161,7 +229,7 @@ RunsDir_ = Annotated[Optional[str], typer.Option("--runs-dir", metavar="PATH", h
 Dataset_ = Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help="data.dataset")]
 Model_ = Annotated[Optional[str], typer.Option("--model", metavar="NAME", help=(
     "model.name: resnet20 .. resnet110, simple_cnn, tv:NAME for any torchvision classification model, or "
-    "timm:NAME for any timm model (needs onecycle\\[timm]); onecycle config lists where the names come from"))]
+    "timm:NAME for any timm model (needs onecycle[timm]); onecycle config lists where the names come from"))]
 Precision_ = Annotated[Optional[str], typer.Option("--precision", metavar="auto|bf16|fp16|fp32",
                                                    help="train.precision")]
 Json_ = Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")]
@@ -214,7 +282,7 @@ def _resolve(config: str | None = None, sets: list[str] | None = None, flags: di
 
 
 # -- find ---------------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=OnecycleCommand)
 def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
          sweep: Annotated[Optional[str], typer.Option("--sweep", metavar="KEY=V1,V2,...",
                           help="One curve per value of weight_decay, momentum or batch_size.")] = None,
@@ -252,7 +320,7 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
 
 
 # -- train --------------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=OnecycleCommand)
 def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
           max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT|find|FIND_RUN", callback=_path,
                             help="schedule.max_lr: a number, 'find' (range test first), or a find run's "
@@ -266,7 +334,7 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
           activation_stats: Annotated[Optional[bool], typer.Option(
               "--activation-stats", help="Record per-layer activation statistics and histograms.")] = None,
           tensorboard: Annotated[Optional[bool], typer.Option(
-              "--tensorboard", help="Also write TensorBoard event files (needs onecycle\\[tensorboard]).")] = None,
+              "--tensorboard", help="Also write TensorBoard event files (needs onecycle[tensorboard]).")] = None,
           seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N|S1,S2,...",
                            help="Run N seeds (or these seeds) and report mean ± std accuracy.")] = None,
           resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", callback=_path,
@@ -351,7 +419,7 @@ def _parse_seeds(text: str, base: int) -> list[int]:
 
 
 # -- grid ---------------------------------------------------------------------------------------------
-@app.command("grid")
+@app.command("grid", cls=OnecycleCommand)
 def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
              vary: Annotated[Optional[list[str]], typer.Option(
                  "--vary", metavar="KEY=V1,V2,...", help="Values of any config key (repeatable): the members are "
@@ -467,9 +535,10 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
 
 
 # -- config, presets, init, schedule, plot ------------------------------------------------------------
-@app.command("config")
+@app.command("config", cls=OnecycleCommand)
 def config_cmd(config: Config_ = None, set_: Set_ = None,
-               max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT")] = None,
+               max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT",
+                                                             help="schedule.max_lr")] = None,
                epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None,
                seed: Seed_ = None, device: Device_ = None, runs_dir: RunsDir_ = None,
                list_: Annotated[bool, typer.Option("--list", help="List the shipped presets instead "
@@ -494,7 +563,7 @@ def config_cmd(config: Config_ = None, set_: Set_ = None,
     return 0
 
 
-@app.command("presets")
+@app.command("presets", cls=OnecycleCommand)
 def presets_cmd(json_: Annotated[bool, typer.Option("--json", help="Print the presets as one JSON list on stdout.")]
                 = False) -> int:
     """List the shipped presets, one line each: the names --config and init take."""
@@ -510,7 +579,7 @@ def presets_cmd(json_: Annotated[bool, typer.Option("--json", help="Print the pr
     return 0
 
 
-@app.command("init")
+@app.command("init", cls=OnecycleCommand)
 def init_cmd(name: Annotated[str, typer.Argument(metavar="[NAME]", help="A shipped preset (onecycle presets).",
                                                  autocompletion=completion.preset_names)] = "cifar",
              path: Annotated[Optional[str], typer.Argument(metavar="[PATH]", callback=_path,
@@ -529,16 +598,18 @@ def init_cmd(name: Annotated[str, typer.Argument(metavar="[NAME]", help="A shipp
 MAX_PREVIEW_STEPS = 2_000_000  # the real scheduler, stepped once per step: about 10 s at this size
 
 
-@app.command("schedule")
+@app.command("schedule", cls=OnecycleCommand)
 def schedule_cmd(config: Config_ = None, set_: Set_ = None,
-                 max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT")] = None,
+                 max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT",
+                                                               help="schedule.max_lr")] = None,
                  epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None,
-                 schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="NAME")] = None,
+                 schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="onecycle|constant|step|cosine",
+                                                                 help="schedule.name")] = None,
                  steps_per_epoch: Annotated[Optional[int], typer.Option(
-                     "--steps-per-epoch", min=1,
+                     "--steps-per-epoch", min=1, metavar="N",
                      help="Override the count taken from the dataset's known size.")] = None,
-                 out: Annotated[Path, typer.Option("--out", callback=_path, help="Where to write the PNG.")
-                                ] = Path("schedule.png"),
+                 out: Annotated[Path, typer.Option("--out", metavar="PATH", callback=_path,
+                                                   help="Where to write the PNG.")] = Path("schedule.png"),
                  json_: Json_ = False) -> int:
     """Preview the LR and momentum of every step (each parameter group's, and both cycles of fine-tuning),
     without touching any data."""
@@ -601,7 +672,7 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
     return 0
 
 
-@app.command("plot")
+@app.command("plot", cls=OnecycleCommand)
 def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path, help="A run directory.",
                                                      autocompletion=completion.run_dirs)]) -> int:
     """Redraw a run's PNGs from its files."""
@@ -622,7 +693,7 @@ def _runs_root(runs_dir: str | None, config: str | None = None) -> Path:
     return Path(_resolve(config, None, _named(runs_dir=runs_dir)).config.run.root).expanduser()
 
 
-@app.command("runs")
+@app.command("runs", cls=OnecycleCommand)
 def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
                  metavar="[DIR]", callback=_path,
                  help="Where the runs are (default: run.root, --runs-dir or ONECYCLE_RUNS).")] = None,
@@ -646,7 +717,7 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
     return 0
 
 
-@app.command("compare")
+@app.command("compare", cls=OnecycleCommand)
 def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
                     metavar="RUN...", callback=_path, help="Run directories (or run ids under the runs root).",
                     autocompletion=completion.comparable_runs)] = None,
@@ -676,7 +747,7 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
     return 0
 
 
-@app.command("report")
+@app.command("report", cls=OnecycleCommand)
 def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
                                                       help="A run (or comparison) directory.",
                                                       autocompletion=completion.run_dirs)]) -> int:
@@ -702,7 +773,7 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callba
 
 
 # -- data -----------------------------------------------------------------------------------------------
-@data_app.command("check")
+@data_app.command("check", cls=OnecycleCommand)
 def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
                progress: Progress_ = "auto", json_: Json_ = False) -> int:
     """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing).
@@ -742,7 +813,7 @@ def _folder_lines(report: dict, most: int = 20) -> list[str]:
     return lines
 
 
-@data_app.command("download")
+@data_app.command("download", cls=OnecycleCommand)
 def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
                   json_: Json_ = False) -> int:
     """Fetch the dataset a config needs into the data root (then copy that folder to offline boxes)."""

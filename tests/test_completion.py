@@ -52,6 +52,15 @@ def test_commands_and_flags():
     assert bash("onecycle data ch") == ["check"]
 
 
+def test_flags_in_fish_and_zsh_have_one_line_of_help_each_as_written():
+    found = fish("onecycle train --")  # a description rendered over two lines gave fish a bogus candidate
+    assert all(flag.startswith("--") for flag in found), found
+    assert found["--tensorboard"] == "Also write TensorBoard event files (needs onecycle[tensorboard])."
+    assert found["--model"].startswith("model.name: resnet20") and len(found["--model"]) == 70
+    assert '"--tensorboard":"Also write TensorBoard event files (needs onecycle[tensorboard])."' \
+        in zsh("onecycle train --tens")
+
+
 def test_config_completes_presets_with_their_descriptions_and_yaml_files_here(tmp_path):
     (tmp_path / "mine.yaml").write_text("train:\n  epochs: 1\n")
     (tmp_path / "notes.txt").write_text("")
