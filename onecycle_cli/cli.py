@@ -234,8 +234,8 @@ Precision_ = Annotated[Optional[str], typer.Option("--precision", metavar="auto|
                                                    help="train.precision")]
 Json_ = Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")]
 Progress_ = Annotated[str, typer.Option("--progress", metavar="auto|rich|plain|none", help=(
-    "A bar on a terminal (rich), a line every 30 s and at each epoch's end in a log (plain), or nothing; "
-    "auto: rich on a terminal, else plain."))]
+    "A bar on a terminal (rich), a line every half minute and at each epoch's end in a log (plain), or "
+    "nothing; auto: rich on a terminal, else plain."))]
 
 
 def _named(**flags) -> dict[str, tuple[str, object]]:
