@@ -228,7 +228,9 @@ QUIET = Display(enabled=False)
 
 def task_config(task: str, seed: int, extra: list[str], size: str, max_lr: float | None = None):
     t = TASKS[task]
-    sets = [*t.sets, *extra, f"train.seed={seed}", "train.device=cpu", *SIZES[size]]
+    # the threads this worker was given (--threads, --thread-study), not onecycle's own choice for the model
+    sets = [*t.sets, *extra, f"train.seed={seed}", "train.device=cpu", f"train.threads={torch.get_num_threads()}",
+            *SIZES[size]]
     if max_lr is not None:
         sets.append(f"schedule.max_lr={max_lr!r}")
     return resolve(t.preset, sets, environ={}).config

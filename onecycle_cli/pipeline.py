@@ -192,7 +192,8 @@ def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None, 
     model = built.model
     check_fit(model, ds, cfg)
     # before the first step and before the model moves: its work is counted on the CPU, once
-    threads = apply_threads(cfg.train.threads, model, ds.shape) if device.type == "cpu" else (None, "")
+    threads = (apply_threads(cfg.train.threads, model, ds.shape, max(1, cfg.train.batch_size // dist.world))
+               if device.type == "cpu" else (None, ""))
     groups = layer_groups(model, cfg.model.name, built.head)
     ds, normalize = choose_stats(ds, cfg, built, (saved or {}).get("normalize"))
     model = model.to(device, memory_format=memory_format)

@@ -424,7 +424,7 @@ DATA_CASES = [
     case("data root is a file", f"find {MNIST}", "dataset 'mnist' not found", "data/MNIST/raw",
          setup=lambda g: {"file": g.file("data", "not a folder")}),
     case("no network to download", "find --config mnist --data-dir data", "the download failed", f"{RAW}/",
-         "`onecycle data download`"),
+         "`onecycle data download --dataset mnist`"),
     # CIFAR-10 batches
     case("truncated CIFAR-10 batch", f"train {CIFAR}", f"{BATCHES}/data_batch_3", "truncated", "download it again",
          setup=cifar("data_batch_3", keep=500)),

@@ -271,8 +271,8 @@ class TrainConfig(Section):
     batch_size: PositiveInt = 512  # global batch, split across GPUs under torchrun
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)] = 0
     device: str = "auto"           # auto: CUDA when present, else CPU; or cpu, cuda, cuda:1
-    # torch's CPU threads (ONECYCLE_THREADS); null: OMP_NUM_THREADS if set, else 1 for a small model, else
-    # the CPUs this process may use (affinity and cgroup quota): a shared box is not the machine's cores
+    # torch's CPU threads (ONECYCLE_THREADS); null: OMP_NUM_THREADS if set, else 1 for a step under 100M
+    # multiply-adds, else the CPUs this process may use (affinity and cgroup quota), not the machine's cores
     threads: Optional[PositiveInt] = None
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     channels_last: Optional[bool] = None  # null: on for CUDA, where convs run faster in NHWC
