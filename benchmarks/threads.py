@@ -38,7 +38,7 @@ def env_for(torch_default: bool) -> dict:
     env["PYTHONPATH"] = str(REPO)
     if torch_default:  # torch's own count and OpenMP's own waiting: what onecycle did before it chose
         env["ONECYCLE_THREADS"] = str(len(os.sched_getaffinity(0)))
-        env["OMP_WAIT_POLICY"] = ""  # set, so onecycle leaves it; empty, so OpenMP keeps its default
+        env["OMP_WAIT_POLICY"] = ""  # set, so onecycle leaves the spinning alone; empty, so OpenMP keeps its own
     return env
 
 

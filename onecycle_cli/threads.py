@@ -7,11 +7,12 @@ against 6 s at one thread each, and with a little other load 8x one alone. So, u
 - the threads are at most the CPUs this process may use: its affinity, capped by its cgroup's CPU
   quota (a container's or a job scheduler's share, not the machine's core count);
 - small work gets one thread: under SMALL_STEP_MACS multiply-accumulates a step (the model's per image
-  times the batch), a second thread only adds synchronisation. Measured on 2 cores, the step's time at 2
-  threads against 1: 0.55x as fast at 16M a step (the 3-vs-7 net at batch 64), 0.75x at 58M, 1.02x at
-  127M (the book's BatchNorm net at batch 512), 1.15x at 267M, 1.39x at 464M, 1.6x for a ResNet-20;
-- OMP_WAIT_POLICY=PASSIVE (set before torch loads, in `__main__`): a waiting thread sleeps instead of
-  spinning on a core another process needs.
+  times the batch). Measured on 2 quiet cores, a step at 2 threads against 1: 1.17x as fast for the 3-vs-7
+  net at batch 64 (16M a step), 1.32x at 58M, 1.55x for the book's net at batch 512 (127M): below 100M a
+  second thread gains a run alone little, and two runs sharing the cores lose 2.5x (docs/benchmarks.md);
+- GOMP_SPINCOUNT=10000 (set before torch loads, in `cli.main`, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT
+  is set): a waiting thread spins 30x less than OpenMP's default before it sleeps, leaving the core to
+  another process, while one step's back-to-back operations still find it awake.
 
 `train.threads` (ONECYCLE_THREADS) or OMP_NUM_THREADS, when given, is taken as it is. A GPU run is left
 to torch's default: its CPU threads only feed the device.
