@@ -597,12 +597,14 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
 
 
 @app.command("plot")
-def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path, help="A run directory.",
-                                                     autocompletion=completion.run_dirs)]) -> int:
+def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
+                                                     help="A run directory (or its id under the runs root).",
+                                                     autocompletion=completion.run_dirs)],
+             runs_dir: RunsDir_ = None) -> int:
     """Redraw a run's PNGs from its files."""
+    from .runs.history import run_dir_of
     from .runs.plots import plot_run
-    if not (run_dir / "summary.json").is_file() and not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{run_dir}: not a onecycle run directory")
+    run_dir = run_dir_of(run_dir, _runs_root(runs_dir))
     written, errors = plot_run(run_dir)
     for path in written:
         _say(path)
@@ -673,16 +675,15 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
 
 @app.command("report")
 def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
-                                                      help="A run (or comparison) directory.",
-                                                      autocompletion=completion.run_dirs)]) -> int:
+                                                      help="A run (or comparison) directory, or its id under the "
+                                                           "runs root.",
+                                                      autocompletion=completion.run_dirs)],
+               runs_dir: RunsDir_ = None) -> int:
     """(Re)write a run's self-contained report.html and print its path."""
     from .runs.compare import write_compare_report
-    from .runs.history import is_run_dir, read_json
+    from .runs.history import read_json, run_dir_of
     from .runs.report import write_run_report
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: no such run directory")
-    if not is_run_dir(run_dir):
-        raise UsageError(f"{run_dir}: not a onecycle run directory (no summary.json or config.yaml)")
+    run_dir = run_dir_of(run_dir, _runs_root(runs_dir))
     command = (read_json(run_dir / "summary.json") or {}).get("command")
     if command == "grid":
         from .grid.record import write_report

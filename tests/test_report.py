@@ -130,3 +130,28 @@ def test_report_refuses_what_is_not_a_run(cli, tmp_path):
     assert_usage_error(cli("report", "nowhere"), "nowhere", "no such run directory")
     (tmp_path / "empty").mkdir()
     assert_usage_error(cli("report", "empty"), "not a onecycle run directory")
+
+
+def test_report_and_plot_take_a_run_id_under_the_runs_root_as_compare_does(cli, tiny_runs, tmp_path):
+    root = tmp_path / "elsewhere"
+    run = shutil.copytree(tiny_runs["onecycle"], root / tiny_runs["onecycle"].name)
+    for how in ({"env": {"ONECYCLE_RUNS": str(root)}}, {"args": ("--runs-dir", root)}):
+        for name in ("report.html", "curves.png", "schedule.png"):
+            (run / name).unlink()
+        r = cli("report", run.name, *how.get("args", ()), env=how.get("env"))
+        assert r.code == 0, r.stderr
+        assert r.stdout.strip() == str(run / "report.html") and (run / "report.html").is_file()
+        r = cli("plot", run.name, *how.get("args", ()), env=how.get("env"))
+        assert r.code == 0, r.stderr
+        assert r.stdout.split() == [str(run / "schedule.png"), str(run / "curves.png")]
+        assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the runs root a train run writes to by default, ./runs, as for compare
+    shutil.copytree(run, tmp_path / "runs" / run.name)
+    assert cli("report", run.name).stdout.strip() == str(Path("runs") / run.name / "report.html")
+    # a path still means the path, and an id that is no run there is refused in one line naming the root
+    assert cli("plot", run, "--runs-dir", tmp_path / "nowhere").code == 0
+    for command in ("report", "plot"):
+        assert_usage_error(cli(command, "20990101-000000-train-gone", "--runs-dir", root),
+                           "20990101-000000-train-gone: no such run directory", f"a run id under {root}")
+    (root / "notes").mkdir()
+    assert_usage_error(cli("plot", "notes", "--runs-dir", root), "notes: not a onecycle run directory")

@@ -22,7 +22,7 @@ from ..errors import UsageError
 from ..safe_files import atomic_write_text
 from . import html
 from .directory import RunDir, now_iso, read_csv
-from .history import commands_of, describe, is_run_dir, read_config, read_json
+from .history import commands_of, describe, read_config, read_json, run_dir_of, under_root
 from .plots import label as literal
 from .plots import pyplot, save_png
 
@@ -32,14 +32,8 @@ RESULTS = ("status", "epochs_done", "final_accuracy", "best_accuracy", "final_va
 
 
 def locate(arg: str | Path, root: Path) -> Path:
-    """A run given as a path, or as its id under the runs root (what `onecycle runs` prints)."""
-    path = Path(arg).expanduser()
-    if not path.is_dir() and (root / path).is_dir() and not path.is_absolute():
-        path = root / path
-    if not path.exists():
-        raise UsageError(f"{arg}: no such run directory (give a path, or a run id under {root})")
-    if not is_run_dir(path):
-        raise UsageError(f"{arg}: not a onecycle run directory (no summary.json or config.yaml)")
+    """A run given as a path, or as its id under the runs root; not a comparison."""
+    path = run_dir_of(arg, root)
     if (read_json(path / "summary.json") or {}).get("command") == "compare":
         raise UsageError(f"{arg} is a comparison, not a run: compare the runs it names instead")
     return path
@@ -84,8 +78,7 @@ def members_of_grids(args: list[str | Path], root: Path) -> list[str | Path]:
     """A grid directory (`onecycle grid`) given among the runs stands for its members' run directories."""
     out: list[str | Path] = []
     for arg in args:
-        path = Path(arg).expanduser()
-        path = root / path if not path.is_dir() and (root / path).is_dir() and not path.is_absolute() else path
+        path = under_root(arg, root)
         summary = read_json(path / "summary.json") if path.is_dir() else None
         grid = read_json(path / "grid.json") if (summary or {}).get("command") == "grid" else None
         if grid is None:

@@ -85,6 +85,25 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and ((path / "summary.json").is_file() or (path / "config.yaml").is_file())
 
 
+def under_root(arg: str | Path, root: Path) -> Path:
+    """A run as given: a path, or else its id under the runs root (what `onecycle runs` prints)."""
+    path = Path(arg).expanduser()
+    if not path.is_dir() and not path.is_absolute() and (root / path).is_dir():
+        return root / path
+    return path
+
+
+def run_dir_of(arg: str | Path, root: Path) -> Path:
+    """`under_root`, refused in one line unless it is a run (or comparison, or grid) directory: what `compare`,
+    `report` and `plot` take."""
+    path = under_root(arg, root)
+    if not path.exists():
+        raise UsageError(f"{arg}: no such run directory (give a path, or a run id under {root})")
+    if not is_run_dir(path):
+        raise UsageError(f"{arg}: not a onecycle run directory (no summary.json or config.yaml)")
+    return path
+
+
 def status_of(path: Path, summary: dict | None) -> str:
     """The status a person should see: the summary's, except where the lock says otherwise.
 
