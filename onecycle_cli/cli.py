@@ -627,7 +627,7 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
              json_: Annotated[bool, typer.Option("--json", help="Print the runs as one JSON list on stdout.")] = False
              ) -> int:
     """List past runs, newest first; crashed and unfinished ones included."""
-    from .runs.history import COLUMNS, list_runs, table_rows
+    from .runs.history import COLUMNS, NARROW_DROPS, list_runs, table_rows
     if directory is not None and runs_dir is not None:
         raise UsageError(f"conflicting arguments: DIR {directory} and --runs-dir {runs_dir}; give one")
     root = directory if directory is not None else _runs_root(runs_dir, config)
@@ -637,7 +637,8 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
         sys.stdout.write(to_json(rows).replace("\n", "") + "\n")
     display = _display()
     if rows:
-        display.table(f"{len(rows)} run{'s' * (len(rows) != 1)} in {root}, newest first", COLUMNS, table_rows(rows))
+        display.table(f"{len(rows)} run{'s' * (len(rows) != 1)} in {root}, newest first", COLUMNS, table_rows(rows),
+                      whole="id", narrow_drops=NARROW_DROPS)
     else:
         display.print(f"no runs in {root}")
     return 0

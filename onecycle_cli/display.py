@@ -42,6 +42,13 @@ def fmt_num(x: float | None, digits: int = 6) -> str:
     return f"{x:.{digits}f}"
 
 
+def fmt_pct(x: float | None, digits: int = 2) -> str:
+    """An accuracy (a fraction, as the records keep it) in percent, as the README quotes it: 0.993621 -> 99.36%."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+        return "-"
+    return f"{100 * x:.{digits}f}%"
+
+
 def fmt_value(value) -> str:
     """A config value as YAML writes it (true, null, 1e-05), so it reads like config.yaml."""
     if value is None:
@@ -126,18 +133,39 @@ class Display:
                  fmt_num(row["accuracy"]), fmt_time(row["seconds"])]
         self.print("  ".join(f"{c:<11}" for c in cells).rstrip())
 
-    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        t = Table(title=text(title), title_justify="left", show_edge=False, pad_edge=False)
-        for c in columns:
-            t.add_column(text(c))
-        for r in rows:
-            t.add_row(*[text(x) for x in r])
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], whole: str | None = None,
+              narrow_drops: Sequence[str] = ()) -> None:
+        """`whole`: a column never cut or wrapped (a run id, to be copied); `narrow_drops`: columns left out, in
+        this order, while the table is wider than the terminal (a caption names them)."""
+        from rich.measure import Measurement
+
+        def build(shown: list[int]) -> Table:
+            t = Table(title=text(title), title_justify="left", show_edge=False, pad_edge=False)
+            for i in shown:
+                t.add_column(text(columns[i]), no_wrap=columns[i] == whole)
+            for r in rows:
+                t.add_row(*[text(r[i]) for i in shown])
+            return t
+
+        shown = list(range(len(columns)))
+        t = build(shown)
         if not self.enabled or self.console.is_terminal:
+            # rich fits a table to the terminal by wrapping and then cutting the widest columns ("mnist_sample/si…"),
+            # whatever their words: columns go, in the order given, until the table fits at its natural width
+            dropped, unbounded = [], self.console.options.update(width=100_000)
+            for name in narrow_drops:
+                if Measurement.get(self.console, unbounded, t).maximum <= self.console.width:
+                    break
+                shown.remove(list(columns).index(name))
+                dropped.append(name)
+                t = build(shown)
+            if dropped:
+                t.caption, t.caption_justify = text(f"(not shown at {self.console.width} columns: "
+                                                    f"{', '.join(dropped)})"), "left"
             self.print(t)
             return
         # a log file or a pipe has no width: rich would cut cells to its default 80 columns
         # ("comple…"), so print the table at its natural width and keep every character
-        from rich.measure import Measurement
         natural = Measurement.get(self.console, self.console.options.update(width=100_000), t).maximum
         saved = self.console.width
         self.console.width = max(saved, natural)
