@@ -63,9 +63,14 @@ def test_a_train_runs_report_shows_its_plots_and_numbers_in_chromium(cli, tiny_r
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert len(rows) == 2
     for row in rows:
-        for value in row[4:7]:  # train_loss, valid_loss, accuracy
+        for value in row[4:6]:  # train_loss, valid_loss
             assert f'<td class="num">{fmt_num(float(value))}</td>' in dom
-    assert f"<th>final accuracy</th><td>{fmt_num(summary['final']['accuracy'])}</td>" in dom
+        # the accuracy in percent, with the terminal's digits: 0.859375 there, 85.9375% here
+        assert f'<td class="num">{100 * float(row[6]):.4f}%</td>' in dom
+    final, best = summary["final"]["accuracy"], summary["best"]
+    assert f"<th>final accuracy</th><td>{100 * final:.2f}%</td>" in dom  # as the README and onecycle runs quote it
+    assert f"<th>best accuracy</th><td>{100 * best['accuracy']:.2f}% (epoch {best['epoch']})</td>" in dom
+    assert fmt_num(final) not in dom  # the fraction the terminal's epoch table prints is not repeated
     assert "<th>status</th><td>completed</td>" in dom
     assert "<td>max_lr</td><td>0.05</td>" in dom  # the settings, from config.yaml
     assert "onecycle (fastai)" in dom
@@ -94,7 +99,7 @@ def test_a_comparisons_report_shows_the_overlay_and_both_runs(cli, tiny_runs, tm
     assert "<td>schedule.name</td>" in dom
     for key in ("onecycle", "constant"):
         assert tiny_runs[key].name in dom
-        assert f"{tiny_runs['summaries'][key]['final']['accuracy']:.4f}" in dom
+        assert f"{100 * tiny_runs['summaries'][key]['final']['accuracy']:.2f}%" in dom
     # `onecycle report` rewrites it from the comparison's own files
     (out / "report.html").unlink()
     assert cli("report", out).code == 0 and "<td>schedule.name</td>" in (out / "report.html").read_text()

@@ -17,14 +17,14 @@ from html import escape
 from pathlib import Path
 
 from ..config import flatten, unread
-from ..display import fmt_time, fmt_value
+from ..display import fmt_pct, fmt_time, fmt_value
 from ..errors import UsageError
 from ..safe_files import atomic_write_text
 from . import html
 from .directory import RunDir, now_iso, read_csv
 from .history import commands_of, describe, read_config, read_json, run_dir_of, under_root
 from .plots import label as literal
-from .plots import pyplot, save_png
+from .plots import percent_axis, pyplot, save_png
 
 NOT_READ = "(not read)"
 
@@ -163,9 +163,9 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     rows += [
         ["status"] + [r["status"] for r in runs],
         ["epochs done"] + [str(r["epochs_done"]) if r["epochs_done"] is not None else "-" for r in runs],
-        ["final accuracy"] + [num(r["final_accuracy"]) for r in runs],
-        ["best accuracy (epoch)"] + [f"{num(r['best_accuracy'])} ({r['best_epoch']})" if r["best_accuracy"] is not None
-                                     else "-" for r in runs],
+        ["final accuracy"] + [fmt_pct(r["final_accuracy"]) for r in runs],
+        ["best accuracy (epoch)"] + [f"{fmt_pct(r['best_accuracy'])} ({r['best_epoch']})"
+                                     if r["best_accuracy"] is not None else "-" for r in runs],
         ["final valid_loss"] + [num(r["final_valid_loss"]) for r in runs],
         ["wall time"] + [fmt_time(r["wall_seconds"]) if r["wall_seconds"] is not None else "-" for r in runs],
     ]
@@ -196,6 +196,7 @@ def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
         ax.grid(alpha=0.3)
         if x == "epoch":  # epochs are whole: no 0.2, 0.4 ... ticks between them
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    percent_axis(acc)
     acc.legend(fontsize=8)
     fig.suptitle(" vs ".join(labels), fontsize=11)
     fig.tight_layout()

@@ -44,6 +44,12 @@ def label(text: object) -> str:
     return plain(text).replace("$", r"\$")
 
 
+def percent_axis(ax) -> None:
+    """An accuracy axis in percent, as the reports and `onecycle runs` give it (the records keep fractions)."""
+    from matplotlib.ticker import PercentFormatter
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+
+
 def _finite(xs: Sequence[float]) -> list[float]:
     return [x for x in xs if x is not None and math.isfinite(x)]
 
@@ -179,7 +185,8 @@ def curves_png(run: Path) -> Path | None:
         a.plot([r["step"] for r in metrics], [r["valid_loss"] for r in metrics], "o-", label="valid")
         b.plot([r["epoch"] for r in metrics], [r["accuracy"] for r in metrics], "o-", color="tab:green")
         best = max(metrics, key=lambda r: r["accuracy"] if math.isfinite(r["accuracy"]) else -1)
-        b.set_title(f"accuracy (best {best['accuracy']:.4f}, epoch {int(best['epoch'])})", fontsize=10)
+        b.set_title(f"accuracy (best {100 * best['accuracy']:.2f}%, epoch {int(best['epoch'])})", fontsize=10)
+        percent_axis(b)
     else:
         b.set_title("accuracy (no epoch finished)", fontsize=10)
     a.set_title("loss", fontsize=10)
