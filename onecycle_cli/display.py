@@ -182,10 +182,15 @@ class Display:
         try:
             import plotext as plt
             plt.clf()
-            plt.plotsize(min(max(self.console.width - 1, 40), 100), 18)
+            width = min(max(self.console.width - 1, 40), 100)
+            plt.plotsize(width, 18)
             plt.theme("clear")
             if xlog:
                 plt.xscale("log")
+                finite = [x for x in xs if x > 0 and math.isfinite(x)]
+                ticks = log_ticks(min(finite), max(finite), most=max(2, width // 8)) if finite else ([], [])
+                if len(set(ticks[0])) >= 2:  # plotext's own would be plain decimals: 0.000010, 0.001000, 10.000000
+                    plt.xticks(*ticks)
             for name, ys in series.items():
                 pts = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
                 if pts:
@@ -201,6 +206,27 @@ class Display:
             (self._progress.console if self._progress else self.console).file.write(drawn.rstrip() + "\n")
         except Exception as e:  # missing plotext, a terminal too small: say so and go on
             self.print(f"(no text plot: {type(e).__name__}: {e})")
+
+
+def log_ticks(lo: float, hi: float, most: int = 10) -> tuple[list[float], list[str]]:
+    """Ticks for a log axis from `lo` to `hi` (both > 0), labelled as powers of ten: 1e-4, 1e-3, ... at every
+    decade (every second, third ... past `most`), or at 1, 2 and 5 of a decade when the range holds under two."""
+    first, last = math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9)
+    decades = list(range(first, last + 1))
+    if len(decades) >= 2:
+        decades = decades[::math.ceil(len(decades) / most)]
+        return [10.0 ** k for k in decades], [f"1e{k}" for k in decades]
+    marks = [(m, k) for k in range(first - 1, last + 1) for m in (1, 2, 5)
+             if lo <= m * 10.0 ** k * (1 + 1e-9) and m * 10.0 ** k <= hi * (1 + 1e-9)]
+    if len(marks) < 2:  # within a factor of 2.5: the two ends, in the same notation
+        return [lo, hi], [_power_of_ten(lo), _power_of_ten(hi)]
+    marks = marks[::math.ceil(len(marks) / most)]
+    return [m * 10.0 ** k for m, k in marks], [f"{m}e{k}" for m, k in marks]
+
+
+def _power_of_ten(x: float) -> str:
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 class ProgressTask:
