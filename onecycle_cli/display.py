@@ -147,9 +147,11 @@ class Display:
                 t.add_row(*[text(r[i]) for i in shown])
             return t
 
+        if not self.enabled:
+            return
         shown = list(range(len(columns)))
         t = build(shown)
-        if not self.enabled or self.console.is_terminal:
+        if self.console.is_terminal:
             # rich fits a table to the terminal by wrapping and then cutting the widest columns ("mnist_sample/si…"),
             # whatever their words: columns go, in the order given, until the table fits at its natural width
             dropped, unbounded = [], self.console.options.update(width=100_000)
@@ -187,7 +189,7 @@ class Display:
             plt.theme("clear")
             if xlog:
                 plt.xscale("log")
-                finite = [x for x in xs if x > 0 and math.isfinite(x)]
+                finite = [x for x in xs if isinstance(x, (int, float)) and x > 0 and math.isfinite(x)]
                 ticks = log_ticks(min(finite), max(finite), most=max(2, width // 8)) if finite else ([], [])
                 if len(set(ticks[0])) >= 2:  # plotext's own would be plain decimals: 0.000010, 0.001000, 10.000000
                     plt.xticks(*ticks)

@@ -165,7 +165,7 @@ def describe(path: Path) -> dict:
         max_lr = _number(s.get("max_lr", section("schedule").get("max_lr")))
         epochs = s.get("epochs", section("train").get("epochs"))
     schedule = (s.get("schedule") or section("schedule").get("name")) if command != "find" else None
-    shape = s.get("shape") or section("schedule").get("shape") if schedule == "onecycle" else None  # 1cycle's alone
+    shape = (s.get("shape") or section("schedule").get("shape")) if schedule == "onecycle" else None  # 1cycle's alone
     freeze = s.get("freeze_epochs", section("train").get("freeze_epochs"))  # fine_tune: a frozen cycle first
     return {
         "id": path.name, "path": str(path), "started": s.get("started") or meta.get("started"),
