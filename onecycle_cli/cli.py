@@ -673,12 +673,14 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
 
 
 @app.command("plot", cls=OnecycleCommand)
-def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path, help="A run directory.",
-                                                     autocompletion=completion.run_dirs)]) -> int:
+def plot_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
+                                                     help="A run directory (or its id under the runs root).",
+                                                     autocompletion=completion.run_dirs)],
+             runs_dir: RunsDir_ = None) -> int:
     """Redraw a run's PNGs from its files."""
+    from .runs.history import run_dir_of
     from .runs.plots import plot_run
-    if not (run_dir / "summary.json").is_file() and not (run_dir / "config.yaml").is_file():
-        raise UsageError(f"{run_dir}: not a onecycle run directory")
+    run_dir = run_dir_of(run_dir, _runs_root(runs_dir))
     written, errors = plot_run(run_dir)
     for path in written:
         _say(path)
@@ -701,7 +703,7 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
              json_: Annotated[bool, typer.Option("--json", help="Print the runs as one JSON list on stdout.")] = False
              ) -> int:
     """List past runs, newest first; crashed and unfinished ones included."""
-    from .runs.history import COLUMNS, list_runs, table_rows
+    from .runs.history import COLUMNS, NARROW_DROPS, list_runs, table_rows
     if directory is not None and runs_dir is not None:
         raise UsageError(f"conflicting arguments: DIR {directory} and --runs-dir {runs_dir}; give one")
     root = directory if directory is not None else _runs_root(runs_dir, config)
@@ -711,7 +713,8 @@ def runs_cmd(directory: Annotated[Optional[Path], typer.Argument(
         sys.stdout.write(to_json(rows).replace("\n", "") + "\n")
     display = _display()
     if rows:
-        display.table(f"{len(rows)} run{'s' * (len(rows) != 1)} in {root}, newest first", COLUMNS, table_rows(rows))
+        display.table(f"{len(rows)} run{'s' * (len(rows) != 1)} in {root}, newest first", COLUMNS, table_rows(rows),
+                      whole="id", narrow_drops=NARROW_DROPS)
     else:
         display.print(f"no runs in {root}")
     return 0
@@ -749,16 +752,15 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
 
 @app.command("report", cls=OnecycleCommand)
 def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
-                                                      help="A run (or comparison) directory.",
-                                                      autocompletion=completion.run_dirs)]) -> int:
+                                                      help="A run (or comparison) directory, or its id under the "
+                                                           "runs root.",
+                                                      autocompletion=completion.run_dirs)],
+               runs_dir: RunsDir_ = None) -> int:
     """(Re)write a run's self-contained report.html and print its path."""
     from .runs.compare import write_compare_report
-    from .runs.history import is_run_dir, read_json
+    from .runs.history import read_json, run_dir_of
     from .runs.report import write_run_report
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: no such run directory")
-    if not is_run_dir(run_dir):
-        raise UsageError(f"{run_dir}: not a onecycle run directory (no summary.json or config.yaml)")
+    run_dir = run_dir_of(run_dir, _runs_root(runs_dir))
     command = (read_json(run_dir / "summary.json") or {}).get("command")
     if command == "grid":
         from .grid.record import write_report

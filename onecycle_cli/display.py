@@ -46,6 +46,13 @@ def fmt_num(x: float | None, digits: int = 6) -> str:
     return f"{x:.{digits}f}"
 
 
+def fmt_pct(x: float | None, digits: int = 2) -> str:
+    """An accuracy (a fraction, as the records keep it) in percent, as the README quotes it: 0.993621 -> 99.36%."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+        return "-"
+    return f"{100 * x:.{digits}f}%"
+
+
 def fmt_value(value) -> str:
     """A config value as YAML writes it (true, null, 1e-05), so it reads like config.yaml."""
     if value is None:
@@ -153,18 +160,41 @@ class Display:
                  fmt_num(row["accuracy"]), fmt_time(row["seconds"])]
         self.print("  ".join(f"{c:<11}" for c in cells).rstrip())
 
-    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        t = Table(title=text(title), title_justify="left", show_edge=False, pad_edge=False)
-        for c in columns:
-            t.add_column(text(c))
-        for r in rows:
-            t.add_row(*[text(x) for x in r])
-        if not self.enabled or self.console.is_terminal:
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], whole: str | None = None,
+              narrow_drops: Sequence[str] = ()) -> None:
+        """`whole`: a column never cut or wrapped (a run id, to be copied); `narrow_drops`: columns left out, in
+        this order, while the table is wider than the terminal (a caption names them)."""
+        from rich.measure import Measurement
+
+        def build(shown: list[int]) -> Table:
+            t = Table(title=text(title), title_justify="left", show_edge=False, pad_edge=False)
+            for i in shown:
+                t.add_column(text(columns[i]), no_wrap=columns[i] == whole)
+            for r in rows:
+                t.add_row(*[text(r[i]) for i in shown])
+            return t
+
+        if not self.enabled:
+            return
+        shown = list(range(len(columns)))
+        t = build(shown)
+        if self.console.is_terminal:
+            # rich fits a table to the terminal by wrapping and then cutting the widest columns ("mnist_sample/si…"),
+            # whatever their words: columns go, in the order given, until the table fits at its natural width
+            dropped, unbounded = [], self.console.options.update(width=100_000)
+            for name in narrow_drops:
+                if Measurement.get(self.console, unbounded, t).maximum <= self.console.width:
+                    break
+                shown.remove(list(columns).index(name))
+                dropped.append(name)
+                t = build(shown)
+            if dropped:
+                t.caption, t.caption_justify = text(f"(not shown at {self.console.width} columns: "
+                                                    f"{', '.join(dropped)})"), "left"
             self.print(t)
             return
         # a log file or a pipe has no width: rich would cut cells to its default 80 columns
         # ("comple…"), so print the table at its natural width and keep every character
-        from rich.measure import Measurement
         natural = Measurement.get(self.console, self.console.options.update(width=100_000), t).maximum
         saved = self.console.width
         self.console.width = max(saved, natural)
@@ -181,10 +211,15 @@ class Display:
         try:
             import plotext as plt
             plt.clf()
-            plt.plotsize(min(max(self.console.width - 1, 40), 100), 18)
+            width = min(max(self.console.width - 1, 40), 100)
+            plt.plotsize(width, 18)
             plt.theme("clear")
             if xlog:
                 plt.xscale("log")
+                finite = [x for x in xs if isinstance(x, (int, float)) and x > 0 and math.isfinite(x)]
+                ticks = log_ticks(min(finite), max(finite), most=max(2, width // 8)) if finite else ([], [])
+                if len(set(ticks[0])) >= 2:  # plotext's own would be plain decimals: 0.000010, 0.001000, 10.000000
+                    plt.xticks(*ticks)
             for name, ys in series.items():
                 pts = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
                 if pts:
@@ -200,6 +235,27 @@ class Display:
             (self._progress.console if self._progress else self.console).file.write(drawn.rstrip() + "\n")
         except Exception as e:  # missing plotext, a terminal too small: say so and go on
             self.print(f"(no text plot: {type(e).__name__}: {e})")
+
+
+def log_ticks(lo: float, hi: float, most: int = 10) -> tuple[list[float], list[str]]:
+    """Ticks for a log axis from `lo` to `hi` (both > 0), labelled as powers of ten: 1e-4, 1e-3, ... at every
+    decade (every second, third ... past `most`), or at 1, 2 and 5 of a decade when the range holds under two."""
+    first, last = math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9)
+    decades = list(range(first, last + 1))
+    if len(decades) >= 2:
+        decades = decades[::math.ceil(len(decades) / most)]
+        return [10.0 ** k for k in decades], [f"1e{k}" for k in decades]
+    marks = [(m, k) for k in range(first - 1, last + 1) for m in (1, 2, 5)
+             if lo <= m * 10.0 ** k * (1 + 1e-9) and m * 10.0 ** k <= hi * (1 + 1e-9)]
+    if len(marks) < 2:  # within a factor of 2.5: the two ends, in the same notation
+        return [lo, hi], [_power_of_ten(lo), _power_of_ten(hi)]
+    marks = marks[::math.ceil(len(marks) / most)]
+    return [m * 10.0 ** k for m, k in marks], [f"{m}e{k}" for m, k in marks]
+
+
+def _power_of_ten(x: float) -> str:
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 class ProgressTask:

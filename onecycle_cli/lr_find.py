@@ -33,7 +33,7 @@ from .dist import Dist
 from .errors import UsageError
 from .faults import fault
 from .loader import TrainBatches, eval_batches
-from .models import set_frozen
+from .models import body_is_random, set_frozen
 from .optim import build_optimizer
 from .pipeline import Pipeline, Precision, announce_data, build_pipeline
 from .runs.directory import NullRunDir, RunDir, now_iso
@@ -347,6 +347,12 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
         for size in sweep_over[1]:  # a batch the data cannot fill is refused before the run directory exists
             TrainBatches(pipe.ds, cfg.data, size, cfg.train.seed, dist.rank, dist.world)
     run = RunDir.create(cfg.run.root, "find", resolved.name) if dist.main else NullRunDir()
+    if sweeps_frozen(cfg) and pipe.built is not None and body_is_random(pipe.built):
+        display.warn("the sweep drives the head alone, the body frozen (find --freeze or train.freeze_epochs), but "
+                     "the body's weights are random (no model.pretrained, no --init): its suggestion is for a head on "
+                     "random features; give pretrained weights (model.pretrained: a weights file, or true for a tv: "
+                     "or timm: model; or --init RUN_DIR), or sweep the whole network (no --freeze, "
+                     "train.freeze_epochs 0)")
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
             "seed": cfg.train.seed, "device": str(pipe.device), "threads": pipe.threads,

@@ -26,6 +26,7 @@ from .dist import Dist
 from .errors import Diverged, UsageError
 from .fit import LoopState, fit, start_cycle
 from .lr_find import find_in_run
+from .models import body_is_random
 from .optim import build_optimizer, leading_groups
 from .pipeline import Pipeline, announce_data, build_pipeline
 from .resume import checkpoint_state, kept_state, open_for_resume, restore
@@ -169,6 +170,17 @@ def show_model(display: Display, pipe: Pipeline, record: RunRecord) -> None:
                       + " | ".join(f"{g.name} ({g.size:,} parameters)" for g in pipe.groups), markup=False)
 
 
+def random_body_warning(pipe: Pipeline) -> str | None:
+    """fine_tune's frozen cycle on a body initialised at random: said once, as the run starts (not per cycle)."""
+    n = pipe.cfg.train.freeze_epochs
+    if not n or pipe.built is None or not body_is_random(pipe.built):
+        return None
+    return (f"train.freeze_epochs = {n}: the body is frozen for {n} epoch{'s' * (n != 1)}, but its weights are random "
+            f"(no model.pretrained, no --init), so the head learns from random features; give pretrained weights "
+            f"(model.pretrained: a weights file, or true for a tv: or timm: model; or --init RUN_DIR), or set "
+            f"train.freeze_epochs to 0")
+
+
 def cycle_line(cycle: Cycle) -> str:
     what = ("the head alone, the body frozen (its normalisation layers still training)" if cycle.frozen
             else "the whole network")
@@ -273,6 +285,8 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
     try:
         if resume is None:
             start_run(run, resolved, pipe, record, display, find_first, argv)
+            if warning := random_body_warning(pipe):  # a resumed run said it when it started
+                display.warn(warning)
             if find_first:
                 # until the range test ends, no max_lr is this run's: a summary written meanwhile says so
                 record.max_lr_chosen, record.max_lr_source = False, "find: the range test in this run, not finished"

@@ -42,7 +42,7 @@ def test_compare_names_only_the_setting_that_differs_and_reads_the_results(cli, 
     assert "schedule.name" in table and "onecycle" in table and "constant" in table
     for key in ("onecycle", "constant"):
         assert tiny_runs[key].name in table
-        assert f"{s[key]['final']['accuracy']:.4f}" in table
+        assert f"{100 * s[key]['final']['accuracy']:.2f}%" in table  # in percent, as the README quotes a run
     assert "optim.name" not in table  # shared settings are not repeated
 
 

@@ -1,6 +1,7 @@
 """The LR range test: `onecycle find --config mnist_sample`."""
 
 import copy
+import io
 import itertools
 import math
 import random
@@ -8,6 +9,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from onecycle_cli import suggest as suggest_rules
 from onecycle_cli.config import FindConfig, resolve
@@ -237,3 +239,22 @@ def test_held_out_variant_scores_fixed_batches(cli, tmp_path):
 def test_lr_at_spans_start_to_end():
     fc = FindConfig(start_lr=1e-6, end_lr=1.0, num_it=13)
     assert [round(math.log10(lr_at(i, fc)), 9) for i in range(0, 13, 2)] == [-6, -5, -4, -3, -2, -1, 0]
+
+
+def text_plot_axis(lo: float, hi: float, width: int) -> list[str]:
+    """The x-axis labels of a range test's text plot from `lo` to `hi`, on a console `width` columns wide."""
+    out = io.StringIO()
+    lrs = [lo * (hi / lo) ** (i / 99) for i in range(100)]
+    Display(console=Console(file=out, width=width)).text_plot(
+        lrs, {"loss": [2 - math.log10(lr) / 10 for lr in lrs]}, "range test", xlog=True, marks={"floor": lrs[60]})
+    lines = out.getvalue().splitlines()
+    return lines[lines.index(next(line for line in lines if "└" in line)) + 1].split()
+
+
+def test_the_range_tests_text_plot_labels_its_log_axis_in_powers_of_ten():
+    # find's default sweep, 1e-7 to 10: every decade, where plotext wrote 0.000000 0.000010 0.001000 ...
+    assert text_plot_axis(1e-7, 10, 100) == ["1e-7", "1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1", "1e0", "1e1"]
+    # a narrow terminal gets every other decade rather than labels run together
+    assert text_plot_axis(1e-7, 10, 40) == ["1e-7", "1e-5", "1e-3", "1e-1", "1e1"]
+    # under two decades: 1, 2 and 5 of each
+    assert text_plot_axis(3e-4, 8e-3, 80) == ["5e-4", "1e-3", "2e-3", "5e-3"]

@@ -225,3 +225,32 @@ def test_bad_fine_tuning_settings_are_refused(cli, sets, fragments):
 def test_a_frozen_cycle_too_short_to_warm_up_is_refused_by_its_key(cli):
     r = cli("train", *BOOK_CNN, "--set", "train.freeze_epochs=1", "--set", "schedule.freeze_pct_start=0.1")
     assert_usage_error(r, "frozen 1cycle", "schedule.freeze_pct_start = 0.1", "1.00 steps to warm up")
+
+
+def test_freezing_a_random_body_warns_once_per_run_and_a_loaded_body_not_at_all(cli, tmp_path):
+    def random_body(stderr: str) -> list[str]:
+        return [line for line in stderr.splitlines() if line.startswith("warning:") and "weights are random" in line]
+
+    fine_tune = [*BOOK_CNN, "--epochs", "1", "--set", "train.freeze_epochs=2", "--set", "optim.lr_mult=10"]
+    # a frozen range test, then two cycles over three epochs: one warning for the run, not one per sweep, cycle
+    # or epoch
+    r = cli("train", *fine_tune, "--max-lr", "find", "--set", "find.num_it=20", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json()["epochs_done"] == 3 and len(r.json()["cycles"]) == 2
+    [warning] = random_body(r.stderr)
+    assert "train.freeze_epochs = 2: the body is frozen for 2 epochs" in warning
+    assert "model.pretrained" in warning and "--init RUN_DIR" in warning and "train.freeze_epochs to 0" in warning
+    r = cli("find", *BOOK_CNN, "--num-it", "20", "--freeze")
+    assert r.code == 0, r.stderr
+    [warning] = random_body(r.stderr)
+    assert "the head alone" in warning and "no --freeze" in warning
+    # the same with a body that holds trained weights (--init from the run above): nothing to say
+    trained = tmp_path / "trained"
+    assert cli("train", *BOOK_CNN, "--epochs", "1", "--runs-dir", trained).code == 0
+    [run] = trained.iterdir()
+    r = cli("train", *fine_tune, "--max-lr", "0.05", "--init", run)
+    assert r.code == 0 and "weights: " in r.stderr and random_body(r.stderr) == [], r.stderr
+    r = cli("find", *BOOK_CNN, "--num-it", "20", "--freeze", "--set", f"model.init={run}")
+    assert r.code == 0 and random_body(r.stderr) == [], r.stderr
+    # and an unfrozen run of a random body is what training from scratch is: no warning either
+    assert random_body(cli("train", *BOOK_CNN, "--epochs", "1").stderr) == []

@@ -87,7 +87,7 @@ def test_a_grid_records_every_member_and_point(grid_2x2):
         assert p["std"] == pytest.approx((sum((a - mean) ** 2 for a in acc)) ** 0.5)  # ddof=1 of two values
     best = max(grid["points"], key=lambda p: p["mean"])
     assert grid["best"]["mean"] == best["mean"] and grid["best"]["values"] == best["values"]
-    assert f"accuracy {best['mean']:.4f}" in grid_2x2["stderr"]
+    assert f"accuracy {100 * best['mean']:.2f} ± {100 * best['std']:.2f}%" in grid_2x2["stderr"]
     assert grid_2x2["stderr"].count("] member ") == 8 and "[8/8]" in grid_2x2["stderr"]
     assert json.loads((folder / "grid.json").read_text()) == grid
     table = rows(folder / "grid.csv")
@@ -97,7 +97,8 @@ def test_a_grid_records_every_member_and_point(grid_2x2):
     assert [float(r["accuracy"]) for r in table] == [m["accuracy"] for m in members]
     assert (folder / "grid.png").read_bytes()[:4] == b"\x89PNG" and (folder / "grid.png").stat().st_size > 20_000
     page = (folder / "report.html").read_text()
-    assert page.count('href="') == 8 and "data:image/png;base64," in page and f"{best['mean']:.4f}" in page
+    assert page.count('href="') == 8 and "data:image/png;base64," in page
+    assert f"{100 * best['mean']:.2f} ± {100 * best['std']:.2f}% (n=2)" in page  # percent, as the regret is in points
 
 
 def test_a_member_equals_the_same_train_run_alone(grid_2x2, cli):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from conftest import TINY, assert_usage_error
+from conftest import REPO, TINY, assert_usage_error
 from onecycle_cli.presets import shipped as shipped_configs
 
 
@@ -99,6 +100,23 @@ def test_init_copies_a_preset_with_its_comments_into_an_editable_file(cli, tmp_p
     # and editing it changes the run
     (tmp_path / "cifar.yaml").write_text(copy.replace("epochs: 95", "epochs: 7"))
     assert resolved(cli, "--config", "cifar.yaml")["train"]["epochs"] == 7
+
+
+# what a clone holds beside the package: an installed copy has none of it ("runs/" is where runs go, anywhere)
+OUTSIDE_THE_PACKAGE = [re.escape(p.name) + ("/" if p.is_dir() else "") for p in REPO.iterdir()
+                       if not p.name.startswith(".") and p.name not in ("onecycle_cli", "runs")]
+OUTSIDE = re.compile("|".join([r"\.\./", r"\bshared/", r"\bREADME", r"\bissue\s*#?\d", r"#\d",
+                               *(rf"\b{name}" for name in OUTSIDE_THE_PACKAGE)]), re.I)
+
+
+@pytest.mark.parametrize("name", sorted(shipped_configs()))
+def test_the_comments_init_writes_mention_nothing_outside_the_installed_package(cli, tmp_path, name):
+    assert "benchmarks/" in OUTSIDE_THE_PACKAGE and "tests/" in OUTSIDE_THE_PACKAGE  # the clone's, as listed
+    assert cli("init", name).code == 0
+    written = (tmp_path / f"{name}.yaml").read_text()
+    notes = [line.split("#", 1)[1] for line in written.splitlines() if "#" in line]
+    assert len(notes) > 10  # the reasons are there ...
+    assert [note for note in notes if OUTSIDE.search(note)] == []  # ... and each stands on what pip installed
 
 
 def test_init_with_no_name_is_the_default_preset_and_takes_a_file_or_a_folder(cli, tmp_path):

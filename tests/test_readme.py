@@ -62,6 +62,11 @@ def test_quick_start_runs_verbatim_offline(tmp_path):
         p = run(line, tmp_path, {})
         assert p.returncode == 0, f"{line}\n{p.stderr[-1500:]}"
     assert len(list((tmp_path / "runs").iterdir())) == len(lines) - 1  # `onecycle runs` writes nothing
+    # `compare --last 2` put the 1cycle fit beside the constant-LR one, the two the comments quote
+    [compared] = (tmp_path / "runs").glob("*-compare-2runs")
+    summary = json.loads((compared / "summary.json").read_text())
+    assert summary["differing"] == {"schedule.name": ["onecycle", "constant"]}, summary["differing"]
+    assert all(run["max_lr"] == 0.05 for run in summary["runs"])
 
 
 def test_presets_init_and_completion_run_verbatim(tmp_path):

@@ -63,9 +63,14 @@ def test_a_train_runs_report_shows_its_plots_and_numbers_in_chromium(cli, tiny_r
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert len(rows) == 2
     for row in rows:
-        for value in row[4:7]:  # train_loss, valid_loss, accuracy
+        for value in row[4:6]:  # train_loss, valid_loss
             assert f'<td class="num">{fmt_num(float(value))}</td>' in dom
-    assert f"<th>final accuracy</th><td>{fmt_num(summary['final']['accuracy'])}</td>" in dom
+        # the accuracy in percent, with the terminal's digits: 0.859375 there, 85.9375% here
+        assert f'<td class="num">{100 * float(row[6]):.4f}%</td>' in dom
+    final, best = summary["final"]["accuracy"], summary["best"]
+    assert f"<th>final accuracy</th><td>{100 * final:.2f}%</td>" in dom  # as the README and onecycle runs quote it
+    assert f"<th>best accuracy</th><td>{100 * best['accuracy']:.2f}% (epoch {best['epoch']})</td>" in dom
+    assert fmt_num(final) not in dom  # the fraction the terminal's epoch table prints is not repeated
     assert "<th>status</th><td>completed</td>" in dom
     assert "<td>max_lr</td><td>0.05</td>" in dom  # the settings, from config.yaml
     assert "onecycle (fastai)" in dom
@@ -94,7 +99,7 @@ def test_a_comparisons_report_shows_the_overlay_and_both_runs(cli, tiny_runs, tm
     assert "<td>schedule.name</td>" in dom
     for key in ("onecycle", "constant"):
         assert tiny_runs[key].name in dom
-        assert f"{tiny_runs['summaries'][key]['final']['accuracy']:.4f}" in dom
+        assert f"{100 * tiny_runs['summaries'][key]['final']['accuracy']:.2f}%" in dom
     # `onecycle report` rewrites it from the comparison's own files
     (out / "report.html").unlink()
     assert cli("report", out).code == 0 and "<td>schedule.name</td>" in (out / "report.html").read_text()
@@ -130,3 +135,28 @@ def test_report_refuses_what_is_not_a_run(cli, tmp_path):
     assert_usage_error(cli("report", "nowhere"), "nowhere", "no such run directory")
     (tmp_path / "empty").mkdir()
     assert_usage_error(cli("report", "empty"), "not a onecycle run directory")
+
+
+def test_report_and_plot_take_a_run_id_under_the_runs_root_as_compare_does(cli, tiny_runs, tmp_path):
+    root = tmp_path / "elsewhere"
+    run = shutil.copytree(tiny_runs["onecycle"], root / tiny_runs["onecycle"].name)
+    for how in ({"env": {"ONECYCLE_RUNS": str(root)}}, {"args": ("--runs-dir", root)}):
+        for name in ("report.html", "curves.png", "schedule.png"):
+            (run / name).unlink()
+        r = cli("report", run.name, *how.get("args", ()), env=how.get("env"))
+        assert r.code == 0, r.stderr
+        assert r.stdout.strip() == str(run / "report.html") and (run / "report.html").is_file()
+        r = cli("plot", run.name, *how.get("args", ()), env=how.get("env"))
+        assert r.code == 0, r.stderr
+        assert r.stdout.split() == [str(run / "schedule.png"), str(run / "curves.png")]
+        assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the runs root a train run writes to by default, ./runs, as for compare
+    shutil.copytree(run, tmp_path / "runs" / run.name)
+    assert cli("report", run.name).stdout.strip() == str(Path("runs") / run.name / "report.html")
+    # a path still means the path, and an id that is no run there is refused in one line naming the root
+    assert cli("plot", run, "--runs-dir", tmp_path / "nowhere").code == 0
+    for command in ("report", "plot"):
+        assert_usage_error(cli(command, "20990101-000000-train-gone", "--runs-dir", root),
+                           "20990101-000000-train-gone: no such run directory", f"a run id under {root}")
+    (root / "notes").mkdir()
+    assert_usage_error(cli("plot", "notes", "--runs-dir", root), "notes: not a onecycle run directory")

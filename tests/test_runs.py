@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,18 +28,68 @@ def test_runs_lists_every_run_newest_first_with_its_numbers(cli, tiny_runs):
     one, const, find = (by_id[tiny_runs[k].name] for k in ("onecycle", "constant", "find"))
     assert (one["command"], one["config"], one["dataset"], one["model"]) == ("train", "mnist_sample", "mnist_sample",
                                                                              "simple_cnn")
-    assert (one["schedule"], const["schedule"]) == ("onecycle", "constant")
+    assert (one["schedule"], one["shape"], const["schedule"], const["shape"]) == ("onecycle", "fastai", "constant",
+                                                                                   None)
     assert one["max_lr"] == 0.05 and one["epochs"] == 2 and one["status"] == "completed"
     assert one["best_accuracy"] == s["onecycle"]["best"]["accuracy"] > 0.5
+    assert one["final_accuracy"] == s["onecycle"]["final"]["accuracy"]  # --json keeps the fraction, a number
     assert one["wall_seconds"] == s["onecycle"]["wall_seconds"]
     # a range test has no epochs; its max_lr is the suggestion train --max-lr would take
-    assert find["command"] == "find" and find["epochs"] is None
+    assert find["command"] == "find" and find["epochs"] is None and find["schedule"] is None
     assert find["max_lr"] == s["find"]["suggestion"]["lr"]
 
     table = cli("runs", tiny_runs["root"]).stderr
+    lines = {r["id"]: next(line for line in table.splitlines() if line.startswith(r["id"] + " ")) for r in rows}
     for r in rows:
         assert r["id"] in table  # whole, not cut to the terminal's width
-    assert f"{s['onecycle']['best']['accuracy']:.4f}" in table and "completed" in table
+    # the schedule, and the final accuracy in percent as the README quotes a run (99.36%)
+    for key, schedule in (("onecycle", "1cycle (fastai)"), ("constant", "constant")):
+        line, final = lines[tiny_runs[key].name], s[key]["final"]["accuracy"]
+        assert schedule in line and f" {100 * final:.2f}% " in line and "completed" in line
+    assert "range test" in lines[tiny_runs["find"].name] and "%" not in lines[tiny_runs["find"].name]
+
+
+def on_a_terminal(*args: str, columns: int) -> str:
+    """What `onecycle ARGS` shows a person whose terminal is `columns` wide: stderr on a pseudo-terminal."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE") and k != "COLUMNS"}
+    env.update(PYTHONPATH=str(REPO), TERM="xterm-256color")
+    p = subprocess.Popen([sys.executable, "-m", "onecycle_cli", *args], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the command has exited and closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert p.wait() == 0, out.decode(errors="replace")
+    os.close(master)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode()).replace("\r", "")
+
+
+def test_runs_on_an_80_column_terminal_shows_whole_ids_schedules_and_accuracies(tiny_runs):
+    s = tiny_runs["summaries"]
+    shown = on_a_terminal("runs", str(tiny_runs["root"]), columns=80)
+    lines = shown.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in shown  # nothing cut to fit
+    for key in ("find", "onecycle", "constant"):
+        [line] = [line for line in lines if line.startswith(tiny_runs[key].name + " ")]  # the id whole, to copy
+        assert "completed" in line
+    onecycle = next(line for line in lines if line.startswith(tiny_runs["onecycle"].name))
+    assert "1cycle" in onecycle and f"{100 * s['onecycle']['final']['accuracy']:.2f}%" in onecycle
+    assert "not shown at 80 columns: command, config, dataset/model" in " ".join(shown.split())
+    # a wide terminal has room for every column, and says nothing is missing
+    wide = on_a_terminal("runs", str(tiny_runs["root"]), columns=200)
+    assert "dataset/model" in wide and "mnist_sample/simple_cnn" in wide and "not shown" not in wide
 
 
 def test_runs_looks_where_train_writes(cli, tiny_runs, tmp_path):

@@ -105,3 +105,53 @@ def test_schedule_command_previews_without_data(cli, tmp_path):
     assert s["final_lr"] == pytest.approx(0.8 / 1e3, rel=0.05)
     assert [p["name"] for p in s["phases"]] == ["warm-up", "cool-down", "annihilation"]
     assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+# -- schedule.png: every phase named up its line, no name over another's ---------------------------------------
+SHORT_PHASES = {
+    "fastai, pct_start 0.05, 1 epoch": ["schedule.pct_start=0.05"],
+    "smith's three phases, pct_start 0.05, 1 epoch": ["schedule.shape=smith", "schedule.pct_start=0.05"],
+    "fine_tune, 1 frozen + 1 unfrozen epoch": ["train.freeze_epochs=1", "optim.lr_mult=10"],
+    "fine_tune in smith's shape": ["train.freeze_epochs=1", "schedule.shape=smith", "schedule.freeze_pct_start=0.45",
+                                   "schedule.unfreeze_pct_start=0.05"],
+    "step, milestones a step apart": ["schedule.name=step", "schedule.milestones=[0.5,0.525,0.55,0.575]"],
+}
+
+
+def drawn_schedule(sets: list[str], steps_per_epoch: int = 40):
+    """The figure `onecycle schedule --config mnist_sample --set ...` saves, and its phases."""
+    from onecycle_cli.config import resolve
+    from onecycle_cli.models import group_names
+    from onecycle_cli.runs.plots import draw_schedule
+    from onecycle_cli.schedules import cycle_phase_changes, cycles, preview_cycles
+    cfg = resolve("mnist_sample", [*sets, "train.epochs=1"]).config
+    plan = cycles(cfg, len(group_names(cfg.model.name)))
+    group_lrs, moms = preview_cycles(plan, steps_per_epoch, cfg.optim.name, cfg.optim.betas[0])
+    phases = cycle_phase_changes(plan, steps_per_epoch)
+    shown = {f"lr_{i}": lrs for i, lrs in enumerate(group_lrs)} if len(plan) > 1 else group_lrs[-1]
+    return draw_schedule(range(len(moms)), shown, moms, "t", phases), phases
+
+
+@pytest.mark.parametrize("case", list(SHORT_PHASES))
+def test_schedule_png_names_every_phase_with_no_label_over_another(case):
+    fig, phases = drawn_schedule(SHORT_PHASES[case])
+    renderer = fig.canvas.get_renderer()
+    lr_panel = fig.axes[0]
+    panel = lr_panel.get_window_extent(renderer)
+    labels = [t for t in lr_panel.texts if t.get_text()]
+    assert [t.get_text() for t in labels] == [name for name, _ in phases[1:]]  # every phase after the first, in place
+    assert [t.get_text() for t in fig.texts] == ["t"]  # the title alone: no name pushed into a note under the panel
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    inside = panel.padded(0.5)  # half a pixel for rounding
+    for i, box in enumerate(boxes):
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, labels[i]
+        for j in range(i):
+            assert not box.overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
+    # close phases were there to be kept apart: some two lines are nearer than a label is thick
+    lines = sorted(lr_panel.transData.transform((step, 0))[0] for _, step in phases[1:])
+    if case.startswith("fastai"):  # two phases: one name, one step after the start
+        assert len(boxes) == 1 and phases[1][1] == 1
+    else:
+        assert min(b - a for a, b in zip(lines, lines[1:])) < max(b.width for b in boxes)
+    from onecycle_cli.runs.plots import pyplot
+    pyplot().close(fig)

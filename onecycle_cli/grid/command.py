@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..display import Display, fmt_time, fmt_value
+from ..display import Display, fmt_pct, fmt_time, fmt_value
 from ..errors import UsageError
 from ..runs.directory import RunDir, to_json
 from . import array, launch, spec, warm
@@ -106,11 +106,11 @@ def say_findings(grid: dict, started: float, display: Display, as_json: bool) ->
     best = grid.get("best")
     if best:
         values = ", ".join(f"{k}={fmt_value(v)}" for k, v in best["values"].items()) or "the one point"
-        display.print(f"best: {values}: accuracy {best['mean']:.4f} ± {best['std']:.4f} (n={best['n']})",
-                      markup=False)
+        display.print(f"best: {values}: accuracy {100 * best['mean']:.2f} ± {100 * best['std']:.2f}% "
+                      f"(n={best['n']})", markup=False)
     if grid.get("suggestion") and grid.get("regret") is not None:
         display.print(f"the range test's suggestion {grid['suggestion']['lr']:.3g}: accuracy "
-                      f"{grid['suggestion_mean']:.4f}, {grid['regret']:.2f} points below the best (regret)",
+                      f"{fmt_pct(grid['suggestion_mean'])}, {grid['regret']:.2f} points below the best (regret)",
                       markup=False)
     display.print(f"grid: {grid['status']} in {fmt_time(time.time() - started)}: {grid['grid_dir']} "
                   f"(grid.json, grid.csv, grid.png, report.html)", markup=False)

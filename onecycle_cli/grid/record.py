@@ -22,10 +22,10 @@ import statistics
 from html import escape
 from pathlib import Path
 
-from ..display import fmt_time, fmt_value
+from ..display import fmt_pct, fmt_time, fmt_value
 from ..runs import html
 from ..runs.directory import to_json
-from ..runs.plots import label, pyplot, save_png
+from ..runs.plots import label, percent_axis, pyplot, save_png
 from ..safe_files import atomic_write_text
 
 FINAL = ("completed", "diverged")  # a member in one of these is done: --resume leaves it as it is
@@ -151,6 +151,7 @@ def grid_png(grid_dir: Path, grid: dict) -> Path | None:
                        label=f"range test's {label(suggestion['name'])} {suggestion['lr']:.2e}")
         ax.set_xlabel(label(key) + (" (log scale)" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel("final accuracy")
+        percent_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(label(f"{grid['config']}: {len(done)} of {len(grid['members'])} members completed"), fontsize=11)
@@ -159,7 +160,12 @@ def grid_png(grid_dir: Path, grid: dict) -> Path | None:
 
 
 def _acc(x) -> str:
-    return f"{x:.4f}" if _number(x) else "-"
+    return fmt_pct(x) if _number(x) else "-"  # in percent, as the regret is in points
+
+
+def _spread(mean, std) -> str:
+    """A point's mean ± std over its seeds, as the README writes them: 95.29 ± 0.27%."""
+    return f"{100 * mean:.2f} ± {100 * std:.2f}%" if _number(mean) and _number(std) else _acc(mean)
 
 
 def write_report(grid_dir: Path, grid: dict) -> Path:
@@ -169,14 +175,15 @@ def write_report(grid_dir: Path, grid: dict) -> Path:
     states = ", ".join(f"{n} {s}" for s, n in counts(grid).items())
     facts = [("status", grid["status"]), ("members", f"{len(grid['members'])} ({states})"),
              ("best point", (", ".join(f"{k}={fmt_value(v)}" for k, v in best["values"].items()) or "(one point)")
-              + f": {_acc(best['mean'])} ± {_acc(best['std'])} (n={best['n']})" if best else None)]
+              + f": {_spread(best['mean'], best['std'])} (n={best['n']})" if best else None)]
     if suggestion:
         facts += [("range test's suggestion",
                    f"{suggestion['lr']:.3e} ({suggestion['name']}, {suggestion['find_run']})"),
                   ("suggestion's mean accuracy", _acc(grid.get("suggestion_mean"))),
                   ("regret (points of accuracy)", f"{grid['regret']:.2f}" if _number(grid.get("regret")) else None)]
     facts.append(("wall time", fmt_time(grid["wall_seconds"]) if _number(grid.get("wall_seconds")) else None))
-    point_rows = [[*(fmt_value(p["values"][k]) for k in keys), p["n"], _acc(p["mean"]), _acc(p["std"])]
+    point_rows = [[*(fmt_value(p["values"][k]) for k in keys), p["n"], _acc(p["mean"]),
+                   f"{100 * p['std']:.2f}" if _number(p["std"]) else "-"]
                   for p in grid.get("points") or []]
     member_rows = []
     for m in grid["members"]:
@@ -192,7 +199,8 @@ def write_report(grid_dir: Path, grid: dict) -> Path:
     head = "".join(f"<th>{escape(c)}</th>" for c in [*keys, "seed", "status", "accuracy", "wall s", "run"])
     body = ("<h2>Summary</h2>\n" + html.pairs(facts)
             + "<h2>Grid points (mean ± std over seeds)</h2>\n"
-            + html.table([*keys, "n", "mean accuracy", "std"], point_rows, set(range(len(keys), len(keys) + 3)))
+            + html.table([*keys, "n", "mean accuracy", "std (points)"], point_rows,
+                         set(range(len(keys), len(keys) + 3)))
             + ("<h2>Accuracy against each varied key</h2>\n" + html.images(grid_dir)
                if (grid_dir / "grid.png").is_file() else "")
             + f"<h2>Members</h2>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{''.join(member_rows)}"

@@ -16,11 +16,11 @@ from ..config import ModelConfig
 from ..errors import RunDirError
 from .cifar_resnet import BasicBlock, CifarResNet
 from .groups import LayerGroup, group_names, layer_groups, set_frozen
-from .pretrained import Built, load_matching, read_run, read_weights, require_body
+from .pretrained import Built, body_is_random, load_matching, read_run, read_weights, require_body
 from .simple_cnn import SimpleCNN
 
-__all__ = ["BasicBlock", "Built", "CifarResNet", "LayerGroup", "MODELS", "SimpleCNN", "build", "build_model",
-           "count_parameters", "group_names", "layer_groups", "set_frozen", "stat_layers"]
+__all__ = ["BasicBlock", "Built", "CifarResNet", "LayerGroup", "MODELS", "SimpleCNN", "body_is_random", "build",
+           "build_model", "count_parameters", "group_names", "layer_groups", "set_frozen", "stat_layers"]
 
 
 def _resnet(depth: int) -> Callable[[ModelConfig, int, int], nn.Module]:

@@ -219,6 +219,12 @@ def read_run(run_dir: str | Path) -> Weights:
 # loading by name and shape
 
 
+def body_is_random(built: Built) -> bool:
+    """Nothing was loaded into the model's body (no model.pretrained, no --init): it is as initialised at random,
+    and freezing it trains the head on random features."""
+    return built.loaded is None or all(in_head(name, built.head) for name in built.loaded.taken)
+
+
 def in_head(name: str, head: tuple[str, ...]) -> bool:
     """Whether state_dict entry `name` belongs to one of the head's modules."""
     return any(name == h or name.startswith(h + ".") for h in head)

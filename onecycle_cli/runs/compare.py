@@ -17,14 +17,14 @@ from html import escape
 from pathlib import Path
 
 from ..config import flatten, unread
-from ..display import fmt_time, fmt_value
+from ..display import fmt_pct, fmt_time, fmt_value
 from ..errors import UsageError
 from ..safe_files import atomic_write_text
 from . import html
 from .directory import RunDir, now_iso, read_csv
-from .history import commands_of, describe, is_run_dir, read_config, read_json
+from .history import commands_of, describe, read_config, read_json, run_dir_of, under_root
 from .plots import label as literal
-from .plots import pyplot, save_png
+from .plots import percent_axis, pyplot, save_png
 
 NOT_READ = "(not read)"
 
@@ -32,14 +32,8 @@ RESULTS = ("status", "epochs_done", "final_accuracy", "best_accuracy", "final_va
 
 
 def locate(arg: str | Path, root: Path) -> Path:
-    """A run given as a path, or as its id under the runs root (what `onecycle runs` prints)."""
-    path = Path(arg).expanduser()
-    if not path.is_dir() and (root / path).is_dir() and not path.is_absolute():
-        path = root / path
-    if not path.exists():
-        raise UsageError(f"{arg}: no such run directory (give a path, or a run id under {root})")
-    if not is_run_dir(path):
-        raise UsageError(f"{arg}: not a onecycle run directory (no summary.json or config.yaml)")
+    """A run given as a path, or as its id under the runs root; not a comparison."""
+    path = run_dir_of(arg, root)
     if (read_json(path / "summary.json") or {}).get("command") == "compare":
         raise UsageError(f"{arg} is a comparison, not a run: compare the runs it names instead")
     return path
@@ -84,8 +78,7 @@ def members_of_grids(args: list[str | Path], root: Path) -> list[str | Path]:
     """A grid directory (`onecycle grid`) given among the runs stands for its members' run directories."""
     out: list[str | Path] = []
     for arg in args:
-        path = Path(arg).expanduser()
-        path = root / path if not path.is_dir() and (root / path).is_dir() and not path.is_absolute() else path
+        path = under_root(arg, root)
         summary = read_json(path / "summary.json") if path.is_dir() else None
         grid = read_json(path / "grid.json") if (summary or {}).get("command") == "grid" else None
         if grid is None:
@@ -170,9 +163,9 @@ def table(summary: dict) -> tuple[list[str], list[list[str]]]:
     rows += [
         ["status"] + [r["status"] for r in runs],
         ["epochs done"] + [str(r["epochs_done"]) if r["epochs_done"] is not None else "-" for r in runs],
-        ["final accuracy"] + [num(r["final_accuracy"]) for r in runs],
-        ["best accuracy (epoch)"] + [f"{num(r['best_accuracy'])} ({r['best_epoch']})" if r["best_accuracy"] is not None
-                                     else "-" for r in runs],
+        ["final accuracy"] + [fmt_pct(r["final_accuracy"]) for r in runs],
+        ["best accuracy (epoch)"] + [f"{fmt_pct(r['best_accuracy'])} ({r['best_epoch']})"
+                                     if r["best_accuracy"] is not None else "-" for r in runs],
         ["final valid_loss"] + [num(r["final_valid_loss"]) for r in runs],
         ["wall time"] + [fmt_time(r["wall_seconds"]) if r["wall_seconds"] is not None else "-" for r in runs],
     ]
@@ -203,6 +196,7 @@ def compare_png(paths: list[Path], labels: list[str], out: Path) -> Path:
         ax.grid(alpha=0.3)
         if x == "epoch":  # epochs are whole: no 0.2, 0.4 ... ticks between them
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    percent_axis(acc)
     acc.legend(fontsize=8)
     fig.suptitle(" vs ".join(labels), fontsize=11)
     fig.tight_layout()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ..display import fmt_time
+from ..display import fmt_pct, fmt_time
 from ..errors import UsageError
 from ..safe_files import CONFIG_LIMIT, read_regular
 from ..safe_files import read_json as read_json_file
@@ -85,6 +85,25 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and ((path / "summary.json").is_file() or (path / "config.yaml").is_file())
 
 
+def under_root(arg: str | Path, root: Path) -> Path:
+    """A run as given: a path, or else its id under the runs root (what `onecycle runs` prints)."""
+    path = Path(arg).expanduser()
+    if not path.is_dir() and not path.is_absolute() and (root / path).is_dir():
+        return root / path
+    return path
+
+
+def run_dir_of(arg: str | Path, root: Path) -> Path:
+    """`under_root`, refused in one line unless it is a run (or comparison, or grid) directory: what `compare`,
+    `report` and `plot` take."""
+    path = under_root(arg, root)
+    if not path.exists():
+        raise UsageError(f"{arg}: no such run directory (give a path, or a run id under {root})")
+    if not is_run_dir(path):
+        raise UsageError(f"{arg}: not a onecycle run directory (no summary.json or config.yaml)")
+    return path
+
+
 def status_of(path: Path, summary: dict | None) -> str:
     """The status a person should see: the summary's, except where the lock says otherwise.
 
@@ -145,12 +164,16 @@ def describe(path: Path) -> dict:
     else:
         max_lr = _number(s.get("max_lr", section("schedule").get("max_lr")))
         epochs = s.get("epochs", section("train").get("epochs"))
+    schedule = (s.get("schedule") or section("schedule").get("name")) if command != "find" else None
+    shape = (s.get("shape") or section("schedule").get("shape")) if schedule == "onecycle" else None  # 1cycle's alone
+    freeze = s.get("freeze_epochs", section("train").get("freeze_epochs"))  # fine_tune: a frozen cycle first
     return {
         "id": path.name, "path": str(path), "started": s.get("started") or meta.get("started"),
         "command": command, "config": s.get("config") or meta.get("config") or (parts[3] if len(parts) == 4 else None),
         "dataset": s.get("dataset") or section("data").get("dataset"),
         "model": s.get("model") or section("model").get("name"),
-        "schedule": (s.get("schedule") or section("schedule").get("name")) if command != "find" else None,
+        "schedule": schedule, "shape": shape,
+        "freeze_epochs": freeze if isinstance(freeze, int) and not isinstance(freeze, bool) and schedule else None,
         "max_lr": max_lr, "epochs": epochs if isinstance(epochs, int) else None,
         "epochs_done": s.get("epochs_done") if isinstance(s.get("epochs_done"), int) else None,
         "status": status_of(path, summary), "stop_reason": s.get("stop_reason"),
@@ -193,6 +216,18 @@ def list_runs(root: Path) -> list[dict]:
     return rows
 
 
+def schedule_label(r: dict) -> str:
+    """The schedule as a person names it: 1cycle and its shape (fine_tune: a frozen 1cycle, then one unfrozen),
+    or the baseline; a range test's row says what it is."""
+    if r.get("command") == "find":
+        return "range test"
+    name, shape = r.get("schedule"), r.get("shape")
+    if name != "onecycle":
+        return str(name) if name else "-"
+    kind = "fine_tune" if isinstance(r.get("freeze_epochs"), int) and r["freeze_epochs"] > 0 else "1cycle"
+    return f"{kind} ({shape})" if shape else kind
+
+
 def table_rows(rows: list[dict]) -> list[list[str]]:
 
     def epochs(r):
@@ -203,14 +238,21 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
             return "-"
         return str(total) if done in (None, total) else f"{done}/{total}"
 
+    def accuracy(r):  # the last epoch's, as the README quotes a run; a grid's best point, said so
+        if r.get("command") == "grid":
+            return f"best {fmt_pct(r['best_accuracy'])}" if r.get("best_accuracy") is not None else "-"
+        return fmt_pct(r.get("final_accuracy"))
+
     return [[r["id"], r.get("command") or "-", r.get("config") or "-",
-             "/".join(x for x in (r.get("dataset"), r.get("model")) if x) or "-",
-             f"{r['max_lr']:.3g}" if r.get("max_lr") is not None else "-", epochs(r), r["status"],
-             f"{r['best_accuracy']:.4f}" if r.get("best_accuracy") is not None else "-",
+             "/".join(x for x in (r.get("dataset"), r.get("model")) if x) or "-", schedule_label(r),
+             f"{r['max_lr']:.3g}" if r.get("max_lr") is not None else "-", epochs(r), r["status"], accuracy(r),
              fmt_time(r["wall_seconds"]) if r.get("wall_seconds") is not None else "-"] for r in rows]
 
 
-FIELDS = ["id", "path", "started", "command", "config", "dataset", "model", "schedule", "max_lr", "epochs",
-          "epochs_done", "status", "stop_reason", "best_accuracy", "best_epoch", "final_accuracy", "final_valid_loss",
-          "wall_seconds", "members_done", "members_total"]
-COLUMNS = ["id", "command", "config", "dataset/model", "max_lr", "epochs", "status", "best accuracy", "wall"]
+FIELDS = ["id", "path", "started", "command", "config", "dataset", "model", "schedule", "shape", "freeze_epochs",
+          "max_lr", "epochs", "epochs_done", "status", "stop_reason", "best_accuracy", "best_epoch", "final_accuracy",
+          "final_valid_loss", "wall_seconds", "members_done", "members_total"]
+COLUMNS = ["id", "command", "config", "dataset/model", "schedule", "max_lr", "epochs", "status", "accuracy", "wall"]
+# on a terminal too narrow for the table, these go first, in this order: the id already says the command and
+# config, and --json has every field; the id itself is never cut (it is what compare, report and plot take)
+NARROW_DROPS = ["command", "config", "dataset/model", "wall", "epochs"]

@@ -44,6 +44,12 @@ def label(text: object) -> str:
     return plain(text).replace("$", r"\$")
 
 
+def percent_axis(ax) -> None:
+    """An accuracy axis in percent, as the reports and `onecycle runs` give it (the records keep fractions)."""
+    from matplotlib.ticker import PercentFormatter
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+
+
 def _finite(xs: Sequence[float]) -> list[float]:
     return [x for x in xs if x is not None and math.isfinite(x)]
 
@@ -109,8 +115,15 @@ def lr_find_png(run: Path, curves: list[dict] | None = None) -> Path | None:
 
 def schedule_figure(steps: Sequence[int], lrs: Sequence[float] | dict[str, Sequence[float]], moms: Sequence[float],
                     path: Path, title: str = "schedule", phases: Sequence[tuple[str, int]] = ()) -> Path:
-    """`lrs`: one curve, or one per parameter group by label (body first); groups a decade or more apart
-    are drawn on a log scale, where each one's 1cycle keeps its shape."""
+    """schedule.png (`draw_schedule`), written to `path`."""
+    return save_png(draw_schedule(steps, lrs, moms, title, phases), path)
+
+
+def draw_schedule(steps: Sequence[int], lrs: Sequence[float] | dict[str, Sequence[float]], moms: Sequence[float],
+                  title: str = "schedule", phases: Sequence[tuple[str, int]] = ()):
+    """LR and momentum against step, a dotted line where each phase begins. `lrs`: one curve, or one per parameter
+    group by label (body first); groups a decade or more apart are drawn on a log scale, where each one's 1cycle
+    keeps its shape."""
     plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     series = lrs if isinstance(lrs, dict) else {"": lrs}
@@ -131,9 +144,45 @@ def schedule_figure(steps: Sequence[int], lrs: Sequence[float] | dict[str, Seque
     for name, step in phases[1:]:
         for ax in (a, b):
             ax.axvline(step, color="grey", linestyle=":", linewidth=0.8)
-        a.annotate(name, (step, a.get_ylim()[1]), fontsize=7, rotation=90, va="top", ha="right", color="grey")
     fig.suptitle(label(title), fontsize=11)
-    return save_png(fig, path)
+    phase_labels(fig, a, phases[1:])
+    return fig
+
+
+def phase_labels(fig, ax, phases: Sequence[tuple[str, int]]) -> None:
+    """Each phase's name up its line, never over another's: beside the line at the top of the panel, else on the
+    line's other side, else lower down, below a label already there. A phase a few steps from the last (a 1-epoch
+    fine_tune, pct_start 0.05) would otherwise print its name across its neighbour's. A name with no room left in
+    the panel joins one line under the figure."""
+    from matplotlib.transforms import Bbox
+    ax.get_xlim(), ax.get_ylim()  # the limits autoscaling settles on, before anything is measured against them
+    renderer = fig.canvas.get_renderer()
+    panel = ax.get_window_extent(renderer)
+    placed: list[Bbox] = []
+    left_over = []
+    to_points = 72 / fig.dpi
+    for name, step in phases:
+        tops = [panel.y1] + sorted((b.y0 for b in placed), reverse=True)  # the panel's top, or under a label
+        for top in tops:
+            fitted = None
+            for side, dx in (("right", -1), ("left", 1)):  # the line's left side first, as fastai's plot_sched
+                text = ax.annotate(label(name), (step, 1), xycoords=ax.get_xaxis_transform(),
+                                   xytext=(dx, -(panel.y1 - top) * to_points - 2), textcoords="offset points",
+                                   fontsize=7, rotation=90, va="top", ha=side, color="grey", annotation_clip=False)
+                box = text.get_window_extent(renderer)
+                inside = panel.x0 <= box.x0 and box.x1 <= panel.x1 and box.y0 >= panel.y0
+                if inside and not any(box.overlaps(other) for other in placed):
+                    fitted = box
+                    break
+                text.remove()
+            if fitted is not None:
+                placed.append(fitted)
+                break
+        else:
+            left_over.append(f"{name} at step {step}")
+    if left_over:
+        fig.text(0.5, -0.02, label("phases not labelled above: " + "; ".join(left_over)), ha="center", va="top",
+                 fontsize=7, color="grey")
 
 
 def schedule_png(run: Path) -> Path | None:
@@ -179,7 +228,8 @@ def curves_png(run: Path) -> Path | None:
         a.plot([r["step"] for r in metrics], [r["valid_loss"] for r in metrics], "o-", label="valid")
         b.plot([r["epoch"] for r in metrics], [r["accuracy"] for r in metrics], "o-", color="tab:green")
         best = max(metrics, key=lambda r: r["accuracy"] if math.isfinite(r["accuracy"]) else -1)
-        b.set_title(f"accuracy (best {best['accuracy']:.4f}, epoch {int(best['epoch'])})", fontsize=10)
+        b.set_title(f"accuracy (best {100 * best['accuracy']:.2f}%, epoch {int(best['epoch'])})", fontsize=10)
+        percent_axis(b)
     else:
         b.set_title("accuracy (no epoch finished)", fontsize=10)
     a.set_title("loss", fontsize=10)

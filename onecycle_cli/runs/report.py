@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 
 from ..config import flatten, unread
-from ..display import fmt_num, fmt_time, fmt_value
+from ..display import fmt_num, fmt_pct, fmt_time, fmt_value
 from ..safe_files import atomic_write_text
 from . import html
 from .directory import read_csv
@@ -25,6 +25,10 @@ from .plots import plot_run, reason
 
 def _num(x, digits: int = 6) -> str | None:
     return fmt_num(float(x), digits) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _pct(x) -> str | None:
+    return fmt_pct(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
 def write_views(run: Path) -> list[str]:
@@ -77,9 +81,10 @@ def _epochs(run: Path) -> str:
         return ""
     if not rows:
         return ""
-    # formatted as the terminal's epoch table, so a number read there can be found here
+    # the terminal's epoch table with the accuracy in percent: the same digits (0.986752 there, 98.6752% here),
+    # so a number read there can be found here
     table = [[str(int(r["epoch"])) if isinstance(r["epoch"], float) and math.isfinite(r["epoch"]) else r["epoch"],
-              fmt_num(r["train_loss"]), fmt_num(r["valid_loss"]), fmt_num(r["accuracy"]),
+              fmt_num(r["train_loss"]), fmt_num(r["valid_loss"]), fmt_pct(r["accuracy"], 4),
               fmt_time(r["seconds"]) if isinstance(r["seconds"], float) and math.isfinite(r["seconds"]) else "-"]
              for r in rows]
     return "<h2>Epochs</h2>\n" + html.table(["epoch", "train_loss", "valid_loss", "accuracy", "time"], table, {1, 2, 3})
@@ -152,9 +157,9 @@ def write_run_report(run_dir: Path) -> Path:
                                            if s.get("device") else None),
                  ("final train_loss", _num(final.get("train_loss"))),
                  ("final valid_loss", _num(final.get("valid_loss"))),
-                 ("final accuracy", _num(final.get("accuracy"))),
-                 ("best accuracy", f"{_num(best.get('accuracy'))} (epoch {best.get('epoch')})"
-                  if _num(best.get("accuracy")) else None),
+                 ("final accuracy", _pct(final.get("accuracy"))),  # as the README and `onecycle runs` quote it
+                 ("best accuracy", f"{_pct(best.get('accuracy'))} (epoch {best.get('epoch')})"
+                  if _pct(best.get("accuracy")) else None),
                  ("train time", _seconds(s.get("train_seconds"))), ("wall time", _seconds(s.get("wall_seconds"))),
                  ("images/s", f"{s['images_per_s']:,.0f}" if isinstance(s.get("images_per_s"), (int, float)) else None)]
     images = html.images(run)
