@@ -43,10 +43,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(cmd: list[str], cwd: Path | None = None) -> tuple[str, float]:
-    """stdout and wall seconds of one process; a failure stops the benchmark with its stderr."""
+def run(cmd: list[str], cwd: Path | None = None, threads: int | None = None) -> tuple[str, float]:
+    """stdout and wall seconds of one process (at `threads` torch threads where given); a failure stops the
+    benchmark with its stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ONECYCLE")}
     env["PYTHONPATH"] = str(REPO)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -134,10 +137,11 @@ def main() -> None:
     if a.fastai_python and not sample.exists():
         run([a.fastai_python, str(a.peers / "make_mnist_sample.py"), str(a.data / "MNIST" / "raw"), str(sample)])
     for _ in n:
-        bare1.append(last_json(run([sys.executable, str(bare / "bare_p1.py")])[0]))
+        # each bare loop at the threads onecycle chose for the same experiment: the loops' cost, not the threads'
         p1.append(onecycle("train", "--config", "mnist_sample", *sample_sets, runs=runs)[0])
-        bare2.append(last_json(run([sys.executable, str(bare / "bare_p2.py")])[0]))
+        bare1.append(last_json(run([sys.executable, str(bare / "bare_p1.py")], threads=p1[-1]["threads"])[0]))
         p2.append(onecycle("train", "--config", "mnist", "--data-dir", str(a.data), runs=runs)[0])
+        bare2.append(last_json(run([sys.executable, str(bare / "bare_p2.py")], threads=p2[-1]["threads"])[0]))
         finds.append(onecycle("find", "--config", "mnist_sample", *sample_sets, *find_sets, runs=runs))
         if a.fastai_python:
             finds_fa.append(run([a.fastai_python, str(a.peers / "peer_fastai.py"), str(sample), "-", "p1find"],
@@ -158,7 +162,8 @@ def main() -> None:
         "p1_fit_seconds": median(fit_seconds(s) for s in p1),
         "p1_at_default_suggestion": {"max_lr": at_default["max_lr"], "accuracy": at_default["final"]["accuracy"]},
         "p2_accuracy": p2[0]["final"]["accuracy"], "p2_train_seconds": median(s["train_seconds"] for s in p2),
-        "p2_fit_seconds": median(fit_seconds(s) for s in p2)}
+        "p2_fit_seconds": median(fit_seconds(s) for s in p2), "p1_threads": p1[0]["threads"],
+        "p2_threads": p2[0]["threads"]}
     ours = result["onecycle"]
     result["ratios"] = {"p1_train_vs_bare": round(ours["p1_train_seconds"] / result["bare"]["p1_seconds"], 2),
                         "p2_train_vs_bare": round(ours["p2_train_seconds"] / result["bare"]["p2_seconds"], 2)}

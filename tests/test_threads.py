@@ -1,7 +1,7 @@
 """Threads that share the box: `onecycle train --config mnist_sample` on a machine others use too.
 
 onecycle picks torch's CPU threads from the CPUs the process may use (affinity, cgroup quota) and
-from the model's work (a small one gets one thread); train.threads / ONECYCLE_THREADS and
+from a step's work (under 100M multiply-adds, one thread); train.threads / ONECYCLE_THREADS and
 OMP_NUM_THREADS are taken as given. Each run's summary says the count it trained with.
 """
 
