@@ -56,7 +56,7 @@ def test_only_the_cpus_this_process_may_use_count(tmp_path):
     assert json.loads(p.stdout)["threads"] == 1
 
 
-def test_a_cgroup_quota_caps_the_cpus(tmp_path):
+def test_a_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path):
     # cgroup v2's cpu.max: "quota period" in microseconds, or "max" for none
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert quota(tmp_path) == 1.5

@@ -133,7 +133,7 @@ class Jobs:
     as another ends, and torch's threads shared out among the `parallel` running, as a parent grid does."""
 
     def __init__(self, ex, member: Member, size: int, parallel: int, cluster: str):
-        self.ex, self.member, self.cluster = ex, member, cluster
+        self.ex, self.member = ex, member
         self.parallel = parallel
         self.started: dict = {}
         self.waiting = list(range(size))
