@@ -774,6 +774,95 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callba
     return 0
 
 
+# -- evaluate, predict, export: a trained run, used ------------------------------------------------------
+RunArg_ = Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
+                                         help="A train run's directory, or its id under the runs root.",
+                                         autocompletion=completion.run_dirs)]
+Checkpoint_ = Annotated[str, typer.Option("--checkpoint", metavar="last|best", help=(
+    "Which weights: last (the default: 1cycle is meant to be read at its end) or best (checkpoints/best.pt, the "
+    "epoch of highest validation accuracy)."))]
+Tta_ = Annotated[str, typer.Option("--tta", metavar="none|flip",
+                                   help="flip: average each image's probabilities with its mirror's.")]
+EvalBatch_ = Annotated[Optional[int], typer.Option("--batch-size", metavar="INT", min=1, max=1 << 16,
+                                                   help="Images a forward pass (default: the run's "
+                                                        "train.eval_batch_size; halved with --tta flip).")]
+
+
+@app.command("evaluate", cls=OnecycleCommand)
+def evaluate_cmd(run_dir: RunArg_, checkpoint: Checkpoint_ = "last", tta: Tta_ = "none",
+                 data_dir: Annotated[Optional[str], typer.Option(
+                     "--data-dir", metavar="PATH", callback=_path,
+                     help="Score another set of the same classes: a folder (every image; a train/ + valid/ tree: "
+                          "its valid/), or a built-in set's root.")] = None,
+                 dataset: Annotated[Optional[str], typer.Option(
+                     "--dataset", metavar="NAME", help="Score another built-in set's test split (or folder).")] = None,
+                 device: Device_ = None, batch_size: EvalBatch_ = None, runs_dir: RunsDir_ = None,
+                 progress: Progress_ = "auto",
+                 json_: Annotated[bool, typer.Option("--json", help="Print the evaluation as one JSON object on "
+                                                                   "stdout.")] = False) -> int:
+    """Score a run's checkpoint: accuracy, top-5, loss, per class, confusion matrix and top losses."""
+    from .runs.history import run_dir_of
+    from .trained.evaluate import evaluate_run
+    run_dir = run_dir_of(run_dir, _runs_root(runs_dir))
+    result = evaluate_run(run_dir, _display(progress), checkpoint, tta, data_dir, dataset, device or "auto",
+                          batch_size)
+    _emit(result, json_)
+    return 0
+
+
+@app.command("predict", cls=OnecycleCommand)
+def predict_cmd(run_dir: RunArg_,
+                paths: Annotated[list[str], typer.Argument(metavar="FILES|FOLDER...", callback=_path,
+                                                           help="Images, or folders of them (walked).")],
+                checkpoint: Checkpoint_ = "last", tta: Tta_ = "none",
+                top: Annotated[int, typer.Option("--top", metavar="K", min=1, max=1000,
+                                                 help="The K most likely classes of each image.")] = 3,
+                out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE", callback=_path,
+                                                            help="Write the CSV there (whole, when done) instead "
+                                                                 "of stdout.")] = None,
+                strict: Annotated[bool, typer.Option("--strict", help="Refuse a file that cannot be decoded, "
+                                                                      "rather than skip it.")] = False,
+                device: Device_ = None, batch_size: EvalBatch_ = None, runs_dir: RunsDir_ = None) -> int:
+    """Classify image files with a run's model: CSV of path,label,probability and the top-k."""
+    from .errors import UsageError as Usage
+    from .runs.history import run_dir_of
+    from .trained.load import load_trained
+    from .trained.predict import predict_files
+    from .trained.scores import TTA
+    if tta not in TTA:
+        raise Usage(f"--tta {tta!r}: expected {' or '.join(TTA)}")
+    run_dir = run_dir_of(run_dir, _runs_root(runs_dir))
+    trained = load_trained(run_dir, checkpoint, device or "auto")
+    display = _display("none")
+    args = dict(top=top, tta=tta == "flip", batch=batch_size, strict=strict, warn=display.warn)
+    if out is None:
+        predict_files(trained, paths, sys.stdout, **args)
+    else:
+        from .safe_files import atomic_text_file
+        with atomic_text_file(out) as f:
+            result = predict_files(trained, paths, f, **args)
+        display.print(f"{result['predicted']} predictions written to {out}", markup=False)
+    return 0
+
+
+@app.command("export", cls=OnecycleCommand)
+def export_cmd(run_dir: RunArg_,
+               out: Annotated[Path, typer.Option("--out", metavar="DIR", callback=_path,
+                                                 help="The bundle's folder (made if missing).")],
+               checkpoint: Checkpoint_ = "last", runs_dir: RunsDir_ = None,
+               json_: Annotated[bool, typer.Option("--json", help="Print what was written as one JSON object on "
+                                                                 "stdout.")] = False) -> int:
+    """Write a bundle that needs no onecycle: a torch.export program taking uint8 images, safetensors, JSON."""
+    from .runs.history import run_dir_of
+    from .trained.export import export_run
+    run_dir = run_dir_of(run_dir, _runs_root(runs_dir))
+    result = export_run(run_dir, out, checkpoint)
+    if not json_:
+        _say(out)
+    _emit(result, json_)
+    return 0
+
+
 # -- data -----------------------------------------------------------------------------------------------
 @data_app.command("check", cls=OnecycleCommand)
 def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,

@@ -54,16 +54,23 @@ def set_rng_states(states: dict) -> None:
 
 
 
+def weights_state(pipe: Pipeline, cfg: Config, state: LoopState) -> dict:
+    """The model and what its weights mean: `normalize` the inputs' statistics (a run started from these
+    weights normalises as this one did), `classes` what the head's outputs mean (a run started from these
+    weights keeps the head only for the same classes), `shape` the C x H x W images it takes. This alone is
+    checkpoints/best.pt; `onecycle evaluate`, `predict` and `export` read no more."""
+    return {"format": 1, "model": pipe.model.state_dict(), "state": asdict(state),
+            "config": cfg.model_dump(mode="json"), "normalize": pipe.normalize, "classes": class_names(pipe.ds),
+            "shape": list(pipe.ds.shape)}
+
+
 def checkpoint_state(pipe: Pipeline, cfg: Config, opt, sched, scaler, state: LoopState) -> dict:
-    """Everything a resume needs; `cfg` the run's config as decided (max_lr included), `sched` the scheduler of
-    cycle `state.cycle`, `normalize` the inputs' statistics (a run started from these weights normalises as
-    this one did), `classes` what the head's outputs mean (a run started from these weights keeps the head
-    only for the same classes)."""
-    return {"format": 1, "model": pipe.model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-            "state": asdict(state), "rng": rng_states(), "config": cfg.model_dump(mode="json"),
-            "total_steps": cfg.train.total_epochs * pipe.batches.steps_per_epoch, "normalize": pipe.normalize,
-            "classes": class_names(pipe.ds)}
+    """Everything a resume needs (checkpoints/last.pt): the weights and what they mean (`weights_state`), the
+    optimiser, `sched` the scheduler of cycle `state.cycle`, the RNGs; `cfg` is the run's config as decided
+    (max_lr included)."""
+    return {**weights_state(pipe, cfg, state), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_states(),
+            "total_steps": cfg.train.total_epochs * pipe.batches.steps_per_epoch}
 
 
 NUMBER = (int, float)

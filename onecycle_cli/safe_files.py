@@ -19,12 +19,13 @@ Library code only: errors are `OnecycleError`s (or OSError for the caller to wor
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator, TextIO
 
 from .errors import DiskFull
 from .faults import fault
@@ -216,6 +217,27 @@ def atomic_write_bytes(path: Path, data: bytes, point: str = "", dir_fd: int | N
 def atomic_write_text(path: Path, text: str, dir_fd: int | None = None) -> None:
     # a name that is not UTF-8 (surrogateescape) is written as its escapes rather than failing the write
     atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"), dir_fd=dir_fd)
+
+
+@contextlib.contextmanager
+def atomic_text_file(path: Path) -> Iterator[TextIO]:
+    """A text file written as a stream and put in place whole when the block ends (`predict --out`): readers
+    see the old file or the new one; on an error or a signal, the old file stays and nothing else is left."""
+    tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
+    try:
+        with os.fdopen(_create(tmp), "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a link at `path` is replaced, never written through
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and no_space(e):
+            raise DiskFull(path) from None
+        raise
 
 
 def open_append(path: Path):

@@ -29,11 +29,12 @@ from .lr_find import find_in_run
 from .models import body_is_random
 from .optim import build_optimizer, leading_groups
 from .pipeline import Pipeline, announce_data, build_pipeline
-from .resume import checkpoint_state, kept_state, open_for_resume, restore
+from .resume import checkpoint_state, kept_state, open_for_resume, restore, weights_state
 from .runs.directory import NullRunDir, RunDir, TensorboardLog, TrainingLog, keep_rows, now_iso
 from .runs.report import write_views
 from .schedules import Cycle, check_lengths, cycles
 from .signals import StopFlag
+from .trained.interpret import interpret_run
 
 # the first line of config.yaml while `train --max-lr find` has not chosen: the value below it is the config's
 PENDING_MAX_LR = ("# schedule.max_lr is chosen by this run's range test (train --max-lr find); until it ends, the "
@@ -144,7 +145,8 @@ def summary_of(pipe: Pipeline, cfg: Config, run: RunDir, state: LoopState, statu
         "threads": pipe.threads, "precision": pipe.precision.name, "world_size": pipe.dist.world,
         "data": pipe.ds.memory,
         "final": {k: last.get(k) for k in ("train_loss", "valid_loss", "accuracy")} if last else None,
-        "best": {"accuracy": state.best_accuracy, "epoch": state.best_epoch} if state.best_epoch >= 0 else None,
+        "best": ({"accuracy": state.best_accuracy, "epoch": state.best_epoch, "checkpoint": "checkpoints/best.pt"}
+                 if state.best_epoch >= 0 else None),
         "train_seconds": round(state.train_seconds, 3), "wall_seconds": round(time.time() - started, 3),
         "images_per_s": round(state.images / state.train_seconds, 1) if state.train_seconds and state.images else None,
         **record.fields()}
@@ -226,6 +228,8 @@ def run_cycles(pipe: Pipeline, cfg: Config, run: RunDir, display: Display, stop:
                opt, sched, scaler, plan: list[Cycle], logs: list, summarise) -> str:
     """Each cycle of `plan` not yet done, through fit.py's loop; 'completed' or 'interrupted'."""
     def checkpoint(s: LoopState) -> None:
+        if s.epoch_step == 0 and s.best_epoch == s.epoch - 1:  # the epoch just ended is the best so far
+            run.save_checkpoint(weights_state(pipe, cfg, s), "best.pt")
         run.save_checkpoint(checkpoint_state(pipe, cfg, opt, sched, scaler, s))  # the scheduler of the cycle now
         run.write_json("summary.json", summarise(s, "running", ""))
 
@@ -313,6 +317,8 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
         if cfg.run.tensorboard and dist.main:
             logs.append(TensorboardLog(run.path / "tensorboard"))
         status = run_cycles(pipe, cfg, run, display, stop, state, opt, sched, scaler, plan, logs, summarise)
+        if status == "completed" and dist.main:
+            interpret_run(pipe, run, display)
         reason = (f"completed {cfg.train.total_epochs} epochs" if status == "completed" else
                   f"interrupted by {stop.name} at step {state.step} of {total} (epoch {state.epoch}); "
                   f"continue with: onecycle train --resume {run.path}")

@@ -32,6 +32,7 @@ import io
 import os
 import stat
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -64,7 +65,7 @@ def _is_image(name: str) -> bool:
 LINK = "a symbolic link"  # why a listed file is skipped unopened: what it points at may be outside the root
 
 
-def _walk(folder: Path, root: Path) -> list[tuple[str, int, int, str]]:
+def walk_images(folder: Path, root: Path) -> list[tuple[str, int, int, str]]:
     """(relative path, size, mtime_ns, why skipped or '') of every image file below `folder`, sorted; hidden
     entries skipped, links to folders not followed, links named like images listed as skipped."""
     found = []
@@ -123,7 +124,7 @@ def _class_files(folder: Path, root: Path, what: str) -> dict[str, list[tuple[st
     classes = _subfolders(folder)
     if not classes:
         raise DataError(f"{what} {folder}: found {_found(folder)}; expected one folder of images per class: {LAYOUTS}")
-    files = {c: _walk(folder / c, root) for c in classes}
+    files = {c: walk_images(folder / c, root) for c in classes}
     empty = [c for c, f in files.items() if not f]
     if empty:
         raise DataError(f"{what} {folder}: class folder {empty[0]!r} holds no images (.jpg, .png, .bmp, .webp, "
@@ -147,21 +148,28 @@ def _listing(root: Path, layout: str, classes: list[str], entries: list[Entry], 
                    [(e, why[e.path]) for e in entries if e.path in why])
 
 
-def scan(cfg: DataConfig) -> Listing:
-    """The files of a folder dataset, their labels and split, or one DataError naming what was found."""
+def scan(cfg: DataConfig, whole: bool = False) -> Listing:
+    """The files of a folder dataset, their labels and split, or one DataError naming what was found.
+    `whole` (a set to score, `onecycle evaluate --data-dir`): every file is for validation but a train/ +
+    valid/ tree's, whose valid/ alone is; data.valid_pct is not read."""
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
         what = "is a file" if root.exists() else "does not exist"
         raise DataError(f"data.root {root} {what}: expected the folder of your images ({LAYOUTS}); "
                         f"set it with --data-dir, data.root or ONECYCLE_DATA")
     if cfg.csv is not None:
-        return _scan_csv(root, cfg)
+        listing = _scan_csv(root, cfg, whole)
+        if whole:
+            listing = replace(listing, entries=[replace(e, valid=True) for e in listing.entries],
+                              skipped=[(replace(e, valid=True), w) for e, w in listing.skipped],
+                              layout="data.csv, every file scored")
+        return listing
     subfolders = _subfolders(root)
     valid_dirs = [d for d in ("valid", "val") if d in subfolders]
     if "train" in subfolders and valid_dirs:
         if len(valid_dirs) == 2:
             raise DataError(f"data.root {root}: found both valid/ and val/ beside train/: keep one")
-        if cfg.valid_pct is not None:
+        if cfg.valid_pct is not None and not whole:
             raise DataError(f"data.valid_pct = {cfg.valid_pct} but {root} already holds train/ and {valid_dirs[0]}/: "
                             f"remove data.valid_pct, or point data.root at a single tree of class folders")
         train = _class_files(root / "train", root, "training folder")
@@ -175,6 +183,8 @@ def scan(cfg: DataConfig) -> Listing:
         why = {p: w for files in (train, valid) for found in files.values() for p, _, _, w in found if w}
         return _listing(root, f"train/ and {valid_dirs[0]}/ folders", classes, entries, why)
     tree, where = root, root
+    if whole:
+        cfg = cfg.model_copy(update={"valid_pct": 1.0})  # every file held out: the whole tree is scored
     if "train" in subfolders and cfg.valid_pct is not None:  # train/ alone: split it
         tree = root / "train"
     if cfg.valid_pct is None:
@@ -191,7 +201,8 @@ def scan(cfg: DataConfig) -> Listing:
         held = hold_out([p for p, _, _, _ in files[c]], cfg.valid_pct, cfg.split_seed)
         entries += [Entry(p, i, p in held, size, mtime) for p, size, mtime, _ in files[c]]
     why = {p: w for found in files.values() for p, _, _, w in found if w}
-    layout = f"class folders{' under train/' if tree != root else ''}, {cfg.valid_pct:g} held out by data.valid_pct"
+    layout = f"class folders{' under train/' if tree != root else ''}, " + (
+        "every file scored" if whole else f"{cfg.valid_pct:g} held out by data.valid_pct")
     return _listing(root, layout, classes, entries, why)
 
 
@@ -258,7 +269,7 @@ def _csv_rows(path: Path, text: str):
         line = reader.line_num + 1
 
 
-def _scan_csv(root: Path, cfg: DataConfig) -> Listing:
+def _scan_csv(root: Path, cfg: DataConfig, whole: bool = False) -> Listing:
     path, text = _read_csv(root, cfg.csv)
     rows = _csv_rows(path, text)
     header = [h.strip() for h in next(rows, (1, []))[1]]
@@ -269,6 +280,8 @@ def _scan_csv(root: Path, cfg: DataConfig) -> Listing:
                         f"fname,label[,is_valid] (fastai's from_csv), file names relative to {root}")
     col = {h: i for i, h in enumerate(header)}
     has_valid = "is_valid" in col
+    if whole:  # scan marks every entry for validation afterwards: only the column's values are checked
+        cfg = cfg.model_copy(update={"valid_pct": None if has_valid else 1.0})
     if has_valid and cfg.valid_pct is not None:
         raise DataError(f"data.valid_pct = {cfg.valid_pct} but data.csv {path} has an is_valid column: give one")
     if not has_valid and cfg.valid_pct is None:
@@ -347,8 +360,10 @@ def _scan_csv(root: Path, cfg: DataConfig) -> Listing:
 # the dataset: the listing decoded through the cache, split and counted
 
 
-def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None = None) -> Arrays:
-    listing = scan(cfg)
+def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None = None, whole: bool = False
+                ) -> Arrays:
+    """The folder's split as `Arrays`; `whole` (see `scan`): the files to score as validation, no training ones."""
+    listing = scan(cfg, whole)
     stored = cfg.presize or cfg.image_size
     cache = cached_images(listing, cfg, stored, progress, stop)
     why = {**{e.path: reason for e, reason in listing.skipped}, **cache.skipped}
@@ -365,7 +380,7 @@ def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None 
     for name, valid, limit in (("train", False, cfg.train_size), ("valid", True, cfg.valid_size)):
         chosen = sorted((e for e in ok if e.valid == valid), key=lambda e: (split_key(cfg.split_seed, e.path), e.path))
         splits[name] = chosen[:limit] if limit else chosen  # seeded order: the first N are a fair sample
-    if not splits["train"] or not splits["valid"]:
+    if (not splits["train"] and not whole) or not splits["valid"]:
         raise DataError(f"data.root {listing.root} ({listing.layout}): {len(splits['train'])} training and "
                         f"{len(splits['valid'])} validation images could be decoded: expected at least one of each"
                         f"{f' ({len(skipped)} skipped: see onecycle data check --json)' if skipped else ''}")
@@ -374,8 +389,9 @@ def read_folder(cfg: DataConfig, progress=None, stop: Callable[[], bool] | None 
     size = cfg.image_size if stored != cfg.image_size else None
     x_train = Images(cache.images, rows["train"], None if cfg.crop_kind == "rrc" else size)
     x_valid = Images(cache.images, rows["valid"], size)  # validation: the centre crop, never augmented
-    sums = cache.sums[rows["train"]].sum(0)  # exact per-image channel sums of the stored images
-    mean, std = stats_from_sums(sums[0], sums[1], len(rows["train"]) * stored * stored)
+    counted = rows["train"] if len(rows["train"]) else rows["valid"]
+    sums = cache.sums[counted].sum(0)  # exact per-image channel sums of the stored images
+    mean, std = stats_from_sums(sums[0], sums[1], len(counted) * stored * stored)
     names = [printable(c) for c in listing.classes]  # for the report and the terminal
     counts = {k: Counter(e.label for e in v) for k, v in splits.items()}
     # a class only validation holds: not an error (a tiny class split by valid_pct can end up there), but the

@@ -68,12 +68,12 @@ def to_json(obj: Any, indent: int | None = 1) -> str:
     return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: Path, point: str = "checkpoint") -> None:
     """torch.save through a temporary file: a kill mid-write leaves the previous checkpoint intact."""
     import torch  # here, not at the top: `onecycle runs`, `compare` and `report` read run files without torch
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue(), point="checkpoint")
+    atomic_write_bytes(path, buffer.getvalue(), point=point)
 
 
 class CsvLog:
@@ -224,7 +224,7 @@ class RunDir:
                 raise DiskFull(root) from None
             raise RunDirError(f"runs root {root} cannot be created: {e.strerror}") from None
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = f"{stamp}-{command}-{_slug(config_name)}"
+        base = f"{stamp}-{command}-{slug(config_name)}"
         for n in range(1, 10_000):
             path = root / (base if n == 1 else f"{base}-{n}")
             try:
@@ -331,7 +331,7 @@ class RunDir:
             self._logs[name] = CsvLog(self.path / name, columns)
         return self._logs[name]
 
-    def save_checkpoint(self, state: dict) -> None:
+    def save_checkpoint(self, state: dict, name: str = "last.pt") -> None:
         folder = self.path / "checkpoints"
         try:
             folder.mkdir(exist_ok=True)
@@ -341,7 +341,7 @@ class RunDir:
             raise
         if check_regular_or_dir(folder):  # a link made since the run began: never write through it
             raise RunDirError(f"{folder} is {check_regular_or_dir(folder)}; not writing a checkpoint through it")
-        atomic_save(state, folder / "last.pt")
+        atomic_save(state, folder / name, "checkpoint" if name == "last.pt" else name.removesuffix(".pt"))
 
     def write_meta(self, argv: list[str] | None, device: "torch.device", seed: int, world: int = 1, **extra) -> None:
         """meta.json: the command as typed (`argv`, from the CLI; this process's own when None), versions, host."""
@@ -366,7 +366,7 @@ class NullRunDir(RunDir):
 
     def write_text(self, name, text): pass
     def write_json(self, name, obj): pass
-    def save_checkpoint(self, state): pass
+    def save_checkpoint(self, state, name="last.pt"): pass
     def write_meta(self, *args, **kwargs): pass
     def read_json(self, name): return {}
     def lock(self): pass
@@ -426,7 +426,8 @@ class TensorboardLog:
 
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A name as one safe path part: a run's directory, an evaluation's folder."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "config"
 
 

@@ -4,11 +4,14 @@
   schedule.png     LR and momentum against step, as fastai's plot_sched
   curves.png       training and validation loss, accuracy, and the mean |gradient| per step
   activations.png  per-layer mean, std and near-zero share, and each layer's histogram over time
+  confusion.png    the confusion matrix of confusion.csv (trained.interpret writes it), counts in each cell
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import itertools
 import math
 import re
 from collections import defaultdict
@@ -292,7 +295,48 @@ def activations_png(run: Path) -> Path | None:
     return save_png(fig, run / "activations.png")
 
 
-PLOTTERS = (lr_find_png, schedule_png, curves_png, activations_png)
+MATRIX_LIMIT = 100  # classes a side drawn from confusion.csv (trained.interpret writes 30 at most)
+
+
+def confusion_png(folder: Path) -> Path | None:
+    """The counts of confusion.csv (actual rows x predicted columns), the diagonal dark, each cell numbered."""
+    try:
+        f = open_csv(folder / "confusion.csv")
+    except FileNotFoundError:
+        return None
+    with f:
+        rows = list(itertools.islice(csv.reader(f), MATRIX_LIMIT + 1))
+    if len(rows) < 2 or len(rows[0]) < 2:
+        return None
+    names = rows[0][1:]
+    if len(names) > MATRIX_LIMIT or len(rows) > MATRIX_LIMIT + 1:
+        raise OnecycleError(f"confusion.csv has more than {MATRIX_LIMIT} classes a side, more than onecycle writes")
+    body = [r for r in rows[1:] if len(r) == len(names) + 1]
+    try:
+        counts = [[int(v) for v in r[1:]] for r in body]
+    except ValueError:
+        raise OnecycleError("confusion.csv holds a count that is not an integer") from None
+    plt = pyplot()
+    n = len(names)
+    side = min(16.0, 2.5 + 0.38 * n)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(counts, cmap="Blues", aspect="equal", interpolation="nearest")
+    ticks = [label(x if len(x) <= 24 else x[:23] + "…") for x in names]
+    ax.set_xticks(range(n), ticks, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(body)), [label(r[0] if len(r[0]) <= 24 else r[0][:23] + "…") for r in body], fontsize=8)
+    top = max((max(r) for r in counts if r), default=0)
+    for i, r in enumerate(counts):
+        for j, v in enumerate(r):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7 if n > 12 else 9,
+                    color="white" if v > top / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    corner = rows[0][0]
+    ax.set_title(label("confusion matrix" + (corner[corner.find(" ("):] if " (" in corner else "")), fontsize=10)
+    return save_png(fig, folder / "confusion.png")
+
+
+PLOTTERS = (lr_find_png, schedule_png, curves_png, activations_png, confusion_png)
 
 
 def reason(e: Exception) -> str:
