@@ -783,6 +783,8 @@ Checkpoint_ = Annotated[str, typer.Option("--checkpoint", metavar="last|best", h
     "epoch of highest validation accuracy)."))]
 Tta_ = Annotated[str, typer.Option("--tta", metavar="none|flip",
                                    help="flip: average each image's probabilities with its mirror's.")]
+EvalDevice_ = Annotated[Optional[str], typer.Option("--device", metavar="auto|cpu|cuda[:N]",
+                                                    help="Where the model runs (auto: a GPU if there is one).")]
 EvalBatch_ = Annotated[Optional[int], typer.Option("--batch-size", metavar="INT", min=1, max=1 << 16,
                                                    help="Images a forward pass (default: the run's "
                                                         "train.eval_batch_size; halved with --tta flip).")]
@@ -796,7 +798,7 @@ def evaluate_cmd(run_dir: RunArg_, checkpoint: Checkpoint_ = "last", tta: Tta_ =
                           "its valid/), or a built-in set's root.")] = None,
                  dataset: Annotated[Optional[str], typer.Option(
                      "--dataset", metavar="NAME", help="Score another built-in set's test split (or folder).")] = None,
-                 device: Device_ = None, batch_size: EvalBatch_ = None, runs_dir: RunsDir_ = None,
+                 device: EvalDevice_ = None, batch_size: EvalBatch_ = None, runs_dir: RunsDir_ = None,
                  progress: Progress_ = "auto",
                  json_: Annotated[bool, typer.Option("--json", help="Print the evaluation as one JSON object on "
                                                                    "stdout.")] = False) -> int:
@@ -812,7 +814,7 @@ def evaluate_cmd(run_dir: RunArg_, checkpoint: Checkpoint_ = "last", tta: Tta_ =
 
 @app.command("predict", cls=OnecycleCommand)
 def predict_cmd(run_dir: RunArg_,
-                paths: Annotated[list[str], typer.Argument(metavar="FILES|FOLDER...", callback=_path,
+                paths: Annotated[list[str], typer.Argument(metavar="FILE|FOLDER", callback=_path,
                                                            help="Images, or folders of them (walked).")],
                 checkpoint: Checkpoint_ = "last", tta: Tta_ = "none",
                 top: Annotated[int, typer.Option("--top", metavar="K", min=1, max=1000,
@@ -822,7 +824,7 @@ def predict_cmd(run_dir: RunArg_,
                                                                  "of stdout.")] = None,
                 strict: Annotated[bool, typer.Option("--strict", help="Refuse a file that cannot be decoded, "
                                                                       "rather than skip it.")] = False,
-                device: Device_ = None, batch_size: EvalBatch_ = None, runs_dir: RunsDir_ = None) -> int:
+                device: EvalDevice_ = None, batch_size: EvalBatch_ = None, runs_dir: RunsDir_ = None) -> int:
     """Classify image files with a run's model: CSV of path,label,probability and the top-k."""
     from .errors import UsageError as Usage
     from .runs.history import run_dir_of

@@ -16,6 +16,7 @@ from ..safe_files import PNG_LIMIT, read_regular
 
 # every PNG a run or a comparison writes, in the order a reader wants them; nothing else is embedded
 PNG_ORDER = ("grid.png", "compare.png", "lr_find.png", "schedule.png", "curves.png", "activations.png")
+INTERPRETATION = ("confusion.png", "top_losses.png")  # trained.interpret's, in the page's own section
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 CSS = """
@@ -69,9 +70,9 @@ def pairs(rows: list[tuple[str, object]]) -> str:
             + "</table>\n") if kept else "<p>(nothing recorded)</p>\n"
 
 
-def images(run: Path) -> str:
+def images(run: Path, names: tuple[str, ...] = PNG_ORDER) -> str:
     parts = []
-    for name in PNG_ORDER:
+    for name in names:
         try:
             data = read_regular(run / name, PNG_LIMIT)  # no link followed, no FIFO waited on
         except OSError:

@@ -10,7 +10,10 @@ link named `curves.png` (or `secret.png`) never carries another file into a page
 
 from __future__ import annotations
 
+import csv
+import itertools
 import math
+import os
 from html import escape
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from ..config import flatten, unread
 from ..display import fmt_num, fmt_pct, fmt_time, fmt_value
 from ..safe_files import atomic_write_text
 from . import html
-from .directory import read_csv
+from .directory import open_csv, read_csv
 from .history import commands_of, describe, read_config, read_json
 from .plots import plot_run, reason
 
@@ -113,6 +116,58 @@ def _suggestions(run: Path, summary: dict) -> str:
             + (f"<ul>{stops}</ul>\n" if stops else ""))
 
 
+SHOWN_ROWS = 30  # rows of a per-class or most-confused table in the page; the CSVs hold them all
+EVALUATIONS = 50  # evaluations listed
+
+
+def _rows(path: Path) -> list[list[str]]:
+    """The rows of a CSV the run wrote, the header first; none when it is absent, a link or unreadable."""
+    try:
+        f = open_csv(path)
+    except OSError:
+        return []
+    with f:
+        return list(itertools.islice(csv.reader(f), SHOWN_ROWS * 40 + 1))
+
+
+def _interpretation(run: Path) -> str:
+    """What the final model gets wrong on the validation set (trained.interpret's files)."""
+    pictures = html.images(run, html.INTERPRETATION)
+    confused, per_class = _rows(run / "most_confused.csv"), _rows(run / "per_class.csv")
+    if not (pictures or confused or per_class):
+        return ""
+    parts = ["<h2>Interpretation: the final model on the validation set</h2>\n", pictures]
+    if len(confused) > 1:
+        parts.append("<h3>Most confused (top losses and confusion matrix above)</h3>\n"
+                     + html.table(confused[0], confused[1:SHOWN_ROWS + 1], {2}))
+    if len(per_class) > 1:
+        rows = sorted(per_class[1:], key=lambda r: float(r[3]) if len(r) > 3 and r[3] else 2.0)
+        table = [[r[0], r[1], r[2], _pct(float(r[3])) if len(r) > 3 and r[3] else "-"] for r in rows if len(r) > 2]
+        title = "Per class" + (f" (the {SHOWN_ROWS} least accurate of {len(rows)})" if len(rows) > SHOWN_ROWS else "")
+        parts.append(f"<h3>{escape(title)}</h3>\n" + html.table(["class", "images", "correct", "accuracy"],
+                                                              table[:SHOWN_ROWS], {1, 2, 3}))
+    return "".join(parts)
+
+
+def _evaluations(run: Path) -> str:
+    """`onecycle evaluate`'s results, one row each."""
+    try:
+        names = sorted(os.listdir(run / "evaluations"))[:EVALUATIONS] if (run / "evaluations").is_dir() else []
+    except OSError:
+        return ""
+    rows = []
+    for name in names:
+        e = read_json(run / "evaluations" / name / "evaluation.json") or {}
+        if e.get("command") == "evaluate":
+            rows.append([name, e.get("checkpoint"), e.get("data"), e.get("tta"), e.get("images"),
+                         _pct(e.get("accuracy")) or "-", _pct(e.get("top5")) or "-", _num(e.get("loss"), 4) or "-"])
+    if not rows:
+        return ""
+    return ("<h2>Evaluations (onecycle evaluate)</h2>\n"
+            + html.table(["folder", "checkpoint", "data", "tta", "images", "accuracy", "top-5", "loss"], rows,
+                         {4, 5, 6, 7}))
+
+
 def _meta(meta: dict) -> str:
     if not meta:
         return ""
@@ -164,7 +219,7 @@ def write_run_report(run_dir: Path) -> Path:
                  ("images/s", f"{s['images_per_s']:,.0f}" if isinstance(s.get("images_per_s"), (int, float)) else None)]
     images = html.images(run)
     body = ("<h2>Summary</h2>\n" + html.pairs(facts) + _epochs(run) + _suggestions(run, s)
-            + ("<h2>Plots</h2>\n" + images if images else "")
+            + ("<h2>Plots</h2>\n" + images if images else "") + _interpretation(run) + _evaluations(run)
             + "<h2>Settings</h2>\n" + _settings(read_config(run), commands_of(s, read_json(run / "meta.json")))
             + _meta(read_json(run / "meta.json") or {}))
     subtitle = (" · ".join(escape(str(x)) for x in (row["command"], row["config"]) if x)

@@ -65,10 +65,10 @@ def eval_data(trained: Trained, data_dir: str | None, dataset: str | None, progr
     if unknown:
         raise DataError(f"{what} has {len(unknown)} class(es) the run was not trained on: {_names(unknown)}; the "
                         f"run's classes are {_names(trained.classes)}")
-    held = set(names)
-    missing = [c for c in trained.classes if c not in held]
-    warnings = [f"{what} has no images of {len(missing)} of the run's classes: {_names(missing)}"] if missing else []
     labels = np.array([index[c] for c in names], np.int64)[np.asarray(arrays.y_valid, np.int64)]
+    held = set(np.unique(labels).tolist())
+    missing = [c for i, c in enumerate(trained.classes) if i not in held]
+    warnings = [f"{what} has no images of {len(missing)} of the run's classes: {_names(missing)}"] if missing else []
     return arrays.x_valid, labels, what, warnings
 
 

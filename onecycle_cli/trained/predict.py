@@ -98,7 +98,6 @@ def predict_files(trained: Trained, paths: list[str], out: TextIO, warn: Callabl
     k = max(1, min(top, len(trained.classes)))
     batch = batch or trained.config.train.eval_batch_size
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns(k))
     predicted = 0
     bad = [(printable(p), why) for p, why in skipped]
     if strict and bad:
@@ -111,11 +110,15 @@ def predict_files(trained: Trained, paths: list[str], out: TextIO, warn: Callabl
             if not index:
                 continue
             probs, classes = top_k(trained, images, k, tta, batch)
+            if not predicted:
+                writer.writerow(columns(k))  # with the first predictions: none at all is an error, not a header
             for i, p, c in zip(index, probs, classes):
                 writer.writerow([printable(files[i])] + [v for j in range(k)
                                                            for v in (trained.classes[c[j]], f"{p[j]:.6f}")])
             out.flush()
             predicted += len(index)
+    if not predicted:
+        raise DataError(f"none of the {len(files) + len(skipped)} files could be decoded: {bad[0][0]} ({bad[0][1]})")
     for path, why in bad[:20]:
         warn(f"skipped {path}: {why}")
     if len(bad) > 20:
@@ -123,8 +126,6 @@ def predict_files(trained: Trained, paths: list[str], out: TextIO, warn: Callabl
     if bad:
         warn(f"{len(bad)} of {len(files) + len(skipped)} files could not be decoded and were skipped (--strict "
              f"refuses them)")
-    if not predicted:
-        raise DataError(f"none of the {len(files) + len(skipped)} files could be decoded: {bad[0][0]} ({bad[0][1]})")
     return {"files": len(files) + len(skipped), "predicted": predicted, "skipped": len(bad)}
 
 
