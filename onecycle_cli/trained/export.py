@@ -17,6 +17,7 @@ import io
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 from ..errors import RunDirError, UsageError
 from ..safe_files import NotDirectory, atomic_write_bytes, atomic_write_text, open_dir
 from ..safe_text import printable
-from .load import load_trained
+from .load import Trained, load_trained
 
 FILES = ("model.pt2", "model.safetensors", "model.json")
 MOST_BATCH = 1 << 16
@@ -57,7 +58,9 @@ def program_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
 
 def check_program(data: bytes, module: nn.Module, example: torch.Tensor) -> float:
     """The largest difference between the program read back and the module, on `example` and one image."""
-    program = torch.export.load(io.BytesIO(data)).module()
+    with warnings.catch_warnings():  # torch 2.4's loader warns about its own torch.load of the bytes made above
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.export.load(io.BytesIO(data)).module()
     worst = 0.0
     with torch.no_grad():
         for x in (example, example[:1]):
@@ -69,6 +72,19 @@ def export_run(run_dir: Path, out: Path, which: str = "last") -> dict:
     """Write the bundle of the run's checkpoint `which` into `out` (made if missing); its description back."""
     started = time.time()
     trained = load_trained(run_dir, which, "cpu", "fp32")  # a portable program: CPU, float32
+    try:  # before the work: a link, a file or a FIFO at --out is refused, never written through
+        fd = open_dir(out, create=True)
+    except NotDirectory as e:
+        raise RunDirError(f"--out {out}: {e.strerror}, not a directory; not writing the bundle there") from None
+    except OSError as e:
+        raise RunDirError(f"--out {out}: cannot be made ({e.strerror})") from None
+    try:
+        return _export(trained, out, fd, which, started)
+    finally:
+        os.close(fd)
+
+
+def _export(trained: Trained, out: Path, fd: int, which: str, started: float) -> dict:
     c, h, w = trained.shape
     stats = trained.stats
     module = Bundled(trained.model, stats["mean"] if stats else None, stats["std"] if stats else None, c).eval()
@@ -110,18 +126,9 @@ def export_run(run_dir: Path, out: Path, which: str = "last") -> dict:
         "run": printable(str(trained.run)), "checkpoint": which, "epoch": trained.epoch,
         "torch": torch.__version__, "program_check_max_difference": worst,
     }
-    try:
-        fd = open_dir(out, create=True)
-    except NotDirectory as e:
-        raise RunDirError(f"--out {out}: {e.strerror}, not a directory; not writing the bundle there") from None
-    except OSError as e:
-        raise RunDirError(f"--out {out}: cannot be made ({e.strerror})") from None
-    try:
-        atomic_write_bytes(out / "model.pt2", data, dir_fd=fd)
-        atomic_write_bytes(out / "model.safetensors", weights, dir_fd=fd)
-        atomic_write_text(out / "model.json", json.dumps(description, indent=1) + "\n", dir_fd=fd)
-    finally:
-        os.close(fd)
+    atomic_write_bytes(out / "model.pt2", data, dir_fd=fd)
+    atomic_write_bytes(out / "model.safetensors", weights, dir_fd=fd)
+    atomic_write_text(out / "model.json", json.dumps(description, indent=1) + "\n", dir_fd=fd)
     return {"command": "export", "run_dir": str(trained.run), "checkpoint": which, "out": str(out),
             "files": list(FILES), "classes": len(trained.classes), "input": [c, h, w],
             "program_check_max_difference": worst, "seconds": round(time.time() - started, 3)}

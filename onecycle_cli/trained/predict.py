@@ -114,7 +114,7 @@ def predict_files(trained: Trained, paths: list[str], out: TextIO, warn: Callabl
                 writer.writerow(columns(k))  # with the first predictions: none at all is an error, not a header
             for i, p, c in zip(index, probs, classes):
                 writer.writerow([printable(files[i])] + [v for j in range(k)
-                                                           for v in (trained.classes[c[j]], f"{p[j]:.6f}")])
+                                                           for v in (trained.classes[c[j]], f"{p[j]:.6g}")])
             out.flush()
             predicted += len(index)
     if not predicted:
