@@ -231,7 +231,23 @@ def check_threads(tmp: Path) -> None:
     assert out["alone_over_alone_torch"] == pytest.approx(med["alone"] / med["alone_torch"], abs=0.001)
 
 
+def check_after_training(tmp: Path) -> None:
+    # without Fashion-MNIST: that task is the same evaluate path with other training flags
+    out, _ = script("benchmarks/after_training.py", "--smoke", "--data-dir", tmp / "no-data", cwd=tmp)
+    assert out["smoke"] is True and out["fashion_mnist_resnet20"].startswith("skipped")
+    task = out["folder_example"]
+    assert [r["seed"] for r in task["seeds"]] == [0] and task["seeds"][0]["images"] == 64
+    assert all(fraction(r[k]) for r in task["seeds"] for k in ("accuracy", "tta_accuracy"))
+    assert task["tta_minus_plain_points"] == [pytest.approx(100 * (r["tta_accuracy"] - r["accuracy"]))
+                                              for r in task["seeds"]]
+    p = out["predict"]
+    assert p["images"] == 64 and fraction(p["labels_agree"]) and p["labels_agree"] > 0.5
+    assert p["ratio_onecycle_over_torchvision"] == pytest.approx(
+        p["median_seconds"]["torchvision"] / p["median_seconds"]["onecycle"])
+
+
 CASES: dict[str, Callable[[Path], None]] = {
+    "benchmarks/after_training.py": check_after_training,
     "benchmarks/grid.py": check_grid,
     "benchmarks/threads.py": check_threads,
     "benchmarks/speed.py": check_speed,
