@@ -254,6 +254,17 @@ def test_predict_reports_bad_files_and_follows_no_link(folder_run, tmp_path):
     assert_usage_error(run_process("predict", run, only_bad), "none of the 1 files could be decoded")
 
 
+def test_predict_prints_no_control_characters_from_file_names(folder_run, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    x, _ = digits(1, "valid")
+    Image.fromarray(x[0]).convert("RGB").save(folder / "a\x1b]0;retitled\x07\nb.png", format="PNG")
+    r = run_process("predict", folder_run["run"], folder)
+    assert r.code == 0, r.stderr
+    assert not any(c in r.stdout for c in "\x1b\x07\r") and r.stdout.count("\n") == 2  # header and one row
+    assert predictions(r.stdout)[0]["path"].endswith("a\\x1b]0;retitled\\x07\\nb.png")
+
+
 # ------------------------------------------------------------------------------------------------
 # export
 

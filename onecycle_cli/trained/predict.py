@@ -24,7 +24,7 @@ import torch
 
 from ..datasets.decode import decode_files
 from ..errors import DataError
-from ..safe_text import printable
+from ..safe_text import plain, printable
 from .load import Trained
 from .scores import probabilities
 
@@ -46,6 +46,12 @@ def list_inputs(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         else:
             raise DataError(f"{given}: no such file or folder")
     return files, skipped
+
+
+def cell(text: str) -> str:
+    """A path or class name as a CSV cell that is safe on a terminal (stdout often is one): bytes that are not
+    UTF-8 as \\xNN, control characters (ESC, CR, a newline in a file name) as their escapes."""
+    return plain(printable(text)).replace("\n", "\\n")
 
 
 def columns(k: int) -> list[str]:
@@ -113,8 +119,8 @@ def predict_files(trained: Trained, paths: list[str], out: TextIO, warn: Callabl
             if not predicted:
                 writer.writerow(columns(k))  # with the first predictions: none at all is an error, not a header
             for i, p, c in zip(index, probs, classes):
-                writer.writerow([printable(files[i])] + [v for j in range(k)
-                                                           for v in (trained.classes[c[j]], f"{p[j]:.6g}")])
+                writer.writerow([cell(files[i])] + [v for j in range(k)
+                                                      for v in (cell(trained.classes[c[j]]), f"{p[j]:.6g}")])
             out.flush()
             predicted += len(index)
     if not predicted:
