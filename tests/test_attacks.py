@@ -819,7 +819,8 @@ COMPLETION_CASES = [
            **completing(0, **bash_words("onecycle tr", "9" * 5000))),
     attack("bash completion with COMP_CWORD past the words", "", **completing(0, "find", "train", "grid", "config",
                                                                               "presets", "init", "schedule", "plot",
-                                                                              "runs", "compare", "report", "data",
+                                                                              "runs", "compare", "report",
+                                                                              "evaluate", "predict", "export", "data",
                                                                               **bash_words("onecycle tr", "99999"))),
     attack("bash completion with an unbalanced quote", "", **completing(0, "train", **bash_words("onecycle 'tr", "1"))),
     attack("bash completion of bytes that are not UTF-8", "", **completing(

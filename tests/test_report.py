@@ -122,7 +122,8 @@ def test_report_writes_for_whatever_a_dead_run_left(cli, tiny_runs, tmp_path):
     assert cli("report", broken).code == 0
     page = (broken / "report.html").read_text()
     assert "unreadable" in page and "config.yaml cannot be read" in page
-    assert page.count('<img src="data:image/png;base64,') == 2
+    # schedule.png, curves.png and the interpretation's confusion.png, top_losses.png: views of files that survived
+    assert page.count('<img src="data:image/png;base64,') == len(list(broken.glob("*.png"))) == 4
     # a summary that says running, held by nobody: the page says crashed
     crashed = shutil.copytree(tiny_runs["onecycle"], tmp_path / "crashed")
     summary = json.loads((crashed / "summary.json").read_text())
@@ -148,7 +149,7 @@ def test_report_and_plot_take_a_run_id_under_the_runs_root_as_compare_does(cli, 
         assert r.stdout.strip() == str(run / "report.html") and (run / "report.html").is_file()
         r = cli("plot", run.name, *how.get("args", ()), env=how.get("env"))
         assert r.code == 0, r.stderr
-        assert r.stdout.split() == [str(run / "schedule.png"), str(run / "curves.png")]
+        assert r.stdout.split() == [str(run / name) for name in ("schedule.png", "curves.png", "confusion.png")]
         assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     # the runs root a train run writes to by default, ./runs, as for compare
     shutil.copytree(run, tmp_path / "runs" / run.name)
