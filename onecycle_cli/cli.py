@@ -222,6 +222,9 @@ Set_ = Annotated[Optional[list[str]], typer.Option("--set", metavar="SECTION.KEY
                                                    autocompletion=completion.config_keys)]
 Epochs_ = Annotated[Optional[str], typer.Option("--epochs", metavar="INT", help="train.epochs")]
 BatchSize_ = Annotated[Optional[str], typer.Option("--batch-size", metavar="INT", help="train.batch_size")]
+AccumSteps_ = Annotated[Optional[str], typer.Option("--accum-steps", metavar="INT", help=(
+    "train.accum_steps: split each batch into INT micro-batches, one optimiser step (the same experiment on "
+    "a smaller card)."))]
 DataDir_ = Annotated[Optional[str], typer.Option("--data-dir", metavar="PATH", help="data.root (or ONECYCLE_DATA)")]
 Seed_ = Annotated[Optional[str], typer.Option("--seed", metavar="INT", help="train.seed")]
 Device_ = Annotated[Optional[str], typer.Option("--device", metavar="auto|cpu|cuda[:N]", help="train.device")]
@@ -246,7 +249,7 @@ def _named(**flags) -> dict[str, tuple[str, object]]:
             "schedule": "schedule.name", "compile": "train.compile", "activation_stats": "train.activation_stats",
             "tensorboard": "run.tensorboard", "num_it": "find.num_it", "val_batches": "find.val_batches",
             "start_lr": "find.start_lr", "end_lr": "find.end_lr", "suggest": "find.suggest", "freeze": "find.freeze",
-            "init": "model.init"}
+            "init": "model.init", "accum_steps": "train.accum_steps"}
     return {keys[name]: ("--" + name.replace("_", "-"), value) for name, value in flags.items() if value is not None}
 
 
@@ -295,7 +298,8 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
                             help="find.suggest: the one train --max-lr uses")] = None,
          freeze: Annotated[Optional[bool], typer.Option(
              "--freeze", help="find.freeze: sweep the head alone, the body frozen (as before fine-tuning).")] = None,
-         batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None, device: Device_ = None,
+         batch_size: BatchSize_ = None, accum_steps: AccumSteps_ = None, data_dir: DataDir_ = None,
+         seed: Seed_ = None, device: Device_ = None,
          runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None, precision: Precision_ = None,
          progress: Progress_ = "auto", json_: Json_ = False) -> int:
     """LR range test: grow the LR from start_lr to end_lr over num_it batches and suggest a max_lr."""
@@ -304,7 +308,8 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
     from .signals import StopFlag
     parsed = parse_sweep(sweep) if sweep is not None else None
     resolved = _resolve(config, set_, _named(num_it=num_it, start_lr=start_lr, end_lr=end_lr, val_batches=val_batches,
-                                             suggest=suggest, freeze=freeze, batch_size=batch_size, data_dir=data_dir,
+                                             suggest=suggest, freeze=freeze, batch_size=batch_size,
+                                             accum_steps=accum_steps, data_dir=data_dir,
                                              seed=seed, device=device, runs_dir=runs_dir, dataset=dataset, model=model,
                                              precision=precision))
     from .dist import init_distributed, shutdown
@@ -325,7 +330,8 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
           max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT|find|FIND_RUN", callback=_path,
                             help="schedule.max_lr: a number, 'find' (range test first), or a find run's "
                                  "directory.")] = None,
-          epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None,
+          epochs: Epochs_ = None, batch_size: BatchSize_ = None, accum_steps: AccumSteps_ = None,
+          data_dir: DataDir_ = None, seed: Seed_ = None,
           device: Device_ = None, runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None,
           schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="onecycle|constant|step|cosine",
                               help="schedule.name")] = None,
@@ -351,7 +357,8 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
     from .signals import StopFlag
     from .train import max_lr_flag, train_run, train_seeds
     value, source, find_first = max_lr_flag(max_lr, suggest)
-    flags = _named(epochs=epochs, batch_size=batch_size, data_dir=data_dir, seed=seed, device=device,
+    flags = _named(epochs=epochs, batch_size=batch_size, accum_steps=accum_steps, data_dir=data_dir, seed=seed,
+                   device=device,
                    runs_dir=runs_dir, dataset=dataset, model=model, schedule=schedule, precision=precision,
                    compile=compile, activation_stats=activation_stats, tensorboard=tensorboard, suggest=suggest,
                    max_lr=value, init=init)
@@ -458,7 +465,8 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
                  "partition=gpu, timeout_min=240, gpus_per_node=1.")] = None,
              max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT",
                                help="schedule.max_lr (a number)")] = None,
-             epochs: Epochs_ = None, batch_size: BatchSize_ = None, data_dir: DataDir_ = None, seed: Seed_ = None,
+             epochs: Epochs_ = None, batch_size: BatchSize_ = None, accum_steps: AccumSteps_ = None,
+          data_dir: DataDir_ = None, seed: Seed_ = None,
              device: Device_ = None, runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None,
              schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="onecycle|constant|step|cosine",
                                  help="schedule.name")] = None,

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .accumulate import backward
 from .diagnostics import HIST_COLUMNS, STAT_COLUMNS, ActivationStats, grad_abs_mean
 from .display import Display
 from .dist import Dist
@@ -129,6 +130,10 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
     epochs, per_epoch = cfg.train.total_epochs, pipe.batches.steps_per_epoch
     end = cycle.end_epoch if cycle is not None else epochs
     net = pipe.net
+    accum = cfg.train.accum_steps
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, y, label_smoothing=cfg.optim.label_smoothing)
     params = [p for p in pipe.model.parameters() if p.requires_grad]
     numel = sum(p.numel() for p in params)
     lead = leading_groups(opt)  # each layer group's LR is read from its first optimiser group; the head's last
@@ -178,22 +183,17 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
             stopping = False
             for x, y in pipe.batches.epoch(state.epoch, start=state.epoch_step):
                 lrs, momentum = [opt.param_groups[i]["lr"] for i in lead], momentum_of(head)
-                with pipe.precision.autocast():
-                    loss = F.cross_entropy(net(x), y, label_smoothing=cfg.optim.label_smoothing)
-                fault("step")
                 opt.zero_grad(set_to_none=True)
+                loss = backward(net, x, y, loss_fn, accum, pipe.precision.autocast, scaler, dist.active)
                 if scaler is not None:
-                    scaler.scale(loss).backward()
                     scaler.unscale_(opt)  # |grad| is recorded unscaled
                     gabs = grad_abs_mean(params, numel)
                     scaler.step(opt)
                     scaler.update()
                 else:
-                    loss.backward()
                     gabs = grad_abs_mean(params, numel)
                     opt.step()
                 sched.step()
-                loss = loss.detach().float()
                 epoch_loss += loss
                 state.step += 1
                 state.epoch_step += 1

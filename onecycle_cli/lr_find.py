@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
+from .accumulate import backward, batch_split, check_split
 from .config import Config, FindConfig, Resolved, parse_scalar, to_yaml
 from .display import Display
 from .dist import Dist
@@ -122,11 +123,12 @@ def preserved(model: torch.nn.Module):
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, loss_fn: Callable,
           fc: FindConfig, display: Display, stop: StopFlag, *, dist: Dist = Dist(), label: str = "",
           precision: Precision | None = None, score: Callable[[], torch.Tensor] | None = None,
-          frozen: bool = False) -> Curve:
+          frozen: bool = False, accum: int = 1) -> Curve:
     """The sweep itself: one optimiser step per batch at `lr_at(i)` until the stop rule, num_it or a signal.
 
-    `loss_fn(model(x), y)` is the training loss; `score()`, when given, replaces what is recorded
-    after each step (Smith's held-out variant). The model and every random state come back as they were.
+    `loss_fn(model(x), y)` is the training loss, over `accum` micro-batches a step (accumulate.py);
+    `score()`, when given, replaces what is recorded after each step (Smith's held-out variant). The model
+    and every random state come back as they were.
     """
     device = next(model.parameters()).device
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
@@ -142,15 +144,12 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         for i in range(fc.num_it):
             x, y = next(batches)
             bar.per_step = len(x)  # images a step, for a log's images/s (a shape: no device read)
-            with autocast():
-                loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
+            loss = backward(model, x, y, loss_fn, accum, autocast, scaler, dist.active)
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
                 optimizer.step()
             fault("sweep")
             sched.step()
@@ -190,6 +189,7 @@ def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, la
         oc = oc.model_copy(update={"weight_decay": weight_decay})
     batches = pipe.batches
     if batch_size is not None and batch_size != batches.batch_size:
+        check_split(batch_size, pipe.dist.world, cfg.train.accum_steps)
         batches = TrainBatches(pipe.ds, cfg.data, batch_size, cfg.train.seed, pipe.dist.rank, pipe.dist.world,
                                pipe.memory_format)
     held_out = list(eval_batches(pipe.ds, cfg.data, batches.local, pipe.dist.rank, pipe.dist.world,
@@ -206,7 +206,8 @@ def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, la
         return sweep(net, opt, batches.forever(seed=cfg.train.seed + 7919),  # its own stream of batches
                      lambda out, y: F.cross_entropy(out, y, label_smoothing=oc.label_smoothing), fc, display, stop,
                      dist=pipe.dist, label=label, precision=pipe.precision,
-                     score=(lambda: _held_out_loss(net, held_out, pipe)) if held_out else None, frozen=frozen)
+                     score=(lambda: _held_out_loss(net, held_out, pipe)) if held_out else None, frozen=frozen,
+                     accum=cfg.train.accum_steps)
     finally:  # `sweep` put the weights back; the trainable flags too, before the model is wrapped again
         for p, flag in trainable:
             p.requires_grad_(flag)
@@ -355,6 +356,7 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
                      "train.freeze_epochs 0)")
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
+            **batch_split(cfg, pipe.dist.world),
             "seed": cfg.train.seed, "device": str(pipe.device), "threads": pipe.threads,
             "world_size": dist.world, "data": pipe.ds.memory,
             "started": now_iso(), "frozen": sweeps_frozen(cfg),

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .accumulate import check_split
 from .config import Config
 from .datasets.tensors import Dataset, load_dataset
 from .display import Display, fmt_bytes
@@ -197,6 +198,7 @@ def build_pipeline(cfg: Config, dist: Dist = Dist(), saved: dict | None = None, 
     groups = layer_groups(model, cfg.model.name, built.head)
     ds, normalize = choose_stats(ds, cfg, built, (saved or {}).get("normalize"))
     model = model.to(device, memory_format=memory_format)
+    check_split(cfg.train.batch_size, dist.world, cfg.train.accum_steps)
     batches = TrainBatches(ds, cfg.data, cfg.train.batch_size, cfg.train.seed, dist.rank, dist.world, memory_format)
     return Pipeline(cfg, dist, device, precision, memory_format, ds, model, batches, groups=groups, built=built,
                     normalize=normalize, threads=threads[0], threads_why=threads[1])

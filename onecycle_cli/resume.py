@@ -202,7 +202,8 @@ def open_for_resume(path: Path) -> tuple[RunDir, dict]:
 
 RESUMABLE = {"train.device", "train.log_every", "train.eval_batch_size", "run.tensorboard", "run.root", "data.root",
              "data.download", "model.download",
-             "data.cache", "data.device_budget", "data.strict"}  # where data and weights live, not what they are
+             "data.cache", "data.device_budget", "data.strict",  # where data and weights live, not what they are
+             "train.accum_steps"}  # how a batch is cut to fit the card: a resume on a smaller one may cut it finer
 
 
 def check_resumable(saved: dict, cfg: Config, total_steps: int, path: Path) -> None:

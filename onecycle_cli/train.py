@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .accumulate import batch_split
 from .config import Config, FindConfig, Resolved, to_yaml
 from .display import Display
 from .dist import Dist
@@ -141,7 +142,8 @@ def summary_of(pipe: Pipeline, cfg: Config, run: RunDir, state: LoopState, statu
         "optimizer": cfg.optim.name, "schedule": cfg.schedule.name, "shape": cfg.schedule.shape,
         "max_lr": cfg.schedule.max_lr if record.max_lr_chosen else None, "epochs": cfg.train.total_epochs,
         "freeze_epochs": cfg.train.freeze_epochs, "lr_mult": cfg.optim.lr_mult, "epochs_done": state.epoch,
-        "steps": state.step, "batch_size": cfg.train.batch_size, "seed": cfg.train.seed, "device": str(pipe.device),
+        "steps": state.step, "batch_size": cfg.train.batch_size, **batch_split(cfg, pipe.dist.world),
+        "seed": cfg.train.seed, "device": str(pipe.device),
         "threads": pipe.threads, "precision": pipe.precision.name, "world_size": pipe.dist.world,
         "data": pipe.ds.memory,
         "final": {k: last.get(k) for k in ("train_loss", "valid_loss", "accuracy")} if last else None,

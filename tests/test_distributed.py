@@ -25,8 +25,11 @@ def torchrun(command: str, *args: str, cwd) -> dict:
 
 
 def test_two_processes_train_like_one(cli, tmp_path):
-    two = torchrun("train", *ARGS, cwd=tmp_path)
+    # each of the two processes also splits its half of the batch in two (--accum-steps 2): the first
+    # micro-batch skips DDP's all-reduce (no_sync), and the sum still comes out as one process's batch
+    two = torchrun("train", *ARGS, "--accum-steps", "2", cwd=tmp_path)
     assert two["world_size"] == 2 and two["status"] == "completed"
+    assert (two["batch_size"], two["accum_steps"], two["micro_batch"]) == (64, 2, 16)
     assert len(list((tmp_path / "runs").iterdir())) == 1  # rank 0 alone writes the run directory
     one = cli("train", *ARGS, "--runs-dir", "single").json()
     # the global batch is the same, and DDP averages the two halves' gradients: the same fit up to rounding

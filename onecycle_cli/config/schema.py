@@ -269,6 +269,9 @@ class TrainConfig(Section):
     # throughout (fastai's freeze() then fit_one_cycle: the "head only" baseline of transfer learning)
     epochs: Annotated[int, Field(ge=0)] = 95
     batch_size: PositiveInt = 512  # global batch, split across GPUs under torchrun
+    # micro-batches a global batch is split into, their gradients summed before one optimiser step: the
+    # same experiment on a smaller card (only BatchNorm sees the micro-batch); batch_size must divide
+    accum_steps: Annotated[int, Field(ge=1, le=4096)] = 1
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)] = 0
     device: str = "auto"           # auto: CUDA when present, else CPU; or cpu, cuda, cuda:1
     # torch's CPU threads (ONECYCLE_THREADS); null: OMP_NUM_THREADS if set, else 1 for a step under 100M
@@ -293,6 +296,9 @@ class TrainConfig(Section):
     def _device_name(self) -> "TrainConfig":
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ValueError(f"train.device = {self.device!r}: expected auto, cpu, cuda or cuda:N")
+        if self.batch_size % self.accum_steps:
+            raise ValueError(f"train.batch_size = {self.batch_size} does not split into train.accum_steps = "
+                             f"{self.accum_steps} equal micro-batches: expected a multiple of {self.accum_steps}")
         if self.epochs == 0 and not self.freeze_epochs:
             raise ValueError("train.epochs = 0 trains nothing: expected at least 1 (0 only with train.freeze_epochs "
                              "> 0, which trains the head alone)")
