@@ -786,9 +786,9 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", callba
 RunArg_ = Annotated[Path, typer.Argument(metavar="RUN_DIR", callback=_path,
                                          help="A train run's directory, or its id under the runs root.",
                                          autocompletion=completion.run_dirs)]
-Checkpoint_ = Annotated[str, typer.Option("--checkpoint", metavar="last|best", help=(
-    "Which weights: last (the default: 1cycle is meant to be read at its end) or best (checkpoints/best.pt, the "
-    "epoch of highest validation accuracy)."))]
+Checkpoint_ = Annotated[str, typer.Option("--checkpoint", metavar="last|best|ema", help=(
+    "Which weights: last (the default: 1cycle is meant to be read at its end), best (checkpoints/best.pt, the "
+    "epoch of highest validation accuracy) or ema (the weight average of train.ema, kept in last.pt)."))]
 Tta_ = Annotated[str, typer.Option("--tta", metavar="none|flip",
                                    help="flip: average each image's probabilities with its mirror's.")]
 EvalDevice_ = Annotated[Optional[str], typer.Option("--device", metavar="auto|cpu|cuda[:N]",

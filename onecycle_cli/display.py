@@ -152,12 +152,14 @@ class Display:
     # -- the epoch table users know from fastai ---------------------------------------------
     EPOCH_COLUMNS = ("epoch", "train_loss", "valid_loss", "accuracy", "time")
 
-    def epoch_header(self) -> None:
-        self.print(styled("  ".join(f"{c:<11}" for c in self.EPOCH_COLUMNS).rstrip(), "bold"))
+    def epoch_header(self, ema: bool = False) -> None:
+        columns = (*self.EPOCH_COLUMNS[:-1], "ema_accuracy", "time") if ema else self.EPOCH_COLUMNS
+        self.print(styled("  ".join(f"{c:<11}" for c in columns).rstrip(), "bold"))
 
     def epoch_row(self, row: dict) -> None:
         cells = [str(int(row["epoch"])), fmt_num(row["train_loss"]), fmt_num(row["valid_loss"]),
-                 fmt_num(row["accuracy"]), fmt_time(row["seconds"])]
+                 fmt_num(row["accuracy"]), *([fmt_num(row["ema_accuracy"])] if "ema_accuracy" in row else []),
+                 fmt_time(row["seconds"])]
         self.print("  ".join(f"{c:<11}" for c in cells).rstrip())
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], whole: str | None = None,

@@ -25,6 +25,7 @@ from .accumulate import backward
 from .diagnostics import HIST_COLUMNS, STAT_COLUMNS, ActivationStats, grad_abs_mean
 from .display import Display
 from .dist import Dist
+from .ema import WeightEma
 from .errors import Diverged
 from .faults import fault
 from .loader import eval_batches
@@ -87,9 +88,10 @@ class StepBuffer:
         return rows
 
 
-def evaluate(pipe: Pipeline) -> tuple[float, float]:
-    """(valid loss, accuracy) on the test split, summed on the device and read once."""
-    model = pipe.model
+def evaluate(pipe: Pipeline, model: torch.nn.Module | None = None) -> tuple[float, float]:
+    """(valid loss, accuracy) of `model` (the pipeline's own by default; the weight EMA) on the test split,
+    summed on the device and read once."""
+    model = model if model is not None else pipe.model
     pipe.dist.sync_buffers(model)
     was_training = model.training
     model.eval()
@@ -122,10 +124,11 @@ def start_cycle(pipe: Pipeline, opt: torch.optim.Optimizer, cycle: Cycle, fresh:
 
 def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: LoopState,
         opt: torch.optim.Optimizer, sched, scaler, checkpoint: Callable[[LoopState], None], logs: Sequence,
-        cycle: Cycle | None = None) -> str:
+        cycle: Cycle | None = None, ema: WeightEma | None = None) -> str:
     """Train `cycle` (default: the whole run) from `state` to its end, or until a signal; returns
     'completed' or 'interrupted'. Each of `logs` takes `steps(rows)` at every flush and `epoch(row)`
-    at every epoch's end (runs.directory's TrainingLog and TensorboardLog)."""
+    at every epoch's end (runs.directory's TrainingLog and TensorboardLog). `ema` follows every step
+    and is scored with the model."""
     cfg, dist = pipe.cfg, pipe.dist
     epochs, per_epoch = cfg.train.total_epochs, pipe.batches.steps_per_epoch
     end = cycle.end_epoch if cycle is not None else epochs
@@ -172,7 +175,7 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
             bar.update(state.step, f"epoch {state.epoch}  loss {rows[-1]['smooth_loss']:.4f}  lr {rows[-1]['lr']:.2e}")
         return dist.from_main(stop.requested)
 
-    display.epoch_header()
+    display.epoch_header(ema is not None)
     with contextlib.ExitStack() as cleanup, display.progress(epochs * per_epoch, "train", completed=state.step,
                                                                   per_step=pipe.batches.batch_size) as bar:
         if acts is not None:
@@ -196,6 +199,8 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
                 sched.step()
                 epoch_loss += loss
                 state.step += 1
+                if ema is not None:
+                    ema.update(state.step)
                 state.epoch_step += 1
                 buffer.add(state.step, state.epoch, lrs, momentum, loss, gabs)
                 if acts is not None:
@@ -215,13 +220,15 @@ def fit(pipe: Pipeline, run: RunDir, display: Display, stop: StopFlag, state: Lo
                 return "interrupted"
             state.images += per_epoch * pipe.batches.batch_size
             valid_loss, accuracy = evaluate(pipe)
+            averaged = evaluate(pipe, ema.module) if ema is not None else None
             # the epoch's last step
             row = {"epoch": state.epoch, "phase": buffer.cycle, "step": state.step, "lr": lrs[-1],
                    "momentum": momentum,
                    "train_loss": dist.mean_(epoch_loss / per_epoch).item(),
                    "valid_loss": valid_loss, "accuracy": accuracy,
                    "seconds": state.epoch_seconds + time.perf_counter() - started,
-                   "images_per_s": per_epoch * pipe.batches.batch_size / max(seconds, 1e-9)}
+                   "images_per_s": per_epoch * pipe.batches.batch_size / max(seconds, 1e-9),
+                   **({"ema_valid_loss": averaged[0], "ema_accuracy": averaged[1]} if averaged else {})}
             for log in logs:
                 log.epoch(row)
             display.epoch_row(row)

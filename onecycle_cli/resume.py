@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .config import Config
+from .ema import WeightEma
 from .errors import RunDirError
 from .fit import LoopState, start_cycle
 from .optim import build_optimizer
@@ -64,13 +65,14 @@ def weights_state(pipe: Pipeline, cfg: Config, state: LoopState) -> dict:
             "shape": list(pipe.ds.shape)}
 
 
-def checkpoint_state(pipe: Pipeline, cfg: Config, opt, sched, scaler, state: LoopState) -> dict:
+def checkpoint_state(pipe: Pipeline, cfg: Config, opt, sched, scaler, state: LoopState, ema=None) -> dict:
     """Everything a resume needs (checkpoints/last.pt): the weights and what they mean (`weights_state`), the
-    optimiser, `sched` the scheduler of cycle `state.cycle`, the RNGs; `cfg` is the run's config as decided
-    (max_lr included)."""
+    optimiser, `sched` the scheduler of cycle `state.cycle`, the RNGs, the weight average (`ema.py`); `cfg` is the
+    run's config as decided (max_lr included)."""
     return {**weights_state(pipe, cfg, state), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_states(),
-            "total_steps": cfg.train.total_epochs * pipe.batches.steps_per_epoch}
+            "total_steps": cfg.train.total_epochs * pipe.batches.steps_per_epoch,
+            "ema": ema.state_dict() if ema is not None else None}
 
 
 NUMBER = (int, float)
@@ -244,10 +246,23 @@ def restore(saved: dict, pipe: Pipeline, cfg: Config, plan: list[Cycle], path: P
     scaler = torch.amp.GradScaler() if pipe.precision.needs_scaler else None
     try:
         load_into(saved, pipe.model, opt, sched, scaler, state.step - cycle.first_epoch * per_epoch)
+        ema = restore_ema(saved, pipe, cfg)
         set_rng_states(saved["rng"])
     except Exception as e:
         raise refused(path, e) from None
-    return opt, sched, scaler, state
+    return opt, sched, scaler, state, ema
+
+
+def restore_ema(saved: dict | None, pipe: Pipeline, cfg: Config) -> WeightEma | None:
+    """The weight average a run keeps (`train.ema`): a copy of the model's weights, or a resumed run's own."""
+    if cfg.train.ema is None:
+        return None
+    ema = WeightEma(pipe.model, cfg.train.ema)
+    if saved is not None:
+        if not isinstance(saved.get("ema"), dict):
+            raise ValueError("train.ema is set but the checkpoint holds no weight average")
+        ema.load_state_dict(saved["ema"])
+    return ema
 
 
 def kept_state(run_path: Path, cfg: Config, per_epoch: int) -> LoopState | None:

@@ -30,7 +30,7 @@ from .lr_find import find_in_run
 from .models import body_is_random
 from .optim import build_optimizer, leading_groups
 from .pipeline import Pipeline, announce_data, build_pipeline
-from .resume import checkpoint_state, kept_state, open_for_resume, restore, weights_state
+from .resume import checkpoint_state, kept_state, open_for_resume, restore, restore_ema, weights_state
 from .runs.directory import NullRunDir, RunDir, TensorboardLog, TrainingLog, keep_rows, now_iso
 from .runs.report import write_views
 from .schedules import Cycle, check_lengths, cycles
@@ -147,6 +147,8 @@ def summary_of(pipe: Pipeline, cfg: Config, run: RunDir, state: LoopState, statu
         "threads": pipe.threads, "precision": pipe.precision.name, "world_size": pipe.dist.world,
         "data": pipe.ds.memory,
         "final": {k: last.get(k) for k in ("train_loss", "valid_loss", "accuracy")} if last else None,
+        "ema": ({"decay": cfg.train.ema, "final": {k: last.get(f"ema_{k}") for k in ("valid_loss", "accuracy")}
+                 if last else None} if cfg.train.ema is not None else None),
         "best": ({"accuracy": state.best_accuracy, "epoch": state.best_epoch, "checkpoint": "checkpoints/best.pt"}
                  if state.best_epoch >= 0 else None),
         "train_seconds": round(state.train_seconds, 3), "wall_seconds": round(time.time() - started, 3),
@@ -227,12 +229,12 @@ def continue_run(run: RunDir, state: LoopState, record: RunRecord, display: Disp
 
 
 def run_cycles(pipe: Pipeline, cfg: Config, run: RunDir, display: Display, stop: StopFlag, state: LoopState,
-               opt, sched, scaler, plan: list[Cycle], logs: list, summarise) -> str:
+               opt, sched, scaler, plan: list[Cycle], logs: list, summarise, ema=None) -> str:
     """Each cycle of `plan` not yet done, through fit.py's loop; 'completed' or 'interrupted'."""
     def checkpoint(s: LoopState) -> None:
         if s.epoch_step == 0 and s.best_epoch == s.epoch - 1:  # the epoch just ended is the best so far
             run.save_checkpoint(weights_state(pipe, cfg, s), "best.pt")
-        run.save_checkpoint(checkpoint_state(pipe, cfg, opt, sched, scaler, s))  # the scheduler of the cycle now
+        run.save_checkpoint(checkpoint_state(pipe, cfg, opt, sched, scaler, s, ema))  # the scheduler of the cycle now
         run.write_json("summary.json", summarise(s, "running", ""))
 
     status = "completed"
@@ -244,7 +246,7 @@ def run_cycles(pipe: Pipeline, cfg: Config, run: RunDir, display: Display, stop:
             state.cycle = index
         if len(plan) > 1 or cycle.frozen:
             display.print(cycle_line(cycle))
-        status = fit(pipe, run, display, stop, state, opt, sched, scaler, checkpoint, logs, cycle)
+        status = fit(pipe, run, display, stop, state, opt, sched, scaler, checkpoint, logs, cycle, ema)
         if status != "completed":
             break
     return status
@@ -273,7 +275,7 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
         check_lengths(cfg, per_epoch)  # before the run directory exists, whatever max_lr the range test gives
         if resume is not None:  # a resumed run's max_lr is in its config: the plan is final
             plan = cycles(cfg, len(pipe.groups))
-            opt, sched, scaler, state = restore(saved, pipe, cfg, plan, resume)
+            opt, sched, scaler, state, ema = restore(saved, pipe, cfg, plan, resume)
     except BaseException:
         run.close()  # a refused resume lets go of the run at once, its files untouched
         raise
@@ -311,14 +313,15 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
             opt = build_optimizer(cfg.optim, pipe.groups, cfg.schedule.max_lr, fused=pipe.fused)
             scaler = torch.amp.GradScaler() if pipe.precision.needs_scaler else None
             sched = None  # each cycle starts its own
+            ema = restore_ema(None, pipe, cfg)  # after the range test, which puts the weights back
         else:
             continue_run(run, state, record, display, total)
         record.cycles = [{"name": c.name, "epochs": c.epochs, "frozen": c.frozen, "max_lrs": list(c.max_lrs),
                           "pct_start": c.schedule.pct_start, "div": c.schedule.div} for c in plan]
-        logs.append(TrainingLog(run, len(leading_groups(opt))))
+        logs.append(TrainingLog(run, len(leading_groups(opt)), ema=ema is not None))
         if cfg.run.tensorboard and dist.main:
             logs.append(TensorboardLog(run.path / "tensorboard"))
-        status = run_cycles(pipe, cfg, run, display, stop, state, opt, sched, scaler, plan, logs, summarise)
+        status = run_cycles(pipe, cfg, run, display, stop, state, opt, sched, scaler, plan, logs, summarise, ema)
         if status == "completed" and dist.main:
             interpret_run(pipe, run, display)
         reason = (f"completed {cfg.train.total_epochs} epochs" if status == "completed" else

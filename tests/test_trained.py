@@ -167,7 +167,7 @@ def test_evaluate_refuses_what_is_not_a_usable_checkpoint(folder_run, tmp_path):
     assert_usage_error(run_process("evaluate", tmp_path / "nowhere"), "no such run directory")
     copy = tmp_path / "run"
     shutil.copytree(folder_run["run"], copy)
-    assert_usage_error(run_process("evaluate", copy, "--checkpoint", "newest"), "expected one of last, best")
+    assert_usage_error(run_process("evaluate", copy, "--checkpoint", "newest"), "expected one of last, best, ema")
     (copy / "checkpoints" / "best.pt").unlink()
     assert_usage_error(run_process("evaluate", copy, "--checkpoint", "best"), "no checkpoints/best.pt")
     # a link where the checkpoint goes: never read through

@@ -283,6 +283,9 @@ class TrainConfig(Section):
     eval_batch_size: PositiveInt = 1024
     log_every: PositiveInt = 50    # steps between display updates and record flushes (the only host syncs)
     activation_stats: bool = False  # per-layer mean/std/near-zero and histograms every step
+    # a moving average of the weights (timm's --model-ema-decay, with its warm-up), scored each epoch and
+    # saved beside the model; null: none. 0.999 suits runs of a few thousand steps, 0.9999 longer ones
+    ema: Optional[Annotated[float, Field(ge=0, lt=1)]] = None
     # fastai's fine_tune: first N epochs of 1cycle on the head alone (the body frozen, its BatchNorm still
     # training), then train.epochs on the whole network; 0: no frozen cycle
     freeze_epochs: Annotated[int, Field(ge=0)] = 0

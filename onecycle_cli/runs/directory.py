@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 STEP_COLUMNS = ["step", "epoch", "lr", "momentum", "loss", "smooth_loss", "grad_abs", "phase"]
 METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_s",
                   "phase"]
+EMA_COLUMNS = ["ema_valid_loss", "ema_accuracy"]  # with train.ema: the weight average, scored each epoch
 
 
 def group_lr_columns(groups: int) -> list[str]:
@@ -384,9 +385,9 @@ class _NullLog:
 class TrainingLog:
     """A training run's steps.csv and metrics.csv, behind the same two calls as `TensorboardLog`."""
 
-    def __init__(self, run: "RunDir", groups: int):
+    def __init__(self, run: "RunDir", groups: int, ema: bool = False):
         self.step_rows = run.log("steps.csv", STEP_COLUMNS + group_lr_columns(groups))
-        self.epoch_rows = run.log("metrics.csv", METRIC_COLUMNS)
+        self.epoch_rows = run.log("metrics.csv", METRIC_COLUMNS + (EMA_COLUMNS if ema else []))
 
     def steps(self, rows: list[dict]) -> None:
         self.step_rows.write_many(rows)

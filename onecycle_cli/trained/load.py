@@ -1,11 +1,11 @@
 """A run's model rebuilt from one of its checkpoints: what `evaluate`, `predict` and `export` start from.
 
-`load_trained(RUN_DIR, "last"|"best")` reads `checkpoints/<which>.pt` as a resume does (never through
-a link, never code: `resume.read_checkpoint`), validates the config it recorded, builds that
-architecture without downloading or reading any weights file, and loads the checkpoint's weights
-strictly: a tensor missing or of another shape is exit 2, not a model that predicts nonsense.
-What the inputs were (channels, size, how files were resized, whose mean and std) is read from the
-same checkpoint, so a run scores and predicts exactly as it validated.
+`load_trained(RUN_DIR, "last"|"best"|"ema")` reads `checkpoints/<which>.pt` (ema: the average last.pt
+holds) as a resume does (never through a link, never code: `resume.read_checkpoint`), validates the
+config it recorded, builds that architecture without downloading or reading any weights file, and
+loads the checkpoint's weights strictly: a tensor missing or of another shape is exit 2, not a model
+that predicts nonsense. What the inputs were (channels, size, how files were resized, whose mean and
+std) is read from the same checkpoint, so a run scores and predicts exactly as it validated.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from ..pipeline import Precision, resolve_device, resolve_precision
 from ..safe_files import check_regular_or_dir
 from ..safe_torch import detail
 
-CHECKPOINTS = ("last", "best")
-CHECKPOINT_HELP = ("last (the default: 1cycle is meant to be read at its end) or best (checkpoints/best.pt, the "
-                   "epoch of highest validation accuracy)")
+CHECKPOINTS = ("last", "best", "ema")  # ema: the weight average last.pt holds beside the model (train.ema)
 # the images of a built-in set, for a checkpoint written before checkpoints recorded their input shape
 BUILTIN_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist_sample": (1, 28, 28),
                   "cifar10": (3, 32, 32)}
@@ -34,7 +32,7 @@ BUILTIN_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist_sam
 @dataclass
 class Trained:
     run: Path
-    which: str                   # last or best
+    which: str                   # last, best or ema
     config: Config               # the run's, as its checkpoint recorded it
     model: nn.Module             # in eval mode, on `device`
     classes: list[str]           # what each output means
@@ -77,7 +75,7 @@ def checkpoint_path(run: Path, which: str) -> Path:
         raise RunDirError(f"--checkpoint {which!r}: expected one of {', '.join(CHECKPOINTS)}")
     if not run.is_dir():
         raise RunDirError(f"{run}: no such run directory")
-    path = run / "checkpoints" / f"{which}.pt"
+    path = run / "checkpoints" / f"{'last' if which == 'ema' else which}.pt"
     for inside in (run / "checkpoints", path):  # a link in the run would read a file outside it
         problem = check_regular_or_dir(inside)
         if problem:
@@ -85,7 +83,7 @@ def checkpoint_path(run: Path, which: str) -> Path:
     if not path.is_file():
         why = ("the run kept no best checkpoint (it was made before best.pt existed, or stopped before its first "
                "epoch ended)" if which == "best" else "not a train run, or it stopped before its first epoch ended")
-        raise RunDirError(f"{run}: no checkpoints/{which}.pt ({why})")
+        raise RunDirError(f"{run}: no {path.relative_to(run)} ({why})")
     return path
 
 
@@ -99,18 +97,22 @@ def load_trained(run_dir: str | Path, which: str = "last", device: str = "auto",
     try:
         saved = read_checkpoint(path)
     except Exception as e:
-        raise RunDirError(f"{run}: checkpoints/{which}.pt cannot be read ({detail(e)}); the file is damaged or not "
+        raise RunDirError(f"{run}: {path.relative_to(run)} cannot be read ({detail(e)}); the file is damaged or not "
                           f"onecycle's") from None
+    if which == "ema":
+        if not isinstance(saved.get("ema"), dict):
+            raise RunDirError(f"{run}: checkpoints/last.pt holds no weight average (the run had no train.ema)")
+        saved = {**saved, "model": saved["ema"]}
     if not isinstance(saved.get("model"), dict) or not isinstance(saved.get("config"), dict):
-        raise RunDirError(f"{run}: checkpoints/{which}.pt is not a onecycle checkpoint (no model or config)")
+        raise RunDirError(f"{run}: {path.relative_to(run)} is not a onecycle checkpoint (no model or config)")
     try:
         cfg = Config.model_validate(saved["config"])
     except Exception as e:
-        raise RunDirError(f"{run}: checkpoints/{which}.pt records a config this onecycle does not take "
+        raise RunDirError(f"{run}: {path.relative_to(run)} records a config this onecycle does not take "
                           f"({detail(e)})") from None
     classes = saved.get("classes")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise RunDirError(f"{run}: checkpoints/{which}.pt records no class names")
+        raise RunDirError(f"{run}: {path.relative_to(run)} records no class names")
     shape = input_shape(saved, cfg)
     dev = resolve_device(device)  # where it runs now, not where it trained: a GPU run scores on a laptop
     # the architecture alone: no pretrained file read, no download (the checkpoint holds every weight)
@@ -119,7 +121,7 @@ def load_trained(run_dir: str | Path, which: str = "last", device: str = "auto",
         model = build(model_cfg, shape[0], len(classes), load_weights=False).model
         model.load_state_dict(saved["model"])  # strict: a missing tensor or another shape is refused here
     except Exception as e:
-        raise RunDirError(f"{run}: checkpoints/{which}.pt does not fit model {cfg.model.name!r} "
+        raise RunDirError(f"{run}: {path.relative_to(run)} does not fit model {cfg.model.name!r} "
                           f"({detail(e)})") from None
     model.to(dev).eval()
     state = saved.get("state")
