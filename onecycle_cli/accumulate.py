@@ -29,9 +29,10 @@ def batch_split(cfg, world: int) -> dict:
             "micro_batch": cfg.train.batch_size // (world * cfg.train.accum_steps)}
 
 
-def check_split(batch_size: int, world: int, accum: int) -> None:
-    """A global batch that does not split into `world` x `accum` equal micro-batches is refused, by name."""
-    if accum > 1 and batch_size % (world * accum):
+def check_split(batch_size: int, world: int, accum: int | str) -> None:
+    """A global batch that does not split into `world` x `accum` equal micro-batches is refused, by name
+    (`auto` is a split batch_finder.py finds)."""
+    if accum != "auto" and accum > 1 and batch_size % (world * accum):
         per = f" x {world} processes" if world > 1 else ""
         raise DataError(f"train.batch_size = {batch_size} does not split into train.accum_steps = {accum} equal "
                         f"micro-batches{per}: expected a multiple of {world * accum}")

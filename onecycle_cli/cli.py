@@ -466,8 +466,8 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
              max_lr: Annotated[Optional[str], typer.Option("--max-lr", metavar="FLOAT",
                                help="schedule.max_lr (a number)")] = None,
              epochs: Epochs_ = None, batch_size: BatchSize_ = None, accum_steps: AccumSteps_ = None,
-          data_dir: DataDir_ = None, seed: Seed_ = None,
-             device: Device_ = None, runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None,
+             data_dir: DataDir_ = None, seed: Seed_ = None, device: Device_ = None, runs_dir: RunsDir_ = None,
+             dataset: Dataset_ = None, model: Model_ = None,
              schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="onecycle|constant|step|cosine",
                                  help="schedule.name")] = None,
              precision: Precision_ = None,
@@ -488,7 +488,8 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
     started = time.time()
     from .grid import array, command
     display = _display()
-    named = {"epochs": epochs, "batch_size": batch_size, "data_dir": data_dir, "device": device,
+    named = {"epochs": epochs, "batch_size": batch_size, "accum_steps": accum_steps, "data_dir": data_dir,
+             "device": device,
              "runs_dir": runs_dir, "dataset": dataset, "model": model, "precision": precision,
              "schedule": schedule, "max_lr": max_lr}
     spec_flags = {**named, "config": config, "set": set_, "vary": vary, "seeds": seeds, "around": around,

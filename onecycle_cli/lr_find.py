@@ -344,6 +344,11 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
         with display.counter("decode") as progress:
             pipe = build_pipeline(cfg, dist, progress=progress, stop=stop.pending)
         announce_data(pipe.ds, display)
+    finder = None
+    if cfg.train.accum_steps == "auto":
+        from .batch_finder import resolve_auto
+        cfg, finder = resolve_auto(pipe, display)
+        resolved = resolved.model_copy(update={"config": cfg})
     if sweep_over and sweep_over[0] == "batch_size":
         for size in sweep_over[1]:  # a batch the data cannot fill is refused before the run directory exists
             TrainBatches(pipe.ds, cfg.data, size, cfg.train.seed, dist.rank, dist.world)
@@ -356,7 +361,7 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
                      "train.freeze_epochs 0)")
     base = {"command": "find", "config": resolved.name, "run_dir": str(run.path), "dataset": cfg.data.dataset,
             "model": cfg.model.name, "optimizer": cfg.optim.name, "batch_size": cfg.train.batch_size,
-            **batch_split(cfg, pipe.dist.world),
+            **batch_split(cfg, pipe.dist.world), **({"batch_finder": finder} if finder else {}),
             "seed": cfg.train.seed, "device": str(pipe.device), "threads": pipe.threads,
             "world_size": dist.world, "data": pipe.ds.memory,
             "started": now_iso(), "frozen": sweeps_frozen(cfg),

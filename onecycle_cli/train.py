@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .accumulate import batch_split
+from .batch_finder import resolve_auto
 from .config import Config, FindConfig, Resolved, to_yaml
 from .display import Display
 from .dist import Dist
@@ -114,12 +115,15 @@ class RunRecord:
     max_lr_chosen: bool = True        # False while `--max-lr find` has not chosen: the summary says null
     cycles: list[dict] = field(default_factory=list)
     resumed: int | None = None        # how many times the run was resumed
+    batch_finder: dict | None = None  # train.accum_steps auto: the splits tried and the one chosen
 
     def fields(self) -> dict:
         out = asdict(self)
         del out["max_lr_chosen"]
         if self.resumed is None:
             del out["resumed"]
+        if self.batch_finder is None:
+            del out["batch_finder"]
         return out
 
 
@@ -217,7 +221,7 @@ def continue_run(run: RunDir, state: LoopState, record: RunRecord, display: Disp
     """A resumed run: its first start's record kept, and the records written after its checkpoint dropped."""
     previous = run.read_json("summary.json")
     # what the first start loaded is its record: a resume takes its weights from the checkpoint
-    for key in ("max_lr_source", "started", "config", "weights"):
+    for key in ("max_lr_source", "started", "config", "weights", "batch_finder"):
         if key in previous:
             setattr(record, key, previous[key])
     resumed = previous.get("resumed", 0)
@@ -270,6 +274,10 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
         with display.counter("decode") as progress:
             pipe = build_pipeline(cfg, dist, saved, progress=progress, stop=stop.pending)
         announce_data(pipe.ds, display)
+        finder = None
+        if cfg.train.accum_steps == "auto":  # a resumed run's config holds the number its first start chose
+            cfg, finder = resolve_auto(pipe, display)
+            resolved = resolved.model_copy(update={"config": cfg})
         per_epoch = pipe.batches.steps_per_epoch
         total = cfg.train.total_epochs * per_epoch
         check_lengths(cfg, per_epoch)  # before the run directory exists, whatever max_lr the range test gives
@@ -281,7 +289,7 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
         raise
     if resume is None and dist.main:
         run = RunDir.create(cfg.run.root, "train", resolved.name)
-    record = RunRecord(resolved.name, max_lr_source, now_iso(), **describe_model(pipe))
+    record = RunRecord(resolved.name, max_lr_source, now_iso(), **describe_model(pipe), batch_finder=finder)
     if resume is None:
         state = LoopState()
 

@@ -22,8 +22,8 @@ ARGS = ["--config", "mnist_sample", "--set", "data.train_size=512", "--set", "da
         "--json"]
 
 
-def train(tmp_path: Path, *args: str) -> dict:
-    r = run_process("train", *ARGS, "--epochs", "2", "--runs-dir", tmp_path / "runs", *args)
+def train(tmp_path: Path, *args: str, env: dict | None = None) -> dict:
+    r = run_process("train", *ARGS, "--epochs", "2", "--runs-dir", tmp_path / "runs", *args, env=env)
     assert r.code == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -69,6 +69,7 @@ def test_the_range_test_with_accumulation_suggests_the_same(tmp_path):
     ("x", "train.accum_steps"),
     ("3", "train.batch_size = 64 does not split into train.accum_steps = 3 equal micro-batches"),
     ("5000", "train.accum_steps"),
+    ("automatic", "train.accum_steps"),
 ])
 def test_bad_accumulation_is_refused_in_one_line(tmp_path, value, fragment):
     for command in ("train", "find"):
@@ -76,3 +77,32 @@ def test_bad_accumulation_is_refused_in_one_line(tmp_path, value, fragment):
                         "--runs-dir", tmp_path / "runs")
         assert_usage_error(r, fragment)
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# --accum-steps auto: the batch-size finder
+
+
+def test_the_finder_backs_off_from_out_of_memory_and_leaves_no_trace(tmp_path):
+    # every trial of a micro-batch above 48 raises torch's own OutOfMemoryError (the fault hook): 64 does
+    # not fit, 32 does, so the batch of 64 is 32 x 2, and the run is the one --accum-steps 2 trains
+    found = train(tmp_path, "--accum-steps", "auto", env={"ONECYCLE_FAULT": "oom>48"})
+    assert (found["accum_steps"], found["micro_batch"], found["batch_size"]) == (2, 32, 64)
+    record = found["batch_finder"]
+    assert [(t["micro_batch"], t["fits"]) for t in record["tried"]] == [(64, False), (32, True)]
+    assert "out of memory" in record["tried"][0]["why"]
+    given = train(tmp_path, "--accum-steps", "2")
+    a = torch.load(Path(found["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(Path(given["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the trials' steps were put back, RNG and all
+    config = (Path(found["run_dir"]) / "config.yaml").read_text()
+    assert "accum_steps: 2" in config  # the run records the number, which --resume reads back
+
+
+def test_the_finder_on_a_cpu_and_when_nothing_fits(tmp_path):
+    r = run_process("train", *ARGS, "--epochs", "1", "--accum-steps", "auto", "--runs-dir", tmp_path / "runs")
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["accum_steps"] == 1 and "on cpu, where memory swaps rather than runs out" in r.stderr
+    r = run_process("find", "--config", "mnist_sample", "--accum-steps", "auto", "--runs-dir", tmp_path / "runs",
+                    env={"ONECYCLE_FAULT": "oom>0"})
+    assert_usage_error(r, "not even a micro-batch of 1 image fits")

@@ -270,8 +270,9 @@ class TrainConfig(Section):
     epochs: Annotated[int, Field(ge=0)] = 95
     batch_size: PositiveInt = 512  # global batch, split across GPUs under torchrun
     # micro-batches a global batch is split into, their gradients summed before one optimiser step: the
-    # same experiment on a smaller card (only BatchNorm sees the micro-batch); batch_size must divide
-    accum_steps: Annotated[int, Field(ge=1, le=4096)] = 1
+    # same experiment on a smaller card (only BatchNorm sees the micro-batch); batch_size must divide.
+    # auto: the fewest whose micro-batch fits the GPU, found by trial steps (1 on a CPU)
+    accum_steps: Union[int, Literal["auto"]] = 1
     seed: Annotated[int, Field(ge=0, le=SEED_MAX)] = 0
     device: str = "auto"           # auto: CUDA when present, else CPU; or cpu, cuda, cuda:1
     # torch's CPU threads (ONECYCLE_THREADS); null: OMP_NUM_THREADS if set, else 1 for a step under 100M
@@ -290,6 +291,13 @@ class TrainConfig(Section):
     # training), then train.epochs on the whole network; 0: no frozen cycle
     freeze_epochs: Annotated[int, Field(ge=0)] = 0
 
+    @field_validator("accum_steps", mode="before")
+    @classmethod
+    def _accum(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
+            return value
+        raise ValueError(f"train.accum_steps = {value!r}: expected a whole number from 1 to 4096, or auto")
+
     @property
     def total_epochs(self) -> int:
         """Every epoch of the run, the frozen cycle's and the unfrozen one's."""
@@ -299,7 +307,7 @@ class TrainConfig(Section):
     def _device_name(self) -> "TrainConfig":
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ValueError(f"train.device = {self.device!r}: expected auto, cpu, cuda or cuda:N")
-        if self.batch_size % self.accum_steps:
+        if self.accum_steps != "auto" and self.batch_size % self.accum_steps:
             raise ValueError(f"train.batch_size = {self.batch_size} does not split into train.accum_steps = "
                              f"{self.accum_steps} equal micro-batches: expected a multiple of {self.accum_steps}")
         if self.epochs == 0 and not self.freeze_epochs:
