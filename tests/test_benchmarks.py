@@ -246,7 +246,19 @@ def check_after_training(tmp: Path) -> None:
         p["median_seconds"]["torchvision"] / p["median_seconds"]["onecycle"])
 
 
+def check_accumulate(tmp: Path) -> None:
+    # without ../shared/data: the 3-vs-7 task alone (Fashion-MNIST and MNIST run the same code with other flags)
+    out, _ = script("benchmarks/accumulate.py", "--smoke", "--data", tmp / "no-data", cwd=tmp)
+    assert out["smoke"] is True and out["fashion_resnet20"].startswith("skipped")
+    task = out["book_3_vs_7"]
+    assert task["micro_batch"] == {"1": 64, "2": 32, "4": 16} and task["batch_size"] == 64
+    assert all(fraction(v) for r in task["accuracy"].values() for v in r["values"])
+    ips = task["images_per_s_median"]
+    assert task["step_time_over_accum_1"] == {k: pytest.approx(ips["1"] / ips[k]) for k in ("2", "4")}
+
+
 CASES: dict[str, Callable[[Path], None]] = {
+    "benchmarks/accumulate.py": check_accumulate,
     "benchmarks/after_training.py": check_after_training,
     "benchmarks/grid.py": check_grid,
     "benchmarks/threads.py": check_threads,
