@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_usage_error, run_process
+from conftest import assert_usage_error, onecycle, run_process
 
 # 512 images, batch 64: 8 optimiser steps an epoch, 2 epochs, one thread (the sums in the same order)
 ARGS = ["--config", "mnist_sample", "--set", "data.train_size=512", "--set", "data.valid_size=128", "--batch-size",
@@ -106,3 +106,24 @@ def test_the_finder_on_a_cpu_and_when_nothing_fits(tmp_path):
     r = run_process("find", "--config", "mnist_sample", "--accum-steps", "auto", "--runs-dir", tmp_path / "runs",
                     env={"ONECYCLE_FAULT": "oom>0"})
     assert_usage_error(r, "not even a micro-batch of 1 image fits")
+
+
+def test_a_signal_between_micro_batches_resumes_exactly(tmp_path):
+    # SIGTERM lands on the last micro-batch of step 11 (the fault point); the step finishes, the checkpoint holds
+    # it whole, and the resumed run ends bit-identical to one never stopped
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = onecycle("train", *ARGS, "--epochs", "2", "--accum-steps", "4", cwd=tmp_path / "a")
+    assert whole.returncode == 0, whole.stderr
+    cut = onecycle("train", *ARGS, "--epochs", "2", "--accum-steps", "4", cwd=tmp_path / "b",
+                   ONECYCLE_FAULT="step@11:SIGTERM")
+    assert cut.returncode == 143, cut.stderr
+    run = next((tmp_path / "b" / "runs").iterdir())
+    assert json.loads((run / "summary.json").read_text())["steps"] == 11
+    resumed = onecycle("train", "--resume", run, "--progress", "none", "--json", cwd=tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "a" / json.loads(whole.stdout)["run_dir"] / "checkpoints" / "last.pt",
+                   weights_only=True)["model"]
+    b = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert steps(run) == steps(tmp_path / "a" / json.loads(whole.stdout)["run_dir"])

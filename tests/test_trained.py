@@ -198,6 +198,11 @@ def test_evaluate_never_writes_through_a_link(folder_run, tmp_path):
     (copy / "evaluations").symlink_to(outside)
     assert_usage_error(run_process("evaluate", copy), "evaluations is a symbolic link")
     assert not any(outside.iterdir())
+    # nor does the report read through it
+    (outside / "x").mkdir()
+    (outside / "x" / "evaluation.json").write_text(json.dumps({"command": "evaluate", "data": "SECRET"}))
+    assert run_process("report", copy).code == 0
+    assert "SECRET" not in (copy / "report.html").read_text()
 
 
 # ------------------------------------------------------------------------------------------------

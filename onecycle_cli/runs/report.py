@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import flatten, unread
 from ..display import fmt_num, fmt_pct, fmt_time, fmt_value
-from ..safe_files import atomic_write_text
+from ..safe_files import atomic_write_text, check_regular_or_dir
 from . import html
 from .directory import open_csv, read_csv
 from .history import commands_of, describe, read_config, read_json
@@ -151,13 +151,18 @@ def _interpretation(run: Path) -> str:
 
 def _evaluations(run: Path) -> str:
     """`onecycle evaluate`'s results, one row each."""
+    folder = run / "evaluations"
+    if check_regular_or_dir(folder) or not folder.is_dir():  # a link: nothing outside the run is read through it
+        return ""
     try:
-        names = sorted(os.listdir(run / "evaluations"))[:EVALUATIONS] if (run / "evaluations").is_dir() else []
+        names = sorted(os.listdir(folder))[:EVALUATIONS]
     except OSError:
         return ""
     rows = []
     for name in names:
-        e = read_json(run / "evaluations" / name / "evaluation.json") or {}
+        if check_regular_or_dir(folder / name):
+            continue
+        e = read_json(folder / name / "evaluation.json") or {}
         if e.get("command") == "evaluate":
             rows.append([name, e.get("checkpoint"), e.get("data"), e.get("tta"), e.get("images"),
                          _pct(e.get("accuracy")) or "-", _pct(e.get("top5")) or "-", _num(e.get("loss"), 4) or "-"])

@@ -86,7 +86,11 @@ def out_folder(run: Path, name: str) -> Path:
         problem = check_regular_or_dir(path)
         if problem:
             raise RunDirError(f"{run}: {path.relative_to(run)} is {problem}; not writing through it")
-        path.mkdir(exist_ok=True)
+        try:
+            path.mkdir(exist_ok=True)
+        except OSError as e:  # a run copied read-only, a full disk
+            raise RunDirError(f"{run}: {path.relative_to(run)} cannot be made ({e.strerror}); the evaluation "
+                              f"needs somewhere to write its files") from None
         if not path.is_dir() or check_regular_or_dir(path):
             raise RunDirError(f"{run}: {path.relative_to(run)} is not a directory; not writing there")
     return folder / name
