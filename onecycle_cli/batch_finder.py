@@ -44,8 +44,8 @@ def splits(local: int) -> list[tuple[int, int]]:
 
 def trial(pipe, micro: int, limit: int | None) -> int:
     """The peak bytes of TRIAL_STEPS steps on `micro` images (0 off CUDA); OutOfMemoryError when they do not fit."""
-    from .lr_find import preserved
     from .optim import build_optimizer
+    from .resume import preserved
     if limit is not None and micro > limit:
         raise torch.cuda.OutOfMemoryError(f"injected: a micro-batch of {micro} is above oom>{limit}")
     cfg, cuda = pipe.cfg, pipe.device.type == "cuda"

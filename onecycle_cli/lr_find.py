@@ -15,14 +15,11 @@ its normalisation layers, which follow at 1/freeze_body_div of the head's LR as 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
@@ -37,6 +34,7 @@ from .loader import TrainBatches, eval_batches
 from .models import body_is_random, set_frozen
 from .optim import build_optimizer
 from .pipeline import Pipeline, Precision, announce_data, build_pipeline
+from .resume import preserved
 from .runs.directory import NullRunDir, RunDir, now_iso
 from .runs.report import write_views
 from .schedules import group_ratios
@@ -95,29 +93,6 @@ def stopping_point(losses: list[float], smooth: list[float], diverge: float) -> 
             return i, "diverged"
         best = min(best, s)
     return None
-
-
-@contextlib.contextmanager
-def preserved(model: torch.nn.Module):
-    """Put the model's weights, buffers, mode, trainable flags and every random state back exactly,
-    whatever happens inside."""
-    weights = copy.deepcopy(model.state_dict())
-    mode = model.training
-    trainable = [(p, p.requires_grad) for p in model.parameters()]
-    states = (torch.get_rng_state(), random.getstate(), np.random.get_state(),
-              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-    try:
-        yield
-    finally:
-        model.load_state_dict(weights)
-        model.train(mode)
-        for p, flag in trainable:
-            p.requires_grad_(flag)
-        torch.set_rng_state(states[0])
-        random.setstate(states[1])
-        np.random.set_state(states[2])
-        if states[3] is not None:
-            torch.cuda.set_rng_state_all(states[3])
 
 
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, loss_fn: Callable,

@@ -3,7 +3,10 @@
 `checkpoint_state` is what every epoch's checkpoint holds: the modules, the loop's position, the RNG
 states, the config as decided and what the weights mean (normalisation, class names).
 `open_for_resume` locks the run and reads its checkpoint; `restore` checks it against this run
-(`check_resumable`: a resumed run keeps its config) and loads it into fresh modules.
+(`check_resumable`: a resumed run keeps its config) and loads it into fresh modules (the weight
+average too, `restore_ema`). `preserved` is the same restoring in memory: a model's weights and every
+random state put back after steps that must leave no trace (the range test's sweeps, the batch
+finder's trials).
 
 `torch.load(weights_only=True)` already keeps a checkpoint from running code. But a file that
 unpickles can still hold anything: keys missing, a model of other shapes, an optimiser state that
@@ -18,6 +21,8 @@ load the file unrestricted (`detail`).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import random
 from dataclasses import asdict
@@ -53,6 +58,29 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+
+
+@contextlib.contextmanager
+def preserved(model: torch.nn.Module):
+    """Put the model's weights, buffers, mode, trainable flags and every random state back exactly,
+    whatever happens inside."""
+    weights = copy.deepcopy(model.state_dict())
+    mode = model.training
+    trainable = [(p, p.requires_grad) for p in model.parameters()]
+    states = (torch.get_rng_state(), random.getstate(), np.random.get_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        model.load_state_dict(weights)
+        model.train(mode)
+        for p, flag in trainable:
+            p.requires_grad_(flag)
+        torch.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
 
 
 def weights_state(pipe: Pipeline, cfg: Config, state: LoopState) -> dict:
