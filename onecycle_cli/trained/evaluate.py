@@ -125,7 +125,7 @@ def evaluate_run(run_dir: Path, display: Display, which: str = "last", tta: str 
     flip = tta == "flip"
     size = batch_size or trained.config.train.eval_batch_size
     scores = score(trained, batches(images, labels, max(1, size // 2) if flip else size), flip)
-    name = which + ("-flip" if flip else "") + (f"-{slug(dataset or Path(data_dir).name)}"
+    name = which + ("-flip" if flip else "") + (f"-{slug(dataset or Path(data_dir).expanduser().resolve().name)}"
                                                 if data_dir is not None or dataset is not None else "")
     out = out_folder(trained.run, name)
     write_interpretation(out, scores, lambda rows: images[rows].numpy())
