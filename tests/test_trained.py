@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, assert_usage_error, clean_env, digits, run_process, run_watched, write_photos
+from conftest import assert_usage_error, clean_env, digits, run_process, run_watched, write_photos
 
 FOLDER_SETS = ["data.image_size=24", "data.presize=28", "train.batch_size=8", "train.epochs=2",
                "schedule.max_lr=0.01", "train.threads=1"]
@@ -366,4 +366,3 @@ def test_commands_are_in_the_help():
     for command in ("evaluate", "predict", "export"):
         assert command in r.stdout
     assert "1cycle is meant to be read at its end" in " ".join(run_process("evaluate", "--help").stdout.split())
-    assert REPO.is_dir()
