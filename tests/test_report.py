@@ -56,8 +56,12 @@ def test_a_train_runs_report_shows_its_plots_and_numbers_in_chromium(cli, tiny_r
     self_contained(page)
     dom = render(run / "report.html", tmp_path)
     pngs = sorted(p.name for p in run.glob("*.png"))
-    assert pngs == ["curves.png", "schedule.png"]
+    # the curves and schedule, and the interpretation's confusion matrix and top losses
+    assert pngs == ["confusion.png", "curves.png", "schedule.png", "top_losses.png"]
     assert images_loaded(dom) == len(pngs)  # every PNG embedded, and every one decodes
+    assert "Interpretation: the final model on the validation set" in dom
+    for name, images, correct, accuracy in (r.split(",") for r in (run / "per_class.csv").read_text().splitlines()[1:]):
+        assert f'<td>{name}</td><td class="num">{images}</td><td class="num">{correct}</td>' in dom
     # the epoch table, formatted as the terminal's, and the summary's numbers
     summary = tiny_runs["summaries"]["onecycle"]
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
