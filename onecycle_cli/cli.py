@@ -235,6 +235,8 @@ Model_ = Annotated[Optional[str], typer.Option("--model", metavar="NAME", help=(
     "timm:NAME for any timm model (needs onecycle[timm]); onecycle config lists where the names come from"))]
 Precision_ = Annotated[Optional[str], typer.Option("--precision", metavar="auto|bf16|fp16|fp32",
                                                    help="train.precision")]
+Log_ = Annotated[Optional[str], typer.Option("--log", metavar="mlflow,wandb,tensorboard", help=(
+    "run.log: trackers that get the run's records too (each an extra: pip install \"onecycle[mlflow]\")."))]
 Json_ = Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")]
 Progress_ = Annotated[str, typer.Option("--progress", metavar="auto|rich|plain|none", help=(
     "A bar on a terminal (rich), a line every half minute and at each epoch's end in a log (plain), or "
@@ -247,7 +249,8 @@ def _named(**flags) -> dict[str, tuple[str, object]]:
             "seed": "train.seed", "device": "train.device", "runs_dir": "run.root", "dataset": "data.dataset",
             "model": "model.name", "precision": "train.precision", "max_lr": "schedule.max_lr",
             "schedule": "schedule.name", "compile": "train.compile", "activation_stats": "train.activation_stats",
-            "tensorboard": "run.tensorboard", "num_it": "find.num_it", "val_batches": "find.val_batches",
+            "tensorboard": "run.tensorboard", "log": "run.log", "num_it": "find.num_it",
+            "val_batches": "find.val_batches",
             "start_lr": "find.start_lr", "end_lr": "find.end_lr", "suggest": "find.suggest", "freeze": "find.freeze",
             "init": "model.init", "accum_steps": "train.accum_steps"}
     return {keys[name]: ("--" + name.replace("_", "-"), value) for name, value in flags.items() if value is not None}
@@ -271,6 +274,12 @@ def _display(progress: str = "auto"):
         raise UsageError(f"--progress {progress!r}: expected {', '.join(PROGRESS[:-1])} or {PROGRESS[-1]}")
     rank = int(os.environ.get("RANK", "0"))
     return Display(enabled=rank == 0, progress=progress)
+
+
+def _check_trackers(resolved) -> None:
+    """run.log's trackers installed, or exit 2 naming the extra, before any work."""
+    from .trackers import check_installed
+    check_installed(resolved.config.run.log)
 
 
 def _resolve(config: str | None = None, sets: list[str] | None = None, flags: dict | None = None, **kwargs):
@@ -301,7 +310,7 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
          batch_size: BatchSize_ = None, accum_steps: AccumSteps_ = None, data_dir: DataDir_ = None,
          seed: Seed_ = None, device: Device_ = None,
          runs_dir: RunsDir_ = None, dataset: Dataset_ = None, model: Model_ = None, precision: Precision_ = None,
-         progress: Progress_ = "auto", json_: Json_ = False) -> int:
+         log: Log_ = None, progress: Progress_ = "auto", json_: Json_ = False) -> int:
     """LR range test: grow the LR from start_lr to end_lr over num_it batches and suggest a max_lr."""
     started = time.time()
     from .lr_find import find_run, parse_sweep
@@ -311,7 +320,8 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
                                              suggest=suggest, freeze=freeze, batch_size=batch_size,
                                              accum_steps=accum_steps, data_dir=data_dir,
                                              seed=seed, device=device, runs_dir=runs_dir, dataset=dataset, model=model,
-                                             precision=precision))
+                                             precision=precision, log=log))
+    _check_trackers(resolved)
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
     display = _display(progress)
@@ -340,7 +350,9 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
           activation_stats: Annotated[Optional[bool], typer.Option(
               "--activation-stats", help="Record per-layer activation statistics and histograms.")] = None,
           tensorboard: Annotated[Optional[bool], typer.Option(
-              "--tensorboard", help="Also write TensorBoard event files (needs onecycle[tensorboard]).")] = None,
+              "--tensorboard", help="Also write TensorBoard event files (needs onecycle[tensorboard]); "
+              "the same as --log tensorboard.")] = None,
+          log: Log_ = None,
           seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N|S1,S2,...",
                            help="Run N seeds (or these seeds) and report mean ± std accuracy.")] = None,
           resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", callback=_path,
@@ -361,7 +373,7 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
                    device=device,
                    runs_dir=runs_dir, dataset=dataset, model=model, schedule=schedule, precision=precision,
                    compile=compile, activation_stats=activation_stats, tensorboard=tensorboard, suggest=suggest,
-                   max_lr=value, init=init)
+                   max_lr=value, init=init, log=log)
     if resume is not None:
         if config is not None or seeds is not None or find_first:
             raise UsageError("--resume continues a run with its own config.yaml: it takes no --config, --seeds "
@@ -376,6 +388,7 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
     seed_list = _parse_seeds(seeds, resolved.config.train.seed) if seeds is not None else None
     if seed_list is not None and seed is not None:
         raise UsageError("conflicting flags: --seed and --seeds; give one")
+    _check_trackers(resolved)
     from .dist import init_distributed, shutdown
     dist = init_distributed(resolved.config.train.device)
     display = _display(progress)
@@ -470,7 +483,7 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
              dataset: Dataset_ = None, model: Model_ = None,
              schedule: Annotated[Optional[str], typer.Option("--schedule", metavar="onecycle|constant|step|cosine",
                                  help="schedule.name")] = None,
-             precision: Precision_ = None,
+             precision: Precision_ = None, log: Log_ = None,
              json_: Annotated[bool, typer.Option("--json", help="Print grid.json on stdout at the end.")] = False
              ) -> int:
     """Train every combination of --vary values and --seeds, N at a time, into one grid directory.
@@ -491,7 +504,7 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
     named = {"epochs": epochs, "batch_size": batch_size, "accum_steps": accum_steps, "data_dir": data_dir,
              "device": device,
              "runs_dir": runs_dir, "dataset": dataset, "model": model, "precision": precision,
-             "schedule": schedule, "max_lr": max_lr}
+             "schedule": schedule, "max_lr": max_lr, "log": log}
     spec_flags = {**named, "config": config, "set": set_, "vary": vary, "seeds": seeds, "around": around,
                   "factors": factors, "seed": seed}
     modes = {"--resume": resume, "--collect": collect, "--count": count, "--index": index, "--launcher": launcher}
@@ -524,6 +537,7 @@ def grid_cmd(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
         raise UsageError("--max-lr find: a grid takes a number here; --around find runs the range test once "
                          "and varies max_lr around its suggestion")
     base = _resolve(config, set_, {**flags, **_named(seed=seed)})  # the config alone first: its own errors
+    _check_trackers(base)
     seed_list = _parse_seeds(seeds, base.config.train.seed) if seeds is not None else [base.config.train.seed]
     if seeds is not None and seed is not None:
         raise UsageError("conflicting flags: --seed and --seeds; give one")

@@ -40,6 +40,7 @@ from .runs.report import write_views
 from .schedules import group_ratios
 from .signals import StopFlag
 from .suggest import Reading, Suggestion, suggest
+from .trackers.records import Tracking, tracked
 
 CHECK_EVERY = 8  # steps between reads of the loss on the host: the only syncs of the sweep
 
@@ -343,12 +344,14 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
             "group_ratios": group_ratios(cfg, len(pipe.groups), sweeps_frozen(cfg)),
             "groups": [g.name for g in pipe.groups], "normalize": pipe.normalize}
     failed = False
+    tracking, summary = None, None
     try:
         run.write_text("config.yaml", to_yaml(cfg, {"find"}))
         run.write_meta(argv, pipe.device, cfg.train.seed, dist.world, command="find", config=resolved.name,
                        data=pipe.ds.memory)
         run.write_json("data_report.json", pipe.ds.report)
         run.write_json("summary.json", {**base, "status": "running"})
+        tracking = Tracking.start(run.path, cfg.run.log, display, command="find") if dist.main else None
         curves = run_curves(pipe, cfg, display, stop, sweep_over)
         record_curves(run, curves)
         chosen = curves[0].suggestions[cfg.find.suggest]
@@ -372,4 +375,6 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
             problems = write_views(run.path)  # views of the records: a warning at most, never the exit code
             for problem in problems if not failed else ():  # a failed run has said why
                 display.warn(problem)
+        if tracking is not None:
+            tracked(run, tracking, summary)
         run.close()

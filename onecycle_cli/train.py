@@ -36,6 +36,7 @@ from .runs.directory import NullRunDir, RunDir, TensorboardLog, TrainingLog, kee
 from .runs.report import write_views
 from .schedules import Cycle, check_lengths, cycles
 from .signals import StopFlag
+from .trackers.records import Tracking, tracked
 from .trained.interpret import interpret_run
 
 # the first line of config.yaml while `train --max-lr find` has not chosen: the value below it is the config's
@@ -297,10 +298,13 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
         return summary_of(pipe, cfg, run, s, status, reason, started, record)
 
     logs: list = []
+    tracking: Tracking | None = None
+    summary: dict | None = None
     outcome = False  # completed, interrupted or diverged: what the exit code says, which views never change
     try:
         if resume is None:
             start_run(run, resolved, pipe, record, display, find_first, argv)
+            tracking = Tracking.start(run.path, cfg.run.log, display) if dist.main else None
             if warning := random_body_warning(pipe):  # a resumed run said it when it started
                 display.warn(warning)
             if find_first:
@@ -324,11 +328,14 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
             ema = restore_ema(None, pipe, cfg)  # after the range test, which puts the weights back
         else:
             continue_run(run, state, record, display, total)
+            tracking = Tracking.start(run.path, cfg.run.log, display, resumed=True) if dist.main else None
         record.cycles = [{"name": c.name, "epochs": c.epochs, "frozen": c.frozen, "max_lrs": list(c.max_lrs),
                           "pct_start": c.schedule.pct_start, "div": c.schedule.div} for c in plan]
         logs.append(TrainingLog(run, len(leading_groups(opt)), ema=ema is not None))
         if cfg.run.tensorboard and dist.main:
             logs.append(TensorboardLog(run.path / "tensorboard"))
+        if tracking is not None:
+            logs.append(tracking)
         status = run_cycles(pipe, cfg, run, display, stop, state, opt, sched, scaler, plan, logs, summarise, ema)
         if status == "completed" and dist.main:
             interpret_run(pipe, run, display)
@@ -340,7 +347,7 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
         outcome = True
         return run, summary
     except Diverged as e:
-        e.summary = summarise(state, "diverged", str(e))
+        e.summary = summary = summarise(state, "diverged", str(e))
         run.write_json("summary.json", e.summary)
         outcome = True
         raise
@@ -364,6 +371,8 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
             problems = write_views(run.path)
             for problem in problems if outcome else ():  # a failed run has said why; its views are best effort
                 display.warn(problem)
+        if tracking is not None:  # after the views: report.html and the PNGs go as artifacts
+            tracked(run, tracking, summary)
         run.close()
 
 

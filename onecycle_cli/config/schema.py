@@ -339,9 +339,32 @@ class FindConfig(Section):
         return self
 
 
+Tracker = Literal["tensorboard", "mlflow", "wandb"]
+
+
 class RunConfig(Section):
     root: PathStr = "runs"         # where run directories go; ONECYCLE_RUNS or --runs-dir
-    tensorboard: bool = False      # also write TensorBoard event files (pip install onecycle[tensorboard])
+    # trackers that get the run's records too (onecycle_cli/trackers): [mlflow], [wandb], [tensorboard, mlflow];
+    # each an extra (pip install "onecycle[mlflow]"); --log mlflow,wandb
+    log: list[Tracker] = []
+    tensorboard: bool = False      # the same as "tensorboard" in run.log (--tensorboard)
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, str):  # --log mlflow,wandb or --set run.log=mlflow
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            return list(dict.fromkeys(value))  # each once, in the order given
+        return value
+
+    @model_validator(mode="after")
+    def _tensorboard(self) -> "RunConfig":
+        # one setting, two spellings: recorded both ways so config.yaml reads the same whichever was given
+        if self.tensorboard and "tensorboard" not in self.log:
+            self.log = [*self.log, "tensorboard"]
+        self.tensorboard = "tensorboard" in self.log
+        return self
 
 
 class Config(Section):

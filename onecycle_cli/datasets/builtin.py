@@ -26,6 +26,7 @@ import numpy as np
 from .. import memory, safe_pickle
 from ..config import DataConfig
 from ..errors import DataError
+from ..network import reach
 from ..safe_files import TooLarge, not_a_file, open_regular, read_regular
 from .arrays import Arrays, Images, channel_stats
 
@@ -166,25 +167,8 @@ STALL_SECONDS = 60.0  # a download that receives nothing for this long is stalle
 
 
 def _reach(url: str) -> str | None:
-    """None if `url`'s server takes a connection within PROBE_SECONDS, else why not. Run in a thread that is
-    waited for PROBE_SECONDS at most: the name lookup itself has no timeout and can hang for much longer."""
-    import socket
-    import threading
-    from urllib.parse import urlsplit
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-    answer: list[str | None] = []
-
-    def connect() -> None:
-        try:
-            socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
-            answer.append(None)
-        except OSError as e:
-            answer.append(f"{host} cannot be reached: {e.strerror or type(e).__name__}")
-    probe = threading.Thread(target=connect, daemon=True)
-    probe.start()
-    probe.join(PROBE_SECONDS)
-    return answer[0] if answer else f"{host} did not answer within {PROBE_SECONDS:.0f} s"
+    """None if `url`'s server takes a connection within PROBE_SECONDS, else why not."""
+    return reach(url, PROBE_SECONDS)
 
 
 def _download_torchvision(cls_name: str) -> Callable[[Path], None]:

@@ -31,6 +31,7 @@ from ..errors import EXIT_DIVERGED, UsageError
 from ..runs.directory import to_json
 from ..runs.history import lock_held
 from ..safe_files import read_json
+from ..trackers import group
 from . import launch, record, spec
 
 LOCK = ".grid-lock"
@@ -138,7 +139,8 @@ def save(grid_dir: Path, grid: dict, views: bool = False) -> list[str]:
     return record.write_views(grid_dir, grid) if views else []
 
 
-def join(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[str] | None, k: int) -> tuple[dict, dict]:
+def join(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[str] | None, k: int,
+         display: Display) -> tuple[dict, dict]:
     """Under the lock: the grid in DIR (made now if this task is the first), member k marked running."""
     mine = launch.new_grid(p, grid_dir, train_args, [], argv, 1)
     mine["started_unix"] = time.time()
@@ -152,6 +154,7 @@ def join(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[str] | 
             if differ or len(grid["members"]) != p.size:
                 raise UsageError(f"--grid-dir {grid_dir}: it holds another grid (its {', '.join(differ) or 'size'} "
                                  f"differ from this command's); give each grid its own directory")
+        problem = group.open_group(grid, p.resolved.config.run.log)  # the first task makes the grid's run
         m = grid["members"][k]
         if m["status"] == "running":
             launch.reconcile(grid, m)  # a task killed outright leaves its member running: refused if still alive
@@ -159,7 +162,9 @@ def join(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[str] | 
             m["attempts"] += 1
             m["status"] = "running"
         save(grid_dir, grid)
-        return grid, m
+    if problem:
+        display.warn(problem)
+    return grid, m
 
 
 def run_index(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[str] | None, k: int,
@@ -173,7 +178,7 @@ def run_index(p: spec.Plan, grid_dir: Path, train_args: list[str], argv: list[st
     if members_dir.is_symlink():
         raise UsageError(f"--grid-dir {grid_dir}: members is a symbolic link; not writing through it")
     with locked(members_dir, task_lock(k), wait=False):  # until its outcome is recorded: --collect waits on it
-        grid, m = join(p, grid_dir, train_args, argv, k)
+        grid, m = join(p, grid_dir, train_args, argv, k, display)
         if m["status"] in record.FINAL:
             display.print(f"member {k} of {grid_dir}: already {m['status']}, nothing to run", markup=False)
             return EXIT_DIVERGED if m["status"] == "diverged" else 0
@@ -188,7 +193,7 @@ def run_member(grid: dict, grid_dir: Path, m: dict, display: Display) -> int:
                   f"log: {members_dir / f'{k}.log'}", markup=False)
     started = time.time()
     with launch.Forwarder() as stop:
-        proc = launch.spawn(member_args, grid["cwd"], launch.member_env(0, 1, []), members_dir / f"{k}.json",
+        proc = launch.spawn(member_args, grid["cwd"], launch.member_env(0, 1, [], grid), members_dir / f"{k}.json",
                             members_dir / f"{k}.log")
         stop.add(proc)
         with locked(grid_dir):  # the pid, for a later task to find its run directory should this one be killed
@@ -203,6 +208,9 @@ def run_member(grid: dict, grid_dir: Path, m: dict, display: Display) -> int:
         launch.finish(grid, m, rc, started, members_dir)
         for problem in save(grid_dir, grid, views=True):
             display.warn(problem)
+        if grid["status"] not in ("running", "incomplete"):  # this task ended the grid's last member
+            if problem := group.close_group(grid, grid_dir):
+                display.warn(problem)
     done = sum(x["status"] in record.FINAL for x in grid["members"])
     display.print(launch.member_line(grid, m, done), markup=False)
     if m["status"] == "interrupted":

@@ -33,6 +33,7 @@ from ..runs.directory import RunDir, now_iso
 from ..runs.history import lock_held
 from ..safe_files import JSON_LIMIT, atomic_write_bytes, open_regular, read_json, read_regular
 from ..safe_text import one_line
+from ..trackers import group
 from . import record, spec, warm
 
 # a member stopped by a signal, checkpointed (128 + N) or killed by it before its handler was set (-N)
@@ -66,8 +67,8 @@ def visible_gpus(device: str) -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def member_env(slot: int, parallel: int, gpus: list[str]) -> dict:
-    env = dict(os.environ)
+def member_env(slot: int, parallel: int, gpus: list[str], grid: dict | None = None) -> dict:
+    env = {**os.environ, **group.member_env(grid)}  # the grid's tracker group, its MLflow run
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     # torch's threads: the cores shared out, or N members of cores threads each fight over every core; one
@@ -384,8 +385,8 @@ def run_members(grid: dict, grid_dir: Path, parallel: int, gpus: list[str], disp
                 argv = member_argv(grid, m)
                 m["resumed"] += argv[1] == "--resume"
                 m["attempts"] += 1
-                proc = spawn(argv, grid["cwd"], member_env(slot, parallel, gpus), members_dir / f"{m['index']}.json",
-                             members_dir / f"{m['index']}.log", forked=not gpus)
+                proc = spawn(argv, grid["cwd"], member_env(slot, parallel, gpus, grid),
+                             members_dir / f"{m['index']}.json", members_dir / f"{m['index']}.log", forked=not gpus)
                 m.update(status="running", pid=proc.pid)
                 watch.start(m)
                 stop.add(proc)
@@ -445,6 +446,8 @@ def execute(grid: dict, grid_dir: Path, p: spec.Plan, parallel: int, gpus: list[
 
     with Forwarder() as stop:
         grid["status"] = "running"
+        if problem := group.open_group(grid, p.resolved.config.run.log):
+            display.warn(problem)
         save()
         if p.factors and grid.get("suggestion") is None:
             try:
@@ -464,6 +467,8 @@ def execute(grid: dict, grid_dir: Path, p: spec.Plan, parallel: int, gpus: list[
         save()
         code = stop.exit_code if stop.signum else exit_code(grid)
     for problem in record.write_views(grid_dir, grid):
+        display.warn(problem)
+    if problem := group.close_group(grid, grid_dir):  # after the views: they go to the grid's run
         display.warn(problem)
     return code
 

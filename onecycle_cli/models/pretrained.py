@@ -37,6 +37,7 @@ from torch import nn
 
 from .. import safe_torch
 from ..errors import DataError, RunDirError, UsageError
+from ..network import reach
 from ..safe_files import NotRegularFile, TooLarge, check_regular_or_dir, read_json
 from ..safe_text import one_line
 
@@ -307,13 +308,7 @@ def offline_reason(url: str, download: bool, switch: str | None = None) -> str |
         return f"{switch} is set"
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None  # through a proxy a direct probe proves nothing: let the download try (with its timeout)
-    parsed = urlparse(url)
-    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
-    except OSError as e:
-        return f"{host} cannot be reached ({e.strerror or type(e).__name__})"
-    return None
+    return reach(url, PROBE_SECONDS)
 
 
 @contextlib.contextmanager
