@@ -235,8 +235,9 @@ Model_ = Annotated[Optional[str], typer.Option("--model", metavar="NAME", help=(
     "timm:NAME for any timm model (needs onecycle[timm]); onecycle config lists where the names come from"))]
 Precision_ = Annotated[Optional[str], typer.Option("--precision", metavar="auto|bf16|fp16|fp32",
                                                    help="train.precision")]
-Log_ = Annotated[Optional[str], typer.Option("--log", metavar="mlflow,wandb,tensorboard", help=(
-    "run.log: trackers that get the run's records too (each an extra: pip install \"onecycle[mlflow]\")."))]
+Log_ = Annotated[Optional[str], typer.Option("--log", "--log-to", metavar="mlflow,wandb,tensorboard", help=(
+    "run.log: trackers that get the run's records too (each an extra: pip install \"onecycle[mlflow]\"). "
+    "Under torchrun write --log-to: torchrun's own parser takes --log for its --log-dir."))]
 Json_ = Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")]
 Progress_ = Annotated[str, typer.Option("--progress", metavar="auto|rich|plain|none", help=(
     "A bar on a terminal (rich), a line every half minute and at each epoch's end in a log (plain), or "
@@ -965,8 +966,9 @@ def main() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # Python's own teardown of torch and matplotlib takes about a second on a small CPU. Every run file
-    # is closed by now, so skip it when nothing else is left to finish: no other thread, no child process.
-    if threading.active_count() == 1 and not multiprocessing.active_children():
+    # is closed by now, so skip it when nothing else is left to finish: no other thread, no child process, no
+    # W&B run (its service process writes the offline run's records out at wandb's own exit handler).
+    if threading.active_count() == 1 and not multiprocessing.active_children() and "wandb" not in sys.modules:
         os._exit(code)
     sys.exit(code)
 

@@ -9,7 +9,8 @@ when it gets there: a real signal, met by the same handlers as a user's Ctrl-C o
     points: step (inside a training step, after the backward pass), eval (inside an evaluation),
             checkpoint (a checkpoint written to its temporary file, not yet renamed into place),
             sweep (inside a step of a range test, after the optimizer's step),
-            read (a file from outside about to be opened: safe_files.open_regular)
+            read (a file from outside about to be opened: safe_files.open_regular),
+            tracker (a tracker's run opened and recorded in trackers.json, nothing sent to it yet)
     ONECYCLE_FAULT=oom>N                    not a signal: every trial step of `--accum-steps auto` on a
                                             micro-batch above N images raises torch's OutOfMemoryError
                                             (batch_finder.py), on any device

@@ -38,9 +38,16 @@ def test_two_processes_train_like_one(cli, tmp_path):
 
 
 def test_the_range_test_under_torchrun(tmp_path):
-    s = torchrun("find", *ARGS[:-5], "--num-it", "40", "--device", "cpu", "--json", cwd=tmp_path)
+    mlflow = pytest.importorskip("mlflow", reason="onecycle[mlflow] is not installed")
+    s = torchrun("find", *ARGS[:-5], "--num-it", "40", "--device", "cpu", "--log-to", "mlflow", "--json", cwd=tmp_path)
     assert s["status"] == "completed" and 10 <= s["curves"][0]["steps"] <= 40 and s["world_size"] == 2
-    assert len(list((tmp_path / "runs").iterdir())) == 1
+    assert len([d for d in (tmp_path / "runs").iterdir() if "-find-" in d.name]) == 1
+    # rank 0 alone reports to the tracker: one MLflow run, not one per process (--log-to: torchrun's own
+    # parser would take --log for its --log-dir)
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist_sample").experiment_id
+    (logged,) = client.search_runs([experiment])
+    assert logged.info.run_id == s["trackers"]["mlflow"]["run_id"] and logged.info.status == "FINISHED"
 
 
 def test_fine_tuning_under_torchrun(tmp_path):

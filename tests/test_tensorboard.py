@@ -1,4 +1,4 @@
-"""`onecycle train --tensorboard`: event files inside the run directory, with the scalars in them."""
+"""`onecycle train --tensorboard` (or `--log tensorboard`, or run.log): event files inside the run directory, with the scalars in them."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from conftest import TINY
 from onecycle_cli.runs.directory import read_csv
 
 
-def test_tensorboard_events_hold_every_step_and_epoch_scalar(cli, tmp_path):
+@pytest.mark.parametrize("ask", [["--tensorboard"], ["--log", "tensorboard"], ["--set", "run.log=[tensorboard]"]])
+def test_tensorboard_events_hold_every_step_and_epoch_scalar(cli, tmp_path, ask):
     pytest.importorskip("tensorboard", reason="onecycle[tensorboard] is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    r = cli("train", *TINY, "--epochs", "2", "--set", "train.log_every=4", "--tensorboard", "--json")
+    r = cli("train", *TINY, "--epochs", "2", "--set", "train.log_every=4", *ask, "--json")
     assert r.code == 0, r.stderr
     run = Path(r.json()["run_dir"])
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))

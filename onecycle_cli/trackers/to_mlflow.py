@@ -28,6 +28,8 @@ def client_for(runs_root: Path):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # MLflow writes "View run ... at: URL" to stdout, which is --json's: the run's own line says it, on stderr
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     from mlflow.tracking import MlflowClient
     for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables...": not the run's to say
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -61,13 +63,14 @@ class MlflowTracker:
 
     def __init__(self, context: dict):
         self.context = context
-        self.client = self.run_id = self.uri = None
+        self.client = self.run_id = self.uri = self.experiment = None
 
     def open(self, previous: dict | None, params: dict[str, str]) -> dict:
         c = self.context
         self.client, self.uri, artifacts = client_for(c["run"].parent)
         if previous and previous.get("run_id") and previous.get("tracking_uri") == redact(self.uri):
             self.run_id = previous["run_id"]  # --resume: the same MLflow run, running again
+            self.experiment = self.client.get_run(self.run_id).info.experiment_id
             self.client.update_run(self.run_id, status="RUNNING")
         else:
             tags = dict(c["tags"])
@@ -75,8 +78,8 @@ class MlflowTracker:
                 tags["mlflow.parentRunId"] = c["parent"]
             if c.get("group"):
                 tags["onecycle.grid"] = c["group"]
-            run = self.client.create_run(experiment_id(self.client, c["experiment"], artifacts),
-                                         run_name=c["name"], tags=tags)
+            self.experiment = experiment_id(self.client, c["experiment"], artifacts)
+            run = self.client.create_run(self.experiment, run_name=c["name"], tags=tags)
             self.run_id = run.info.run_id
             from mlflow.entities import Param
             items = [Param(k, v) for k, v in params.items()]
@@ -109,5 +112,7 @@ class MlflowTracker:
 
     def lines(self) -> list[str]:
         shown = redact(self.uri)
-        ui = (f"mlflow ui --backend-store-uri {shown}" if shown.startswith("sqlite:") else shown)
-        return [f"MLflow: run {self.run_id} in {shown} (see it: {ui})"]
+        if shown.startswith(("http://", "https://")):
+            return [f"MLflow: run {self.run_id} at {shown.rstrip('/')}/#/experiments/{self.experiment}/runs/"
+                    f"{self.run_id}"]
+        return [f"MLflow: run {self.run_id} in {shown} (see it: mlflow ui --backend-store-uri {shown})"]

@@ -61,6 +61,9 @@ class WandbTracker:
         c = self.context
         self.mode, self.why = mode_and_reason()
         resume_id = previous.get("id") if previous else None
+        # a W&B service handed down by the process that started this one is not this run's: records written
+        # through it would live or die with that process. This process's own, once started, wandb keeps itself.
+        os.environ.pop("WANDB_SERVICE", None)
         settings = wandb.Settings(x_disable_meta=True, disable_git=True, save_code=False, x_save_requirements=False,
                                   console="off", silent=True, init_timeout=60)
         project = os.environ.get("WANDB_PROJECT") or _project(c["experiment"])
