@@ -1,4 +1,5 @@
-"""`onecycle train --tensorboard` (or `--log tensorboard`, or run.log): event files inside the run directory, with the scalars in them."""
+"""`onecycle train --tensorboard` (or `--log tensorboard`, or run.log): event files in the run directory,
+with the scalars in them."""
 
 from __future__ import annotations
 
