@@ -352,6 +352,8 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
         run.write_json("data_report.json", pipe.ds.report)
         run.write_json("summary.json", {**base, "status": "running"})
         tracking = Tracking.start(run.path, cfg.run.log, display, command="find") if dist.main else None
+        if tracking is not None:
+            tracking.ready()
         curves = run_curves(pipe, cfg, display, stop, sweep_over)
         record_curves(run, curves)
         chosen = curves[0].suggestions[cfg.find.suggest]

@@ -335,6 +335,7 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
         if cfg.run.tensorboard and dist.main:
             logs.append(TensorboardLog(run.path / "tensorboard"))
         if tracking is not None:
+            tracking.ready()  # its runs open before the first step, not on the steps' cores
             logs.append(tracking)
         status = run_cycles(pipe, cfg, run, display, stop, state, opt, sched, scaler, plan, logs, summarise, ema)
         if status == "completed" and dist.main:

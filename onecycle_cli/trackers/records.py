@@ -1,12 +1,16 @@
 """The one adapter between a run's records and the trackers (MLflow, W&B): what is sent, when, and by whom.
 
     tracking = Tracking.start(run_dir, ["mlflow"], display, resumed=False)
+    tracking.ready()                               # before the first step: the trackers' runs are open
     tracking.steps(rows); tracking.epoch(row)     # the rows steps.csv and metrics.csv get, as they are flushed
     tracking.finish()                              # after summary.json, the PNGs and report.html are written
 
 Every call only puts work on a queue; one thread of the adapter's own does the talking, so a slow or
 absent server never holds up a training step. That thread opens each tracker's run first and records
-its id in <run>/trackers.json, so that `train --resume` continues the same tracker run. A tracker that
+its id in <run>/trackers.json, so that `train --resume` continues the same tracker run. Opening is the
+costly part (importing MLflow, creating its SQLite tables, starting W&B's service: seconds of CPU), so
+the run waits for it before its first step, OPEN_WAIT seconds at most: on a small machine that work
+would otherwise be taken from the training steps' cores. A tracker that
 raises is dropped with one warning (shown by the main thread at the next flush point or at the end);
 the others, the run, its files and its exit code go on. `finish` waits for the queue to empty for
 FINISH_WAIT seconds at most, then says what was not sent.
@@ -31,6 +35,7 @@ from ..safe_text import one_line
 from .params import run_params
 
 RECORD = "trackers.json"  # in the run directory: each tracker's run id, for --resume
+OPEN_WAIT = 30.0  # seconds a run waits for its trackers' runs to open before its first step; then goes on
 FINISH_WAIT = float(os.environ.get("ONECYCLE_TRACKER_WAIT", "120"))  # seconds the end of a run waits on trackers
 ARTIFACTS = ("config.yaml", "summary.json", "report.html")  # with every PNG the run drew
 GROUP_ENV = "ONECYCLE_TRACKER_GROUP"    # set by `onecycle grid` for its members: the grid's directory name
@@ -51,6 +56,7 @@ class Tracking:
         self.work: queue.SimpleQueue = queue.SimpleQueue()
         self.problems: queue.SimpleQueue = queue.SimpleQueue()
         self.failed: set[int] = set()
+        self.opened = threading.Event()
         self.ids: dict[str, dict] = {}
         self.thread = threading.Thread(target=self._serve, name="onecycle-trackers", daemon=True)
         self.finished = False
@@ -82,6 +88,7 @@ class Tracking:
         params = {} if resumed else run_params(run)  # a resumed run's parameters were sent when it began
         for i, t in enumerate(trackers):
             self._put(i, lambda t=t, name=t.name: self._opened(name, t.open(previous.get(name), params)))
+        self.work.put((None, self.opened.set))  # every tracker opened, or dropped
         self.thread.start()
         return self
 
@@ -95,7 +102,7 @@ class Tracking:
             if item is None:
                 return
             i, call = item
-            if i in self.failed:
+            if i is not None and i in self.failed:
                 continue
             try:
                 call()
@@ -111,6 +118,13 @@ class Tracking:
             raise OSError(f"{self.run / RECORD} is not a regular file; not writing through it")
         atomic_write_text(self.run / RECORD, to_json({**previous, name: ids}) + "\n")
         fault("tracker")  # the robustness tests stop here, with a tracker run open and nothing yet sent
+
+    def ready(self) -> None:
+        """Wait (OPEN_WAIT s at most) until every tracker's run is open or has failed; then the steps begin."""
+        if not self.opened.wait(OPEN_WAIT):
+            self.problems.put(f"trackers: still opening after {OPEN_WAIT:g} s; training begins, and they catch "
+                              f"up from the records when they can")
+        self.say_problems()
 
     def say_problems(self) -> None:
         while True:

@@ -45,12 +45,16 @@ def client_for(runs_root: Path):
     return MlflowClient(tracking_uri=uri), uri, artifacts
 
 
+KIND_TAG = "mlflow.experimentKind"
+
+
 def experiment_id(client, name: str, artifacts: str | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifacts)
+        # MLflow 3's UI opens an experiment of no kind as a GenAI one (traces, judges); this one holds training runs
+        return client.create_experiment(name, artifact_location=artifacts, tags={KIND_TAG: "custom_model_development"})
     except Exception:  # another process (a grid's member) created it meanwhile
         found = client.get_experiment_by_name(name)
         if found is None:
