@@ -304,7 +304,7 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
     try:
         if resume is None:
             start_run(run, resolved, pipe, record, display, find_first, argv)
-            tracking = Tracking.start(run.path, cfg.run.log, display) if dist.main else None
+            tracking = Tracking.start(run.path, cfg.run.log, display, every=cfg.train.log_every) if dist.main else None
             if warning := random_body_warning(pipe):  # a resumed run said it when it started
                 display.warn(warning)
             if find_first:
@@ -328,7 +328,8 @@ def train_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist =
             ema = restore_ema(None, pipe, cfg)  # after the range test, which puts the weights back
         else:
             continue_run(run, state, record, display, total)
-            tracking = Tracking.start(run.path, cfg.run.log, display, resumed=True) if dist.main else None
+            tracking = Tracking.start(run.path, cfg.run.log, display, resumed=True,
+                                      every=cfg.train.log_every) if dist.main else None
         record.cycles = [{"name": c.name, "epochs": c.epochs, "frozen": c.frozen, "max_lrs": list(c.max_lrs),
                           "pct_start": c.schedule.pct_start, "div": c.schedule.div} for c in plan]
         logs.append(TrainingLog(run, len(leading_groups(opt)), ema=ema is not None))

@@ -8,6 +8,7 @@ for W&B the records of the offline run's .wandb file parsed with wandb.proto.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -151,9 +152,11 @@ def test_train_logs_to_a_local_mlflow_store_and_w_and_b_offline(cli, tmp_path):
     assert params["schedule.max_lr"] == "0.05" and params["train.epochs"] == "2" and params["run.log"] == \
         '["mlflow", "wandb"]'
     assert not any(k.startswith("find.") for k in params)  # a train run without --max-lr find reads no find.*
+    sent = [s for s in steps if s["step"] % 4 == 0]  # one step in log_every, as Lightning's loggers
+    assert len(steps) == 16 and len(sent) == 4
     assert history(client, logged.info.run_id, "step/lr") == pytest.approx(
-        [(int(s["step"]), s["lr"]) for s in steps], rel=1e-6)
-    assert [s for s, _ in history(client, logged.info.run_id, "step/loss")] == list(range(1, 17))
+        [(int(s["step"]), s["lr"]) for s in sent], rel=1e-6)
+    assert [s for s, _ in history(client, logged.info.run_id, "step/loss")] == [4, 8, 12, 16]
     assert history(client, logged.info.run_id, "epoch/accuracy") == pytest.approx(
         [(int(e["step"]), e["accuracy"]) for e in epochs], rel=1e-6)
     assert logged.data.metrics["final/accuracy"] == pytest.approx(summary["final"]["accuracy"])
@@ -179,7 +182,7 @@ def test_train_logs_to_a_local_mlflow_store_and_w_and_b_offline(cli, tmp_path):
     assert config == params  # the same parameters, to both trackers
     rows = wandb_history(records)
     assert [(x["step"], x["step/lr"]) for x in rows if "step/lr" in x] == pytest.approx(
-        [(int(s["step"]), s["lr"]) for s in steps], rel=1e-6)
+        [(int(s["step"]), s["lr"]) for s in sent], rel=1e-6)
     assert [x["epoch/accuracy"] for x in rows if "epoch/accuracy" in x] == pytest.approx(
         [e["accuracy"] for e in epochs], rel=1e-6)
     assert wandb_summary(records)["final/accuracy"] == pytest.approx(summary["final"]["accuracy"])
@@ -227,7 +230,7 @@ def test_a_resumed_run_is_one_tracker_run_and_its_status_is_mirrored(cli, tmp_pa
     (whole,) = runs_of(client, "mnist_sample")  # the same run, continued: not a second one
     assert whole.info.run_id == cut.info.run_id == r.json()["trackers"]["mlflow"]["run_id"]
     assert whole.info.status == "FINISHED" and whole.data.tags["onecycle.status"] == "completed"
-    assert {s for s, _ in history(client, whole.info.run_id, "step/loss")} == set(range(1, 17))
+    assert {s for s, _ in history(client, whole.info.run_id, "step/loss")} == {4, 8, 12, 16}
     assert [s for s, _ in history(client, whole.info.run_id, "epoch/accuracy")] == [8, 16]
     first, second = offline_dirs(run)  # W&B: two offline pieces of one run id, which `wandb sync` joins
     assert first.name.split("-")[-1] == second.name.split("-")[-1] == r.json()["trackers"]["wandb"]["id"]
@@ -240,6 +243,9 @@ def test_a_diverged_run_is_failed_in_the_tracker(cli, tmp_path):
     client = MlflowClient(f"sqlite:///{(tmp_path / 'runs' / 'mlflow.db').absolute()}")
     (logged,) = runs_of(client, "mnist_sample")
     assert logged.info.status == "FAILED" and logged.data.tags["onecycle.status"] == "diverged"
+    last = read_csv(Path(r.json()["run_dir"]) / "steps.csv")[-1]  # the step that diverged, whatever log_every
+    assert not math.isfinite(last["loss"])
+    assert history(client, logged.info.run_id, "step/loss")[-1][0] == last["step"]
 
 
 def test_a_grid_nests_its_members_under_its_own_mlflow_run_and_shares_a_w_and_b_group(cli, tmp_path):

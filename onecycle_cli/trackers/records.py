@@ -51,8 +51,9 @@ def metrics_of(row: dict, prefix: str, skip: tuple[str, ...] = ("step", "epoch",
 class Tracking:
     """One run's trackers, fed from its records by a thread of their own."""
 
-    def __init__(self, run: Path, trackers: list, display: Display, resumed: bool):
+    def __init__(self, run: Path, trackers: list, display: Display, resumed: bool, every: int = 1):
         self.run, self.trackers, self.display, self.resumed = run, trackers, display, resumed
+        self.every = max(1, every)
         self.work: queue.SimpleQueue = queue.SimpleQueue()
         self.problems: queue.SimpleQueue = queue.SimpleQueue()
         self.failed: set[int] = set()
@@ -63,9 +64,10 @@ class Tracking:
 
     @classmethod
     def start(cls, run: Path, names: list[str], display: Display, resumed: bool = False,
-              command: str = "train") -> "Tracking | None":
+              command: str = "train", every: int = 1) -> "Tracking | None":
         """The trackers of `names` (tensorboard is not one: it has its own writer), started on the thread;
-        None when there are none. `run` holds config.yaml and meta.json already."""
+        None when there are none. `run` holds config.yaml and meta.json already. `every`: the run's
+        log_every; the trackers get one step in `every` (steps.csv keeps them all)."""
         wanted = [n for n in names if n in ("mlflow", "wandb")]
         if not wanted:
             return None
@@ -84,7 +86,7 @@ class Tracking:
             else:
                 from .to_wandb import WandbTracker
                 trackers.append(WandbTracker(context))
-        self = cls(run, trackers, display, resumed)
+        self = cls(run, trackers, display, resumed, every)
         params = {} if resumed else run_params(run)  # a resumed run's parameters were sent when it began
         for i, t in enumerate(trackers):
             self._put(i, lambda t=t, name=t.name: self._opened(name, t.open(previous.get(name), params)))
@@ -141,8 +143,11 @@ class Tracking:
                 self._put(i, lambda t=t: t.metrics(points))
 
     def steps(self, rows: list[dict]) -> None:
-        """steps.csv's rows, as they are flushed: per-step loss, LR, momentum at the run's log_every."""
-        self._metrics([(int(r["step"]), metrics_of(r, "step")) for r in rows])
+        """steps.csv's rows, as they are flushed: loss, LR, momentum of every log_every-th step (as Lightning's
+        log_every_n_steps), and a step whose loss is not finite (where a run diverged). Sending every step took a
+        local MLflow store 0.35 s of CPU in a 1.8-s 3-vs-7 training on 2 cores (a 6-9% cost), the cores' time."""
+        self._metrics([(int(r["step"]), metrics_of(r, "step")) for r in rows
+                       if int(r["step"]) % self.every == 0 or not math.isfinite(r.get("loss", 0.0))])
         self.say_problems()
 
     def epoch(self, row: dict) -> None:
