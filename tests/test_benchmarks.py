@@ -257,7 +257,22 @@ def check_accumulate(tmp: Path) -> None:
     assert task["step_time_over_accum_1"] == {k: pytest.approx(ips["1"] / ips[k]) for k in ("2", "4")}
 
 
+def check_trackers(tmp: Path) -> None:
+    for extra in ("mlflow", "wandb"):  # the dev extra installs both; a lean checkout skips
+        if importlib.util.find_spec(extra) is None:
+            pytest.skip(f"{extra} is not installed (pip install -e '.[dev]')")
+    out, _ = script("benchmarks/trackers.py", "--smoke", cwd=tmp)
+    assert out["smoke"] is True and out["rounds"] == 1 and out["same_accuracy"] is True
+    assert set(out["median"]) == {"none", "mlflow", "wandb"} and out["steps"] == 8  # 512 images, batch 64
+    assert all(positive(m["train_seconds"]) and m["wall_seconds"] > m["train_seconds"] for m in out["median"].values())
+    assert out["train_ratio"] == {k: pytest.approx(out["median"][k]["train_seconds"]
+                                                   / out["median"]["none"]["train_seconds"], abs=1e-3)
+                                  for k in ("mlflow", "wandb")}
+    assert all(fraction(out["tracker_cpu_share"][k]) for k in ("mlflow", "wandb"))
+
+
 CASES: dict[str, Callable[[Path], None]] = {
+    "benchmarks/trackers.py": check_trackers,
     "benchmarks/accumulate.py": check_accumulate,
     "benchmarks/after_training.py": check_after_training,
     "benchmarks/grid.py": check_grid,

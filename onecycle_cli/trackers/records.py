@@ -58,6 +58,8 @@ class Tracking:
         self.problems: queue.SimpleQueue = queue.SimpleQueue()
         self.failed: set[int] = set()
         self.opened = threading.Event()
+        self.cpu = [0.0] * len(trackers)  # each tracker's CPU seconds on this thread while the run trained
+        self.training = False  # on the thread: between every run's opening and finish()
         self.ids: dict[str, dict] = {}
         self.thread = threading.Thread(target=self._serve, name="onecycle-trackers", daemon=True)
         self.finished = False
@@ -90,7 +92,7 @@ class Tracking:
         params = {} if resumed else run_params(run)  # a resumed run's parameters were sent when it began
         for i, t in enumerate(trackers):
             self._put(i, lambda t=t, name=t.name: self._opened(name, t.open(previous.get(name), params)))
-        self.work.put((None, self.opened.set))  # every tracker opened, or dropped
+        self.work.put((None, self._trained))  # every tracker opened, or dropped
         self.thread.start()
         return self
 
@@ -106,12 +108,21 @@ class Tracking:
             i, call = item
             if i is not None and i in self.failed:
                 continue
+            began = time.thread_time()
             try:
                 call()
             except Exception as e:  # any tracker's failure: dropped, said once, the run goes on
                 self.failed.add(i)
                 self.problems.put(f"{self.trackers[i].title}: {one_line(f'{type(e).__name__}: {e}')[:300]}; "
                                   f"the run goes on without it (its files are complete)")
+            finally:
+                if i is not None and self.training:
+                    self.cpu[i] += time.thread_time() - began
+
+    def _trained(self, training: bool = True) -> None:
+        self.training = training
+        if training:
+            self.opened.set()
 
     def _opened(self, name: str, ids: dict) -> None:
         self.ids[name] = ids
@@ -178,6 +189,7 @@ class Tracking:
         if self.finished:
             return {}
         self.finished = True
+        self.work.put((None, lambda: self._trained(False)))
         summary = read_json(self.run / "summary.json") or {}
         status = str(summary.get("status") or "failed")
         if not self.resumed:  # a resumed run's range test was sent by the process that ran it
@@ -203,7 +215,9 @@ class Tracking:
         said = {}
         for i, t in enumerate(self.trackers):
             if i not in self.failed and t.name in self.ids:
-                said[t.name] = t.describe()
+                # the CPU its sends took while the run trained, from the cores the steps ran on (the
+                # records' flush points; W&B's own service process is not counted): benchmarks/trackers.py
+                said[t.name] = {**t.describe(), "training_cpu_seconds": round(self.cpu[i], 3)}
                 for line in t.lines():
                     self.display.print(line, markup=False)
         return said
