@@ -351,8 +351,7 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
           activation_stats: Annotated[Optional[bool], typer.Option(
               "--activation-stats", help="Record per-layer activation statistics and histograms.")] = None,
           tensorboard: Annotated[Optional[bool], typer.Option(
-              "--tensorboard", help="Also write TensorBoard event files (needs onecycle[tensorboard]); "
-              "the same as --log tensorboard.")] = None,
+              "--tensorboard", help="Also write TensorBoard event files (needs onecycle[tensorboard]).")] = None,
           log: Log_ = None,
           seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="N|S1,S2,...",
                            help="Run N seeds (or these seeds) and report mean ± std accuracy.")] = None,
