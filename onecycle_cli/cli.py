@@ -239,6 +239,9 @@ Log_ = Annotated[Optional[str], typer.Option("--log", "--log-to", metavar="mlflo
     "run.log: trackers that get the run's records too (each an extra: pip install \"onecycle[mlflow]\"). "
     "Under torchrun write --log-to: torchrun's own parser takes --log for its --log-dir."))]
 Json_ = Annotated[bool, typer.Option("--json", help="Print the run summary as one JSON object on stdout.")]
+JsonReport_ = Annotated[bool, typer.Option("--json", help="Print the data report as one JSON object on stdout.")]
+JsonSchedule_ = Annotated[bool, typer.Option("--json", help="Print the schedule's summary as one JSON object.")]
+JsonCompare_ = Annotated[bool, typer.Option("--json", help="Print the comparison as one JSON object on stdout.")]
 Progress_ = Annotated[str, typer.Option("--progress", metavar="auto|rich|plain|none", help=(
     "A bar on a terminal (rich), a line every half minute and at each epoch's end in a log (plain), or "
     "nothing; auto: rich on a terminal, else plain."))]
@@ -633,7 +636,7 @@ def schedule_cmd(config: Config_ = None, set_: Set_ = None,
                      help="Override the count taken from the dataset's known size.")] = None,
                  out: Annotated[Path, typer.Option("--out", metavar="PATH", callback=_path,
                                                    help="Where to write the PNG.")] = Path("schedule.png"),
-                 json_: Json_ = False) -> int:
+                 json_: JsonSchedule_ = False) -> int:
     """Preview the LR and momentum of every step (each parameter group's, and both cycles of fine-tuning),
     without touching any data."""
     from .datasets import train_size
@@ -749,7 +752,7 @@ def compare_cmd(runs: Annotated[Optional[list[str]], typer.Argument(
                     autocompletion=completion.comparable_runs)] = None,
                 last: Annotated[Optional[int], typer.Option("--last", min=2, metavar="N",
                                 help="Compare the N newest train runs instead of naming them.")] = None,
-                runs_dir: RunsDir_ = None, json_: Json_ = False) -> int:
+                runs_dir: RunsDir_ = None, json_: JsonCompare_ = False) -> int:
     """Overlay runs' curves in one PNG and show the settings that differ next to their results."""
     from .runs.compare import compare, table
     from .runs.history import list_runs
@@ -891,7 +894,7 @@ def export_cmd(run_dir: RunArg_,
 # -- data -----------------------------------------------------------------------------------------------
 @data_app.command("check", cls=OnecycleCommand)
 def data_check(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
-               progress: Progress_ = "auto", json_: Json_ = False) -> int:
+               progress: Progress_ = "auto", json_: JsonReport_ = False) -> int:
     """Verify that the dataset a config needs is on disk and readable (exit 2 and say what is missing).
 
     A folder is decoded into its cache here, once, with every file that cannot be decoded listed (--json)."""
@@ -931,7 +934,7 @@ def _folder_lines(report: dict, most: int = 20) -> list[str]:
 
 @data_app.command("download", cls=OnecycleCommand)
 def data_download(config: Config_ = None, set_: Set_ = None, data_dir: DataDir_ = None, dataset: Dataset_ = None,
-                  json_: Json_ = False) -> int:
+                  json_: JsonReport_ = False) -> int:
     """Fetch the dataset a config needs into the data root (then copy that folder to offline boxes)."""
     from .datasets import check_dataset, download_dataset
     resolved = _resolve(config, set_, _named(data_dir=data_dir, dataset=dataset))
