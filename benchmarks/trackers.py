@@ -72,13 +72,14 @@ def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
 
 
 def train(kind: str, a, server: str | None) -> dict:
+    tracker = kind.split("-")[0]  # mlflow-server is --log mlflow with MLFLOW_TRACKING_URI
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ONECYCLE", "WANDB", "MLFLOW"))}
     env.update(PYTHONPATH=str(REPO), WANDB_MODE="offline", WANDB_SILENT="true")
     if kind == "mlflow-server":
         env["MLFLOW_TRACKING_URI"] = server
     cmd = [sys.executable, "-m", "onecycle_cli", "train", "--config", "mnist_sample", "--epochs", str(a.epochs),
            "--runs-dir", str(a.work / "runs"), "--progress", "none", "--json",
-           *(["--log", kind.split("-")[0]] if kind != "none" else []),
+           *(["--log", tracker] if kind != "none" else []),
            *[arg for s in a.set for arg in ("--set", s)]]
     started = time.perf_counter()
     p = subprocess.run(cmd, cwd=a.work, env=env, capture_output=True, text=True)
@@ -86,9 +87,10 @@ def train(kind: str, a, server: str | None) -> dict:
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
     s = json.loads(p.stdout.strip().splitlines()[-1])
-    if kind != "none" and kind.split("-")[0] not in s.get("trackers", {}):
+    said = s.get("trackers", {}).get(tracker)
+    if kind != "none" and said is None:
         sys.exit(f"{kind}: the run did not log to its tracker:\n{p.stderr[-3000:]}")
-    cpu = s.get("trackers", {}).get(kind.split("-")[0], {}).get("training_cpu_seconds")
+    cpu = said["training_cpu_seconds"] if said is not None else None
     return {"train_seconds": s["train_seconds"], "wall_seconds": round(wall, 3), "cpu_seconds": cpu,
             "accuracy": s["final"]["accuracy"], "steps": s["steps"], "device": s["device"]}
 
