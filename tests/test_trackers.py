@@ -86,6 +86,12 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
+def assert_points(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    """The same steps, the same values to float32 (pytest 8's approx takes no list of pairs)."""
+    assert [step for step, _ in got] == [step for step, _ in want]
+    assert [value for _, value in got] == pytest.approx([value for _, value in want], rel=1e-6)
+
+
 def wandb_records(run_dir: Path) -> list:
     """Every record of a W&B offline run's .wandb file: W&B's own append-only log (LevelDB's log format,
     32 KiB blocks of checksummed chunks, after a 7-byte ':W&B' header), each a wandb_internal_pb2.Record."""
@@ -154,11 +160,10 @@ def test_train_logs_to_a_local_mlflow_store_and_w_and_b_offline(cli, tmp_path):
     assert not any(k.startswith("find.") for k in params)  # a train run without --max-lr find reads no find.*
     sent = [s for s in steps if s["step"] % 4 == 0]  # one step in log_every, as Lightning's loggers
     assert len(steps) == 16 and len(sent) == 4
-    assert history(client, logged.info.run_id, "step/lr") == pytest.approx(
-        [(int(s["step"]), s["lr"]) for s in sent], rel=1e-6)
+    assert_points(history(client, logged.info.run_id, "step/lr"), [(int(s["step"]), s["lr"]) for s in sent])
     assert [s for s, _ in history(client, logged.info.run_id, "step/loss")] == [4, 8, 12, 16]
-    assert history(client, logged.info.run_id, "epoch/accuracy") == pytest.approx(
-        [(int(e["step"]), e["accuracy"]) for e in epochs], rel=1e-6)
+    assert_points(history(client, logged.info.run_id, "epoch/accuracy"),
+                  [(int(e["step"]), e["accuracy"]) for e in epochs])
     assert logged.data.metrics["final/accuracy"] == pytest.approx(summary["final"]["accuracy"])
     assert logged.data.metrics["best/accuracy"] == pytest.approx(summary["best"]["accuracy"])
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
@@ -181,8 +186,8 @@ def test_train_logs_to_a_local_mlflow_store_and_w_and_b_offline(cli, tmp_path):
     config = {i.key: json.loads(i.value_json) for i in started.config.update if i.key != "_wandb"}
     assert config == params  # the same parameters, to both trackers
     rows = wandb_history(records)
-    assert [(x["step"], x["step/lr"]) for x in rows if "step/lr" in x] == pytest.approx(
-        [(int(s["step"]), s["lr"]) for s in sent], rel=1e-6)
+    assert_points([(x["step"], x["step/lr"]) for x in rows if "step/lr" in x],
+                  [(int(s["step"]), s["lr"]) for s in sent])
     assert [x["epoch/accuracy"] for x in rows if "epoch/accuracy" in x] == pytest.approx(
         [e["accuracy"] for e in epochs], rel=1e-6)
     assert wandb_summary(records)["final/accuracy"] == pytest.approx(summary["final"]["accuracy"])
@@ -209,8 +214,7 @@ def test_find_logs_its_curve_and_suggestions_to_an_mlflow_server(cli, server, tm
     for rule, s in summary["suggestions"].items():
         assert logged.data.metrics[f"suggestion/{rule}"] == pytest.approx(s["lr"])
     curve = read_csv(Path(summary["run_dir"]) / "lr_find.csv")
-    assert history(client, logged.info.run_id, "find/loss") == pytest.approx(
-        [(int(c["step"]), c["loss"]) for c in curve], rel=1e-6)
+    assert_points(history(client, logged.info.run_id, "find/loss"), [(int(c["step"]), c["loss"]) for c in curve])
     got = Path(client.download_artifacts(logged.info.run_id, "lr_find.png", str(tmp_path / "got")))
     assert got.read_bytes() == (Path(summary["run_dir"]) / "lr_find.png").read_bytes()
     assert (tmp_path / "runs" / "mlflow.db").exists() is False  # the server got it, not a local store
