@@ -296,7 +296,10 @@ def same_lr(a: float, b: float) -> bool:
 
 # keys that change no loss and no accuracy: a record made before they changed still holds
 INERT = {("data", "root"), ("data", "download"), ("data", "cache"), ("find", "suggest"), ("train", "log_every"),
-         ("run", "root"), ("model", "init")}
+         ("run", "root"), ("model", "init"), ("train", "threads")}  # threads: journalled in each record instead
+# keys the config gained after a journal was taken, at the value that trains as the config did before them: dropped
+# from the fingerprint at that value, so that the committed journal (docs/benchmarks.md) still reads
+AS_BEFORE = {("train", "ema"): None, ("train", "accum_steps"): 1, ("run", "log"): []}
 
 
 def fingerprint(task: str, size: str) -> str:
@@ -305,7 +308,10 @@ def fingerprint(task: str, size: str) -> str:
     before a preset changed, is not reused."""
     cfg = task_config(task, 0, [], size, 1.0).model_dump(mode="json")
     for section, key in INERT:
-        del cfg[section][key]
+        cfg[section].pop(key, None)
+    for (section, key), value in AS_BEFORE.items():
+        if cfg[section].get(key, value) == value:
+            cfg[section].pop(key, None)
     plan = {"data": TASKS[task].data, "counts": suggest_data.COUNTS.get(size, {}).get(TASKS[task].data)}
     return f"{task}@" + hashlib.sha256(json.dumps([cfg, plan], sort_keys=True).encode()).hexdigest()[:12]
 

@@ -11,6 +11,7 @@ examples/mnist_sample.sh and examples/transfer.py run in test_examples.py.
 from __future__ import annotations
 
 import ast
+import gzip
 import importlib
 import importlib.util
 import json
@@ -316,3 +317,19 @@ def test_every_name_the_scripts_import_from_onecycle_is_there():
                             if not hasattr(module, a.name) and not (
                                 hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))]
     assert missing == []
+
+
+def test_the_committed_suggestion_journal_still_gives_the_regrets_docs_benchmarks_states(tmp_path):
+    # docs/benchmarks.md's suggestion tables come from docs/suggest-journal.jsonl.gz; a config key added since
+    # (at the value that trains as before) must not orphan its records. The bundled set's two tasks need no data.
+    journal = tmp_path / "suggest.jsonl"
+    journal.write_bytes(gzip.decompress((REPO / "docs" / "suggest-journal.jsonl.gz").read_bytes()))
+    out, _ = script("benchmarks/suggest.py", "--summary", "--out", journal, "--data", tmp_path / "none",
+                    "--tasks", "mnist_sample/adamw", "mnist_sample/sgd", cwd=tmp_path)
+    assert out["complete_tasks"] == ["mnist_sample/adamw", "mnist_sample/sgd"]
+    # the default's row of the development table, then of the held-out one: the 3-vs-7 task is each one's first
+    rows = [line for line in (REPO / "docs" / "benchmarks.md").read_text().splitlines()
+            if line.startswith(f"| onecycle `{out['default_rule']}` (default) |")]
+    stated = [float(row.split("|")[2]) for row in rows[:2]]
+    measured = [out["tasks"][t]["rules"][f"onecycle:{out['default_rule']}"]["regret"] for t in out["complete_tasks"]]
+    assert stated == [round(m, 2) for m in measured]
