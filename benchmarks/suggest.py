@@ -3,9 +3,9 @@
 
 12 tasks (TASKS: presets, image folders and fine-tunes; AdamW, Adam and SGD; batch 32 to 512), split in
 two halves fixed before any new task ran: the rules were chosen on "dev" and only measured on "held-out".
-For each task and seed one range test is run, exactly as `onecycle find --seed S` runs it, and ten rules
+For each task and seed one range test is run, exactly as `onecycle find --seed S` runs it, and eleven rules
 read its curve:
-  onecycle  floor, valley, steep, minimum, slide   (onecycle_cli/suggest.py, read again from the journalled
+  onecycle  floor, basin, valley, steep, minimum, slide   (onecycle_cli/suggest.py, read again from the journalled
             losses by the code as it is now, so a new rule applies to every recorded curve)
   fastai    valley, slide, minimum, steep   (fastai 2.8's formulas, re-implemented below, on the
             view of the same losses that fastai's `lr_find` would hand them: see `fastai_view`)
@@ -13,8 +13,8 @@ Then 1cycle fits, each as `onecycle train --seed S --max-lr X` trains it (every 
 frozen one, then the unfrozen):
   - at every point of a log grid of max_lr, 3 a decade, for every seed, extended by two points past an end
     that wins: the grid point with the highest mean accuracy over the seeds is the task's best;
-  - at the suggestions of the default, slide, onecycle's valley and fastai's minimum (`--train-rules` adds
-    others), each seed's own LR exactly; the other rules' accuracies are read off each seed's grid.
+  - at the suggestions of the default, basin, slide, onecycle's valley and fastai's minimum (`--train-rules`
+    adds others), each seed's own LR exactly; the other rules' accuracies are read off each seed's grid.
 A rule's regret on a task = the best grid mean - the mean accuracy at the rule's suggestions, in
 percentage points; a negative regret means the rule found a better LR than any grid point. The
 best grid mean is a maximum over noisy means, so it sits a little above the true optimum: every
@@ -32,6 +32,7 @@ Prints one JSON object (`--markdown`: the tables of docs/benchmarks.md instead).
     python benchmarks/suggest.py --data ../shared/data --workers 2 --half dev --out J   # then --half held-out:
                                                # 12 tasks x 5 seeds, about 2.5 hours on 2 cores
     python benchmarks/suggest.py --out J --summary --markdown     # the tables; --candidates: the rules tried
+    python benchmarks/suggest.py ... --first-seed 5 --tasks T ...  # seeds 5-9: curves no rule or warning was set on
     python benchmarks/suggest.py ... --thread-study 2   # each range test again at 2 threads, the default trained there
     python benchmarks/suggest.py ... --summary --fastai-python /tmp/fastai/bin/python  # replay through fastai
 """
@@ -379,10 +380,11 @@ def rule_lrs(curve: dict) -> dict[str, dict]:
 
 
 def rules_to_train(extra: list[str]) -> list[str]:
-    """The rules whose suggestions are trained exactly: the default, the default before it, the old default
-    and fastai's best; the others are read off each seed's grid (interpolated in log LR)."""
-    return list(dict.fromkeys([f"onecycle:{FindConfig().suggest}", "onecycle:slide", "onecycle:valley",
-                               "fastai:minimum", *extra]))
+    """The rules whose suggestions are trained exactly: the default, basin (the rule tried against it), the default
+    before it, the old default and fastai's best; the others are read off each seed's grid (interpolated in log LR,
+    which misjudged basin by up to 6 points on the noisiest task before it was trained)."""
+    return list(dict.fromkeys([f"onecycle:{FindConfig().suggest}", "onecycle:basin", "onecycle:slide",
+                               "onecycle:valley", "fastai:minimum", *extra]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -647,7 +649,9 @@ def main() -> None:
                    "the folders and the pretrained body are written beside it, in suggest-work/")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: every task whose data is at hand")
     p.add_argument("--half", choices=["dev", "held-out"], help="only the tasks of one half")
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (from --first-seed)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed: --first-seed 5 measures seeds no rule "
+                                                             "was chosen on")
     p.add_argument("--train-rules", nargs="*", default=[], help="rules to train at exactly, besides "
                    + ", ".join(rules_to_train([])) + " (e.g. onecycle:minimum fastai:valley)")
     p.add_argument("--quick", action="store_true", help="smoke run: the bundled set only, 2,000 images, 1 epoch, "
@@ -682,7 +686,7 @@ def main() -> None:
         p.error(f"--train-rules: no rule {', '.join(unknown)}; rules: {', '.join(rule_names())}")
     tasks = [t for t in (a.tasks or TASKS) if (a.half is None or TASKS[t].half == a.half)]
     tasks = [t for t in tasks if data_at_hand(t, a.data)]
-    seeds = list(range(a.seeds))
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     trained = rules_to_train(a.train_rules)
     journal = Journal(a.out, tasks, size)
     started = time.time()

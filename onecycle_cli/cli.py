@@ -307,7 +307,7 @@ def find(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
          end_lr: Annotated[Optional[str], typer.Option("--end-lr", metavar="FLOAT", help="find.end_lr")] = None,
          val_batches: Annotated[Optional[str], typer.Option("--val-batches", metavar="INT",
                                 help="Score each step on N held-out batches (Smith's variant).")] = None,
-         suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="floor|valley|steep|minimum|slide",
+         suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="floor|basin|valley|steep|minimum|slide",
                             help="find.suggest: the one train --max-lr uses")] = None,
          freeze: Annotated[Optional[bool], typer.Option(
              "--freeze", help="find.freeze: sweep the head alone, the body frozen (as before fine-tuning).")] = None,
@@ -364,7 +364,7 @@ def train(ctx: typer.Context, config: Config_ = None, set_: Set_ = None,
           init: Annotated[Optional[str], typer.Option("--init", metavar="RUN_DIR", callback=_path, help=(
               "model.init: start from a finished run's weights (every tensor whose shape fits; the head only "
               "for the same classes)."), autocompletion=completion.run_dirs)] = None,
-          suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="floor|valley|steep|minimum|slide",
+          suggest: Annotated[Optional[str], typer.Option("--suggest", metavar="floor|basin|valley|steep|minimum|slide",
                              help="Which suggestion --max-lr find or FIND_RUN uses (find.suggest).")] = None,
           progress: Progress_ = "auto", json_: Json_ = False) -> int:
     """1cycle fit (or a baseline schedule), recorded in runs/<id>/ with checkpoints and plots."""

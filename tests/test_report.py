@@ -15,6 +15,7 @@ import pytest
 
 from conftest import assert_usage_error
 from onecycle_cli.display import fmt_num
+from onecycle_cli.suggest import RULES
 
 
 def chromium() -> str:
@@ -86,7 +87,7 @@ def test_a_find_runs_report_lists_the_suggestions(cli, tiny_runs, tmp_path):
     dom = render(run / "report.html", tmp_path)
     assert images_loaded(dom) == 1  # lr_find.png
     suggestions = tiny_runs["summaries"]["find"]["suggestions"]
-    assert set(suggestions) == {"floor", "valley", "steep", "minimum", "slide"}
+    assert set(suggestions) == set(RULES)
     for name, s in suggestions.items():
         assert f"{s['lr']:.3e}" in dom and name in dom
     assert "floor (used)" in dom

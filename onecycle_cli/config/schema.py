@@ -328,7 +328,7 @@ class FindConfig(Section):
     momentum: Optional[Fraction] = None  # held during the sweep; null: optim.momentum (SGD) or betas[0] (AdamW)
     val_batches: Annotated[int, Field(ge=0)] = 0  # Smith's variant: score each step on N held-out batches
     # used by train --max-lr find; floor had the least worst-case regret of the rules (benchmarks/suggest.py)
-    suggest: Literal["floor", "valley", "steep", "minimum", "slide"] = "floor"
+    suggest: Literal["floor", "basin", "valley", "steep", "minimum", "slide"] = "floor"
     freeze: bool = False           # sweep the head alone, body frozen (always so when train.freeze_epochs > 0)
 
     @model_validator(mode="after")

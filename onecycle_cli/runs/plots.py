@@ -23,7 +23,7 @@ from ..safe_files import atomic_write_bytes, read_json
 from ..safe_text import plain
 from .directory import open_csv, read_csv
 
-MARKERS = {"floor": "*", "valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
+MARKERS = {"floor": "*", "basin": "P", "valley": "o", "steep": "v", "minimum": "s", "slide": "D"}
 
 
 def pyplot():
