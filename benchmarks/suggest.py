@@ -500,7 +500,8 @@ def summarize_task(journal: Journal, task: str, seeds: list[int], size: str, thr
 def candidates(curve: dict) -> dict[str, float]:
     """Rules tried while choosing `floor`, each an LR read off one curve's trimmed lag-free loss: fractions of the
     floor's LR, the valley's floor (90% of the fall) scaled, the steepest lag-free fall, their geometric means,
-    and fractions of where the loss climbs back above its start (the curve's end where it never does)."""
+    and fractions of where the loss climbs back above its start (the curve's end where it never does); then,
+    while choosing `basin`, fractions of the middle and of the top of the basin around the floor."""
     lrs = np.asarray(curve["lrs"], float)
     _, lag_free, _ = read_again(curve)
     x, loss, _ = suggest_rules.trim(lrs[:len(lag_free)], np.asarray(lag_free))
@@ -514,7 +515,17 @@ def candidates(curve: dict) -> dict[str, float]:
     out |= {f"valley*{c}": v * c for c in (0.5, 1, 2)} | {f"fall*{c}": f * c for c in (1, 2, 3)}
     out |= {"gm(fall,floor)": math.sqrt(f * m), "gm(valley,floor)": math.sqrt(v * m),
             "gm(fall,valley)": math.sqrt(f * v)}
-    return out | {f"back/{c}": edge / c for c in (3, 10, 30)}
+    out |= {f"back/{c}": edge / c for c in (3, 10, 30)}
+    for share in (0.05, 0.1, 0.2, 0.3):  # the basin around the floor, as suggest.basin reads it at BASIN = share
+        near = loss <= loss[shape.floor] + share * shape.fall
+        lo, hi = shape.floor, shape.floor
+        while lo > 0 and near[lo - 1]:
+            lo -= 1
+        while hi < len(loss) - 1 and near[hi + 1]:
+            hi += 1
+        out |= {f"basin{share:g}/{c}": math.sqrt(x[lo] * x[hi]) / c for c in (1, 2, 3, 5)}
+        out |= {f"basin{share:g}-top/{c}": x[hi] / c for c in (2, 4, 6, 10)}
+    return out
 
 
 def candidate_regrets(journal: Journal, tasks: dict[str, dict], seeds: list[int]) -> dict:
