@@ -517,12 +517,7 @@ def candidates(curve: dict) -> dict[str, float]:
             "gm(fall,valley)": math.sqrt(f * v)}
     out |= {f"back/{c}": edge / c for c in (3, 10, 30)}
     for share in (0.05, 0.1, 0.2, 0.3):  # the basin around the floor, as suggest.basin reads it at BASIN = share
-        near = loss <= loss[shape.floor] + share * shape.fall
-        lo, hi = shape.floor, shape.floor
-        while lo > 0 and near[lo - 1]:
-            lo -= 1
-        while hi < len(loss) - 1 and near[hi + 1]:
-            hi += 1
+        lo, hi = shape.basin(loss, share)
         out |= {f"basin{share:g}/{c}": math.sqrt(x[lo] * x[hi]) / c for c in (1, 2, 3, 5)}
         out |= {f"basin{share:g}-top/{c}": x[hi] / c for c in (2, 4, 6, 10)}
     return out

@@ -54,7 +54,7 @@ FLOOR_DIV, FLOOR_WORD = 3, "third"  # floor: the share of the floor's LR it trai
 BASIN = 0.2                         # basin: the points within this share of the fall above the floor
 BASIN_DIV, BASIN_WORD = 3, "third"  # basin: the share of the basin's middle it trains at
 # read's warnings, set on benchmarks/suggest.py's 12 tasks after both halves were measured (docs/benchmarks.md):
-# every curve of the tasks where the default missed by over a point warns, no curve of the development half does
+# every curve of the three tasks where the default missed by over a point warns, no curve of the nine others gains one
 SHALLOW = 0.4  # no clear valley: the loss fell less than this share of its start before it rose
 NOISY = 8      # a noisy valley: the fall is less than this many times the batch-to-batch noise
 STEADIER = "a larger batch or a longer sweep (--num-it) gives a steadier curve"
@@ -130,10 +130,10 @@ class Shape:
         """The first index where the loss has done START of its fall: before it, the flat start."""
         return int(np.argmax(loss[:self.floor + 1] <= self.plateau - START * self.fall))
 
-    def basin(self, loss: np.ndarray) -> tuple[int, int]:
-        """The first and last index of the run of points around the floor within BASIN of the fall above it: where
+    def basin(self, loss: np.ndarray, share: float = BASIN) -> tuple[int, int]:
+        """The first and last index of the run of points around the floor within `share` of the fall above it: where
         the bottom is flat, the floor's own index wanders across it from batch noise, the basin's middle does not."""
-        near = loss <= loss[self.floor] + BASIN * self.fall
+        near = loss <= loss[self.floor] + share * self.fall
         lo, hi = self.floor, self.floor
         while lo > 0 and near[lo - 1]:
             lo -= 1
