@@ -34,6 +34,7 @@ Prints one JSON object (`--markdown`: the tables of docs/benchmarks.md instead).
     python benchmarks/suggest.py --out J --summary --markdown     # the tables; --candidates: the rules tried
     python benchmarks/suggest.py ... --first-seed 5 --tasks T ...  # seeds 5-9: curves no rule or warning was set on
     python benchmarks/suggest.py ... --thread-study 2   # each range test again at 2 threads, the default trained there
+    python benchmarks/suggest.py ... --unfrozen-study   # fine_tune: the whole network swept, the rules trained there
     python benchmarks/suggest.py ... --summary --fastai-python /tmp/fastai/bin/python  # replay through fastai
 """
 
@@ -245,13 +246,14 @@ def data_at_hand(task: str, data: Path) -> bool:
     return dataset not in suggest_data.RAW or (data / suggest_data.RAW[dataset] / "raw").is_dir()
 
 
-def run_range_test(task: str, seed: int, extra: list[str], size: str) -> dict:
-    """`onecycle find --seed SEED`: the curve and the suggestions that onecycle made of it then."""
-    cfg = task_config(task, seed, extra, size)
+def run_range_test(task: str, seed: int, extra: list[str], size: str, unfrozen: bool = False) -> dict:
+    """`onecycle find --seed SEED`: the curve and the suggestions that onecycle made of it then (`unfrozen`: a
+    fine_tune's range test over the whole network, as its second cycle trains it, not over the head alone)."""
+    cfg = task_config(task, seed, [*extra, *(["train.freeze_epochs=0"] if unfrozen else [])], size)
     pipe = build_pipeline(cfg)
     curve = range_test(pipe, cfg, QUIET, StopFlag())
     return {"kind": "curve", "task": task, "seed": seed, "threads": torch.get_num_threads(), "stop": curve.stop,
-            "frozen": sweeps_frozen(cfg),
+            "frozen": sweeps_frozen(cfg), **({"sweep": "unfrozen"} if unfrozen else {}),
             "stop_lr": curve.stop_lr, "num_it": cfg.find.num_it, "start_lr": cfg.find.start_lr,
             "end_lr": cfg.find.end_lr, "beta": cfg.find.beta, "seconds": round(curve.seconds, 3),
             "suggestions": {f"onecycle:{k}": {"lr": s.lr} for k, s in curve.suggestions.items()},
@@ -338,9 +340,9 @@ class Journal:
                     f.write("\n")
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def curve(self, task: str, seed: int, threads: int = 1) -> dict | None:
+    def curve(self, task: str, seed: int, threads: int = 1, sweep: str | None = None) -> dict | None:
         return next((r for r in self.records if r["kind"] == "curve" and r["task"] == task and r["seed"] == seed
-                     and r.get("threads", 1) == threads), None)
+                     and r.get("threads", 1) == threads and r.get("sweep") == sweep), None)
 
     def fit(self, task: str, seed: int, lr: float) -> dict | None:
         return next((r for r in self.records if r["kind"] == "fit" and r["task"] == task and r["seed"] == seed
@@ -442,6 +444,15 @@ class Work:
                 log(f"{task} seed {s} at {threads} threads: range test stopped ({r['stop']}) at {r['stop_lr']:.3g}")
         pool.shutdown()
         todo = {(s, rule_lrs(j.curve(task, s, threads))[rule]["lr"]) for s in seeds for rule in trained}
+        self.run([(run_fit, task, s, lr, extra, size) for s, lr in sorted(todo) if lr and j.fit(task, s, lr) is None])
+
+    def unfrozen(self, task: str, seeds: list[int], extra: list[str], trained: list[str]) -> None:
+        """A fine_tune's range test again over the whole network, and fits (the fine_tune itself) at the rules'
+        suggestions on that curve and at its lag-free minimum."""
+        j, size = self.journal, self.size
+        self.run([(run_range_test, task, s, extra, size, True) for s in seeds
+                  if j.curve(task, s, sweep="unfrozen") is None])
+        todo = {(s, lr) for s in seeds for lr in unfrozen_lrs(j.curve(task, s, sweep="unfrozen"), trained).values()}
         self.run([(run_fit, task, s, lr, extra, size) for s, lr in sorted(todo) if lr and j.fit(task, s, lr) is None])
 
 
@@ -667,6 +678,9 @@ def main() -> None:
                                                           "shared)")
     p.add_argument("--thread-study", type=int, metavar="N", help="also run each range test at N threads, and "
                                                                   "train the rules' suggestions on those curves")
+    p.add_argument("--unfrozen-study", action="store_true", help="fine_tune tasks: also sweep the whole network "
+                                                                     "(not the head alone) and train at the rules' "
+                                                                     "suggestions there")
     p.add_argument("--summary", action="store_true", help="only summarise what --out already holds")
     p.add_argument("--candidates", action="store_true", help="also the rules tried while choosing floor, each read "
                                                              "off the grids (not trained), sorted by the worst task")
@@ -704,10 +718,16 @@ def main() -> None:
         for task in tasks if a.thread_study else ():
             extra = suggest_data.prepare(TASKS[task].data, a.data, a.out.parent / "suggest-work", size)
             work.threads(task, seeds, extra, trained, a.thread_study)
+        for task in tasks if a.unfrozen_study else ():
+            if resolve(TASKS[task].preset, list(TASKS[task].sets), environ={}).config.train.freeze_epochs:
+                extra = suggest_data.prepare(TASKS[task].data, a.data, a.out.parent / "suggest-work", size)
+                work.unfrozen(task, seeds, extra, trained)
         work.pool.shutdown()
     summary = summarize(journal, tasks, seeds, size)
     if a.candidates:
         summary["candidates"] = candidate_regrets(journal, summary["tasks"], seeds)
+    if a.unfrozen_study:
+        summary["unfrozen_study"] = unfrozen_study(journal, tasks, seeds, size, trained)
     if a.thread_study:
         summary["thread_study"] = thread_study(journal, tasks, seeds, size, a.thread_study)
     if a.markdown:
@@ -725,6 +745,34 @@ def main() -> None:
 
 def rule_names() -> list[str]:
     return [f"onecycle:{r}" for r in RULES] + [f"fastai:{r}" for r in FASTAI]
+
+
+def unfrozen_lrs(curve: dict, trained: list[str]) -> dict[str, float]:
+    """The LRs an unfrozen sweep of a fine_tune is trained at: each trained rule's, and the lag-free minimum."""
+    lrs = {rule: v["lr"] for rule, v in rule_lrs(curve).items() if rule in trained}
+    return lrs | {"lag-free minimum": read_again(curve)[2].floor_lr}
+
+
+def unfrozen_study(journal: Journal, tasks: list[str], seeds: list[int], size: str, trained: list[str]) -> dict:
+    """Per fine_tune task: the rules read off the whole network's sweep instead of the head's, each trained, and
+    their regret against the task's best grid point."""
+    out = {}
+    for task in tasks:
+        curves = [journal.curve(task, s, sweep="unfrozen") for s in seeds]
+        t = summarize_task(journal, task, seeds, size)
+        if t is None or any(c is None for c in curves):
+            continue
+        found = [unfrozen_lrs(c, trained) for c in curves]
+        rules = {}
+        for rule in found[0]:
+            fits = [journal.fit(task, s, f[rule]) for s, f in zip(seeds, found)]
+            if all(fits):
+                accuracy = statistics.fmean(f["accuracy"] for f in fits)
+                rules[rule] = {"lrs": [f[rule] for f in found], "accuracy": accuracy,
+                               "regret": 100 * (t["best"]["accuracy"] - accuracy)}
+        out[task] = {"best": t["best"], "head_alone_default_regret": t["rules"][f"onecycle:{FindConfig().suggest}"]
+                     ["regret"], "rules": rules}
+    return out
 
 
 def thread_study(journal: Journal, tasks: list[str], seeds: list[int], size: str, threads: int) -> dict:
