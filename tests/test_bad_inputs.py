@@ -313,7 +313,8 @@ FLAG_CASES = [
     case("--precision fp8", "train --precision fp8", "train.precision = 'fp8'", "--precision fp8", "bf16"),
     case("--num-it too few", "find --num-it 5", "find.num_it = 5", "--num-it 5", ">= 10"),
     case("--end-lr below --start-lr", "find --start-lr 1 --end-lr 0.1", "find.end_lr = 0.1", "start_lr < end_lr"),
-    case("--suggest unknown", "find --suggest best", "find.suggest = 'best'", "floor, valley, steep, minimum, slide"),
+    case("--suggest unknown", "find --suggest best", "find.suggest = 'best'",
+         "floor, basin, valley, steep, minimum, slide"),
     case("--schedule unknown", "train --schedule 1cycle", "schedule.name = '1cycle'", "onecycle"),
     case("--batch-size abc", "find --batch-size abc", "train.batch_size = 'abc'", "--batch-size abc", "an integer"),
     # the environment, the flags of the shell

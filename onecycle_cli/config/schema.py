@@ -327,7 +327,8 @@ class FindConfig(Section):
     beta: Fraction = 0.98          # smoothing of the loss (exponential moving average, bias-corrected)
     momentum: Optional[Fraction] = None  # held during the sweep; null: optim.momentum (SGD) or betas[0] (AdamW)
     val_batches: Annotated[int, Field(ge=0)] = 0  # Smith's variant: score each step on N held-out batches
-    # used by train --max-lr find; floor had the least worst-case regret of the rules (benchmarks/suggest.py)
+    # used by train --max-lr find; floor: the least worst-case regret on the development tasks, and basin, tried
+    # since, better only where seeds scatter most (benchmarks/suggest.py, docs/benchmarks.md)
     suggest: Literal["floor", "basin", "valley", "steep", "minimum", "slide"] = "floor"
     freeze: bool = False           # sweep the head alone, body frozen (always so when train.freeze_epochs > 0)
 
