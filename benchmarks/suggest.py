@@ -384,7 +384,7 @@ def rule_lrs(curve: dict) -> dict[str, dict]:
 def rules_to_train(extra: list[str]) -> list[str]:
     """The rules whose suggestions are trained exactly: the default, basin (the rule tried against it), the default
     before it, the old default and fastai's best; the others are read off each seed's grid (interpolated in log LR,
-    which misjudged basin by up to 6 points on the noisiest task before it was trained)."""
+    which misjudged basin by 4.9 points on the noisiest task before it was trained)."""
     return list(dict.fromkeys([f"onecycle:{FindConfig().suggest}", "onecycle:basin", "onecycle:slide",
                                "onecycle:valley", "fastai:minimum", *extra]))
 
