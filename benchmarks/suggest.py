@@ -411,6 +411,11 @@ class Work:
                 log(f"{r['task']} seed {r['seed']}: max_lr {r['max_lr']:.3e} -> {r['accuracy']:.4f}"
                     f"{' (diverged)' if r['diverged'] else ''} in {r['seconds']:.1f} s")
 
+    def fits(self, task: str, todo: set[tuple[int, float]], extra: list[str]) -> None:
+        """Fits at each (seed, max_lr) the journal does not hold yet (a rule without an LR skipped)."""
+        self.run([(run_fit, task, s, lr, extra, self.size) for s, lr in sorted(todo)
+                  if lr and self.journal.fit(task, s, lr) is None])
+
     def task(self, task: str, seeds: list[int], extra: list[str], trained: list[str]) -> None:
         j, size = self.journal, self.size
         ks = first_grid(task, size)
@@ -430,7 +435,7 @@ class Work:
             self.run([(run_fit, task, s, grid_lr(task, k), extra, size) for k in new for s in seeds
                       if j.fit(task, s, grid_lr(task, k)) is None])
         todo = {(s, rule_lrs(j.curve(task, s))[rule]["lr"]) for s in seeds for rule in trained}
-        self.run([(run_fit, task, s, lr, extra, size) for s, lr in sorted(todo) if lr and j.fit(task, s, lr) is None])
+        self.fits(task, todo, extra)
 
     def threads(self, task: str, seeds: list[int], extra: list[str], trained: list[str], threads: int) -> None:
         """The range test again at another thread count (CPU reductions reorder: the curve moves), and fits at
@@ -444,7 +449,7 @@ class Work:
                 log(f"{task} seed {s} at {threads} threads: range test stopped ({r['stop']}) at {r['stop_lr']:.3g}")
         pool.shutdown()
         todo = {(s, rule_lrs(j.curve(task, s, threads))[rule]["lr"]) for s in seeds for rule in trained}
-        self.run([(run_fit, task, s, lr, extra, size) for s, lr in sorted(todo) if lr and j.fit(task, s, lr) is None])
+        self.fits(task, todo, extra)
 
     def unfrozen(self, task: str, seeds: list[int], extra: list[str], trained: list[str]) -> None:
         """A fine_tune's range test again over the whole network, and fits (the fine_tune itself) at the rules'
@@ -453,7 +458,7 @@ class Work:
         self.run([(run_range_test, task, s, extra, size, True) for s in seeds
                   if j.curve(task, s, sweep="unfrozen") is None])
         todo = {(s, lr) for s in seeds for lr in unfrozen_lrs(j.curve(task, s, sweep="unfrozen"), trained).values()}
-        self.run([(run_fit, task, s, lr, extra, size) for s, lr in sorted(todo) if lr and j.fit(task, s, lr) is None])
+        self.fits(task, todo, extra)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -50,9 +50,8 @@ MEDIAN_WINDOW = 5    # points; wider than a spike, narrower than the fall (12 po
 LAG_FREE_BETA = 0.8  # each pass averages ~5 points; forward then backward, so nothing moves
 FALL = 0.9           # valley: share of the plateau-to-floor fall already done
 START = 0.1          # floor: the fall has started once this share of it is done
-FLOOR_DIV, FLOOR_WORD = 3, "third"  # floor: the share of the floor's LR it trains at
-BASIN = 0.2                         # basin: the points within this share of the fall above the floor
-BASIN_DIV, BASIN_WORD = 3, "third"  # basin: the share of the basin's middle it trains at
+THIRD = 3            # floor and basin: train at a third of the LR each reads (the floor, the basin's middle)
+BASIN = 0.2          # basin: the points within this share of the fall above the floor
 # read's warnings, set on benchmarks/suggest.py's 12 tasks after both halves were measured (docs/benchmarks.md):
 # every curve of the three tasks where the default missed by over a point warns, no curve of the nine others gains one
 SHALLOW = 0.4  # no clear valley: the loss fell less than this share of its start before it rose
@@ -187,37 +186,35 @@ def slide(lrs: np.ndarray, loss: np.ndarray, window: int = 15, tolerance: float 
                 f"{tolerance:g}) at {lr:.2e}"), ""
 
 
-def floor(lrs: np.ndarray, loss: np.ndarray, frozen: bool = False) -> tuple[float, str, str]:
-    shape = Shape.of(loss)
+def _below(lrs: np.ndarray, loss: np.ndarray, shape: Shape, anchor: float, where: str,
+           frozen: bool) -> tuple[float, str, str]:
+    """floor's and basin's common step: a third of their anchor LR (`where` says how they found it), never in the
+    flat start before the fall; on a sweep of the head alone (fastai's fine_tune trains best at 1-2x its floor: issue
+    26's outside measurement), the anchor itself. The lowest point where the loss never fell."""
     if not shape.falls:
         return float(lrs[shape.floor]), "the lowest point", "the loss never fell below its start: used the lowest point"
-    if frozen:  # the head alone: fastai's fine_tune trains best at 1-2x its floor (issue 26's outside measurement)
-        return float(lrs[shape.floor]), (f"the floor itself, {lrs[shape.floor]:.2e}: a sweep of the head alone, the "
-                                         f"body frozen, whose loss rarely climbs back"), ""
-    start = float(lrs[shape.start(loss)])
-    lr = float(lrs[shape.floor]) / FLOOR_DIV
+    if frozen:
+        return anchor, (f"{anchor:.2e} itself, {where}: a sweep of the head alone, the body frozen, whose loss rarely "
+                        f"climbs back"), ""
+    start, lr = float(lrs[shape.start(loss)]), anchor / THIRD
     if lr >= start:
-        return lr, (f"a {FLOOR_WORD} of {lrs[shape.floor]:.2e}, where the lag-free loss is lowest "
-                    f"({loss[shape.floor]:.3g})"), ""
-    return start, (f"the start of the fall ({100 * START:.0f}% of it done), since a {FLOOR_WORD} of the floor's LR "
-                   f"{lrs[shape.floor]:.2e} lies in the flat start before it"), ""
+        return lr, f"a third of {anchor:.2e}, {where}", ""
+    return start, (f"the start of the fall ({100 * START:.0f}% of it done), since a third of {anchor:.2e}, {where}, "
+                   f"lies in the flat start before it"), ""
+
+
+def floor(lrs: np.ndarray, loss: np.ndarray, frozen: bool = False) -> tuple[float, str, str]:
+    shape = Shape.of(loss)
+    return _below(lrs, loss, shape, float(lrs[shape.floor]),
+                  f"where the lag-free loss is lowest ({loss[shape.floor]:.3g})", frozen)
 
 
 def basin(lrs: np.ndarray, loss: np.ndarray, frozen: bool = False) -> tuple[float, str, str]:
     shape = Shape.of(loss)
-    if not shape.falls:
-        return float(lrs[shape.floor]), "the lowest point", "the loss never fell below its start: used the lowest point"
     lo, hi = shape.basin(loss)
-    middle = float(np.sqrt(lrs[lo] * lrs[hi]))
     where = (f"the middle (in log) of the basin {lrs[lo]:.2e}..{lrs[hi]:.2e}, where the lag-free loss stays within "
              f"{100 * BASIN:.0f}% of its fall above the floor ({loss[shape.floor]:.3g} at {lrs[shape.floor]:.2e})")
-    if frozen:  # the head alone: fastai's fine_tune trains best at 1-2x its floor (issue 26's outside measurement)
-        return middle, f"{where}: a sweep of the head alone, the body frozen, whose loss rarely climbs back", ""
-    start, lr = float(lrs[shape.start(loss)]), middle / BASIN_DIV
-    if lr >= start:
-        return lr, f"a {BASIN_WORD} of {middle:.2e}, {where}", ""
-    return start, (f"the start of the fall ({100 * START:.0f}% of it done), since a {BASIN_WORD} of {middle:.2e}, "
-                   f"{where}, lies in the flat start before it"), ""
+    return _below(lrs, loss, shape, float(np.sqrt(lrs[lo] * lrs[hi])), where, frozen)
 
 
 # the rules that read a frozen body's sweep differently
