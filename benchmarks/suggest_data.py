@@ -54,9 +54,14 @@ def read_set(data: Path, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             for split, (images, labels) in IDX_FILES.items()}
 
 
+def as_saved(plan: dict) -> dict:
+    """The plan as its JSON reads back (tuples as lists), to compare with a saved one."""
+    return json.loads(json.dumps(plan))
+
+
 def unchanged(folder: Path, plan: dict) -> bool:
     manifest = folder / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text()) == plan
+    return manifest.is_file() and json.loads(manifest.read_text()) == as_saved(plan)
 
 
 def settle(folder: Path, plan: dict) -> None:
@@ -123,7 +128,7 @@ def pretrained(data: Path, work: Path, size: str) -> Path:
     plan = {"counts": COUNTS[size]["source"], **SOURCE_RUN[size], "max_lr": 5e-3}
     if record.is_file():
         saved = json.loads(record.read_text())
-        if saved["plan"] == plan and Path(saved["run_dir"], "checkpoints", "last.pt").is_file():
+        if saved["plan"] == as_saved(plan) and Path(saved["run_dir"], "checkpoints", "last.pt").is_file():
             return Path(saved["run_dir"])
     args = [sys.executable, "-m", "onecycle_cli", "train", "--config", "folder", "--data-dir", str(source),
             "--epochs", str(plan["epochs"]), "--max-lr", str(plan["max_lr"]), "--batch-size", str(plan["batch"]),
