@@ -7,9 +7,10 @@ own, and then puts every weight, buffer, trainable flag and random state back: a
 and anything the caller holds are bit for bit as before.
 
 With parameter groups the sweep keeps their ratios and reads the head's LR, as fastai's recorder
-does: unfrozen, the body's groups at 1/lr_mult of it and between; frozen (`find --freeze`, and any
-config with train.freeze_epochs, whose first cycle trains the head alone), the body frozen but for
-its normalisation layers, which follow at 1/freeze_body_div of the head's LR as they will in training.
+does: unfrozen, the body's groups at 1/lr_mult of it and between; frozen (`find --freeze`, and a config that trains the head alone:
+train.freeze_epochs with train.epochs 0), the body frozen but for its normalisation layers, which follow at
+1/freeze_body_div of the head's LR as they will in training. A fine_tune (train.freeze_epochs, then unfrozen
+epochs) is swept over the whole network, and floor reads that curve's lowest point itself (suggest.py).
 """
 
 from __future__ import annotations
@@ -99,12 +100,13 @@ def stopping_point(losses: list[float], smooth: list[float], diverge: float) -> 
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, loss_fn: Callable,
           fc: FindConfig, display: Display, stop: StopFlag, *, dist: Dist = Dist(), label: str = "",
           precision: Precision | None = None, score: Callable[[], torch.Tensor] | None = None,
-          frozen: bool = False, accum: int = 1) -> Curve:
+          frozen: bool = False, fine_tune: bool = False, accum: int = 1) -> Curve:
     """The sweep itself: one optimiser step per batch at `lr_at(i)` until the stop rule, num_it or a signal.
 
     `loss_fn(model(x), y)` is the training loss, over `accum` micro-batches a step (accumulate.py);
     `score()`, when given, replaces what is recorded after each step (Smith's held-out variant). The model
-    and every random state come back as they were.
+    and every random state come back as they were. `frozen` (the head alone) and `fine_tune` (the whole network
+    for a fine_tune) say what the suggestions are for.
     """
     device = next(model.parameters()).device
     autocast = precision.autocast if precision is not None else contextlib.nullcontext
@@ -151,7 +153,8 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         "non-finite": f"loss became {values[end]} at lr {curve.stop_lr:.3g} (step {end})",
         "interrupted": f"interrupted by {stop.name} at lr {curve.stop_lr:.3g} (step {end})",
     }[kind]
-    curve.suggestions, curve.lag_free, curve.reading = suggest(curve.lrs, curve.losses, curve.smooth, kind, frozen)
+    curve.suggestions, curve.lag_free, curve.reading = suggest(curve.lrs, curve.losses, curve.smooth, kind, frozen,
+                                                                 fine_tune)
     return curve
 
 
@@ -183,7 +186,7 @@ def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, la
                      lambda out, y: F.cross_entropy(out, y, label_smoothing=oc.label_smoothing), fc, display, stop,
                      dist=pipe.dist, label=label, precision=pipe.precision,
                      score=(lambda: _held_out_loss(net, held_out, pipe)) if held_out else None, frozen=frozen,
-                     accum=cfg.train.accum_steps)
+                     fine_tune=sweeps_fine_tune(cfg), accum=cfg.train.accum_steps)
     finally:  # `sweep` put the weights back; the trainable flags too, before the model is wrapped again
         for p, flag in trainable:
             p.requires_grad_(flag)
@@ -192,18 +195,27 @@ def range_test(pipe: Pipeline, cfg: Config, display: Display, stop: StopFlag, la
 
 
 def sweeps_frozen(cfg: Config) -> bool:
-    """The head alone: asked for, or the config's training starts with a frozen cycle (`--max-lr find` then
-    picks the frozen cycle's max_lr, as fastai's lr_find after freeze() does)."""
-    return cfg.find.freeze or cfg.train.freeze_epochs > 0
+    """The head alone: asked for (as fastai's lr_find after freeze()), or the config trains the head alone
+    (train.freeze_epochs with train.epochs 0)."""
+    return cfg.find.freeze or (cfg.train.freeze_epochs > 0 and cfg.train.epochs == 0)
+
+
+def sweeps_fine_tune(cfg: Config) -> bool:
+    """The whole network for a fine_tune (train.freeze_epochs, then train.epochs unfrozen): the head's sweep sees
+    nothing of the unfrozen cycle, which decided both of benchmarks/suggest.py's fine_tunes (issue 26), so `find`
+    sweeps what that cycle trains, the groups at their unfrozen ratios."""
+    return cfg.train.freeze_epochs > 0 and not sweeps_frozen(cfg)
 
 
 def sweep_note(cfg: Config, groups: list) -> str:
     """What the sweep drove, for the record: empty for a one-LR sweep."""
     frozen = sweeps_frozen(cfg)
     ratios = group_ratios(cfg, len(groups), frozen)
-    if not frozen and len(set(ratios)) == 1:
+    if not frozen and not sweeps_fine_tune(cfg) and len(set(ratios)) == 1:
         return ""
-    return (("the head alone, the body frozen (its normalisation layers training); " if frozen else "")
+    return (("the head alone, the body frozen (its normalisation layers training); " if frozen else
+             "the whole network, as a fine_tune's unfrozen cycle trains it (--freeze: the head alone); "
+             if sweeps_fine_tune(cfg) else "")
             + "the LR axis is the head's; the groups " + " | ".join(g.name for g in groups) + " at "
             + " | ".join(f"x{r:.3g}" for r in ratios) + " of it")
 
@@ -297,7 +309,7 @@ def find_in_run(pipe: Pipeline, run, display: Display, stop: StopFlag) -> Sugges
     record_curves(run, curves)
     chosen = None if stop.requested else pipe.cfg.find.suggest
     run.write_json("lr_find.json", {"curves": [c.summary() for c in curves], "chosen": chosen,
-                                    "frozen": sweeps_frozen(pipe.cfg),
+                                    "frozen": sweeps_frozen(pipe.cfg), "fine_tune": sweeps_fine_tune(pipe.cfg),
                                     "group_ratios": group_ratios(pipe.cfg, len(pipe.groups), sweeps_frozen(pipe.cfg))})
     if chosen is None:
         display.print(f"range test stopped: {curves[-1].stop_reason}; no max_lr chosen")
@@ -340,7 +352,7 @@ def find_run(resolved: Resolved, display: Display, stop: StopFlag, dist: Dist | 
             **batch_split(cfg, pipe.dist.world), **({"batch_finder": finder} if finder else {}),
             "seed": cfg.train.seed, "device": str(pipe.device), "threads": pipe.threads,
             "world_size": dist.world, "data": pipe.ds.memory,
-            "started": now_iso(), "frozen": sweeps_frozen(cfg),
+            "started": now_iso(), "frozen": sweeps_frozen(cfg), "fine_tune": sweeps_fine_tune(cfg),
             "group_ratios": group_ratios(cfg, len(pipe.groups), sweeps_frozen(cfg)),
             "groups": [g.name for g in pipe.groups], "normalize": pipe.normalize}
     failed = False

@@ -186,16 +186,22 @@ def slide(lrs: np.ndarray, loss: np.ndarray, window: int = 15, tolerance: float 
                 f"{tolerance:g}) at {lr:.2e}"), ""
 
 
+# why floor and basin train at their anchor itself, not a third of it, on each kind of sweep that does
+ITSELF = {"frozen": "a sweep of the head alone, the body frozen, whose loss rarely climbs back",
+          "fine_tune": "a fine_tune's sweep of the whole network, whose unfrozen cycle peaks at half of max_lr"}
+
+
 def _below(lrs: np.ndarray, loss: np.ndarray, shape: Shape, anchor: float, where: str,
-           frozen: bool) -> tuple[float, str, str]:
+           sweep: str = "") -> tuple[float, str, str]:
     """floor's and basin's common step: a third of their anchor LR (`where` says how they found it), never in the
-    flat start before the fall; on a sweep of the head alone (fastai's fine_tune trains best at 1-2x its floor: issue
-    26's outside measurement), the anchor itself. The lowest point where the loss never fell."""
+    flat start before the fall. The anchor itself on a sweep of the head alone (`sweep` "frozen": fastai's fine_tune
+    trains best at 1-2x its floor, issue 26's outside measurement) and on a fine_tune's sweep of the whole network
+    ("fine_tune": there the lowest point trained within 3 points of the best on both of benchmarks/suggest.py's
+    fine_tunes, a third of it 17 points off on one). The lowest point where the loss never fell."""
     if not shape.falls:
         return float(lrs[shape.floor]), "the lowest point", "the loss never fell below its start: used the lowest point"
-    if frozen:
-        return anchor, (f"{anchor:.2e} itself, {where}: a sweep of the head alone, the body frozen, whose loss rarely "
-                        f"climbs back"), ""
+    if sweep in ITSELF:
+        return anchor, f"{anchor:.2e} itself, {where}: {ITSELF[sweep]}", ""
     start, lr = float(lrs[shape.start(loss)]), anchor / THIRD
     if lr >= start:
         return lr, f"a third of {anchor:.2e}, {where}", ""
@@ -203,22 +209,22 @@ def _below(lrs: np.ndarray, loss: np.ndarray, shape: Shape, anchor: float, where
                    f"lies in the flat start before it"), ""
 
 
-def floor(lrs: np.ndarray, loss: np.ndarray, frozen: bool = False) -> tuple[float, str, str]:
+def floor(lrs: np.ndarray, loss: np.ndarray, sweep: str = "") -> tuple[float, str, str]:
     shape = Shape.of(loss)
     return _below(lrs, loss, shape, float(lrs[shape.floor]),
-                  f"where the lag-free loss is lowest ({loss[shape.floor]:.3g})", frozen)
+                  f"where the lag-free loss is lowest ({loss[shape.floor]:.3g})", sweep)
 
 
-def basin(lrs: np.ndarray, loss: np.ndarray, frozen: bool = False) -> tuple[float, str, str]:
+def basin(lrs: np.ndarray, loss: np.ndarray, sweep: str = "") -> tuple[float, str, str]:
     shape = Shape.of(loss)
     lo, hi = shape.basin(loss)
     where = (f"the middle (in log) of the basin {lrs[lo]:.2e}..{lrs[hi]:.2e}, where the lag-free loss stays within "
              f"{100 * BASIN:.0f}% of its fall above the floor ({loss[shape.floor]:.3g} at {lrs[shape.floor]:.2e})")
-    return _below(lrs, loss, shape, float(np.sqrt(lrs[lo] * lrs[hi])), where, frozen)
+    return _below(lrs, loss, shape, float(np.sqrt(lrs[lo] * lrs[hi])), where, sweep)
 
 
-# the rules that read a frozen body's sweep differently
-KNOWS_FROZEN = {"floor", "basin"}
+# the rules that read a sweep of the head alone, and a fine_tune's sweep of the whole network, differently
+KNOWS_SWEEP = {"floor", "basin"}
 
 # each rule and the smoothing it reads
 RULES: dict[str, tuple[Callable, str]] = {"floor": (floor, "lag_free"), "basin": (basin, "lag_free"),
@@ -253,7 +259,8 @@ def read(lrs: np.ndarray, loss: np.ndarray, frozen: bool = False, raw: np.ndarra
         if frozen:
             warnings.append("a sweep of the head alone sees nothing of the unfrozen cycle a fine_tune trains next: "
                             "onto a new domain its best max_lr was 5-10x this curve's floor, beyond every rule "
-                            "(docs/benchmarks.md, finetune/frozen); `onecycle grid --around find` measures yours")
+                            "(docs/benchmarks.md, finetune/frozen); without --freeze, find sweeps a fine_tune's "
+                            "whole network, which read it within 3 points")
     region = (float(lrs[shape.start(loss)]), float(lrs[shape.floor])) if shape.falls else None
     return Reading(float(lrs[shape.floor]), edge, region, tuple(warnings))
 
@@ -283,10 +290,13 @@ def _second_minimum(loss: np.ndarray, shape: Shape) -> int | None:
     return None
 
 
-def suggest(lrs, losses, ema, stop: str = "end", frozen: bool = False
+def suggest(lrs, losses, ema, stop: str = "end", frozen: bool = False, fine_tune: bool = False
             ) -> tuple[dict[str, Suggestion], list[float], Reading]:
     """Every rule's suggestion for one curve (lrs ascending, raw losses, their causal EMA; `stop`, how the
-    sweep ended; `frozen`, a sweep of the head alone), the lag-free curve, and its reading."""
+    sweep ended; `frozen`, a sweep of the head alone; `fine_tune`, a sweep of the whole network for a fine_tune,
+    whose cycles train the head alone and then the whole network at half the max_lr), the lag-free curve, and
+    its reading."""
+    sweep = "frozen" if frozen else "fine_tune" if fine_tune else ""
     lrs, losses, ema = (np.asarray(v, dtype=float) for v in (lrs, losses, ema))
     finite = np.isfinite(losses) & np.isfinite(ema)
     end = len(losses) if finite.all() else int(np.argmin(finite))  # the curve ends at the first NaN/inf
@@ -299,7 +309,7 @@ def suggest(lrs, losses, ema, stop: str = "end", frozen: bool = False
     out = {}
     for name, (rule, which) in RULES.items():
         part_lrs, part, trim_note = trim(lrs[:end], curves[which])
-        value, reason, note = rule(part_lrs, part, frozen=frozen) if name in KNOWS_FROZEN else rule(part_lrs, part)
+        value, reason, note = rule(part_lrs, part, sweep) if name in KNOWS_SWEEP else rule(part_lrs, part)
         lr = float(part_lrs[value]) if isinstance(value, int) else value
         loss = float(np.interp(np.log(lr), np.log(part_lrs), part))
         out[name] = Suggestion(name, lr, loss, reason, "; ".join(n for n in (trim_note, note) if n))

@@ -118,7 +118,12 @@ def test_floor_is_a_third_of_the_floor_and_never_in_the_flat_start():
     assert frozen["floor"].lr == pytest.approx(r.floor_lr) and "the body frozen" in frozen["floor"].reason
     # and it warns that the unfrozen cycle after it is out of its sight
     assert [w for w in frozen_reading.warnings if "sweep of the head alone" in w] and not r.warnings
-    assert all(frozen[name] == s[name] for name in s if name not in suggest_rules.KNOWS_FROZEN)
+    assert all(frozen[name] == s[name] for name in s if name not in suggest_rules.KNOWS_SWEEP)
+    # a fine_tune's sweep of the whole network: the floor itself too (its unfrozen cycle peaks at half of it),
+    # and no warning, the sweep sees what the fine_tune trains
+    tuned, _, tuned_reading = suggest(lrs, wide, wide, "diverged", fine_tune=True)
+    assert tuned["floor"].lr == pytest.approx(r.floor_lr) and "a fine_tune's sweep" in tuned["floor"].reason
+    assert tuned_reading == r and all(tuned[name] == s[name] for name in s if name not in suggest_rules.KNOWS_SWEEP)
     # read off a curve that falls in the last third of a decade before its floor: a third of the floor's LR lies
     # on the flat start, so the rule takes the start of the fall
     lrs = np.logspace(-3, 1, 41)  # 10 points a decade

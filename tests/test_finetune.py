@@ -194,19 +194,34 @@ def test_a_frozen_range_test_sweeps_the_head_keeps_the_ratios_and_leaves_no_trac
     assert frozen.losses[:20] != unfrozen.losses[:20]
 
 
-def test_find_freeze_and_train_max_lr_find_with_freeze_epochs_sweep_the_frozen_model(cli, tmp_path):
+def test_find_freeze_sweeps_the_head_and_a_fine_tune_sweeps_the_whole_network_at_its_lowest_point(cli, tmp_path):
     r = cli("find", *BOOK_CNN, "--num-it", "20", "--freeze", "--set", "optim.lr_mult=100", "--json")
     assert r.code == 0, r.stderr
     s = r.json()
-    assert s["frozen"] is True and s["group_ratios"] == pytest.approx([0.1, 1.0]) and s["groups"] == ["body", "head"]
+    assert s["frozen"] is True and s["fine_tune"] is False
+    assert s["group_ratios"] == pytest.approx([0.1, 1.0]) and s["groups"] == ["body", "head"]
     assert "swept: the head alone" in r.stderr and "the LR axis is the head's" in r.stderr
-    r = cli("train", *BOOK_CNN, "--epochs", "1", "--set", "train.freeze_epochs=1", "--max-lr", "find",
-            "--set", "find.num_it=20", "--json")
+    # a fine_tune (a frozen epoch, then an unfrozen one): its range test drives what the unfrozen cycle trains,
+    # the body at 1/lr_mult, and trains at the lag-free curve's lowest point, not a third of it
+    r = cli("train", *BOOK_CNN, "--epochs", "1", "--set", "train.freeze_epochs=1", "--set", "optim.lr_mult=100",
+            "--max-lr", "find", "--set", "find.num_it=20", "--json")
     assert r.code == 0, r.stderr
     run = tmp_path / r.json()["run_dir"]
     record = json.loads((run / "lr_find.json").read_text())
-    assert record["frozen"] is True and r.json()["max_lr"] == record["curves"][0]["suggestions"]["valley"]["lr"]
+    assert record["frozen"] is False and record["fine_tune"] is True
+    assert record["group_ratios"] == pytest.approx([0.01, 1.0])
+    curve = record["curves"][0]
+    assert r.json()["max_lr"] == curve["suggestions"]["floor"]["lr"] == curve["reading"]["floor_lr"]
+    assert "a fine_tune's sweep of the whole network" in curve["suggestions"]["floor"]["reason"]
     assert r.json()["cycles"][0]["max_lrs"][-1] == r.json()["max_lr"]  # the frozen cycle's head peaks at it
+    assert r.json()["cycles"][1]["max_lrs"][-1] == pytest.approx(r.json()["max_lr"] / 2)  # the unfrozen at half
+    # the head alone to the end (train.epochs 0): the sweep is the head's, as that is all the run trains
+    r = cli("train", *BOOK_CNN, "--epochs", "0", "--set", "train.freeze_epochs=1", "--max-lr", "find",
+            "--set", "find.num_it=20", "--json")
+    assert r.code == 0, r.stderr
+    record = json.loads((tmp_path / r.json()["run_dir"] / "lr_find.json").read_text())
+    assert record["frozen"] is True and record["fine_tune"] is False
+    assert r.json()["max_lr"] == record["curves"][0]["suggestions"]["floor"]["lr"]
 
 
 @pytest.mark.parametrize("sets,fragments", [

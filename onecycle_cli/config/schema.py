@@ -330,7 +330,8 @@ class FindConfig(Section):
     # used by train --max-lr find; floor: the least worst-case regret on the development tasks, and basin, tried
     # since, better only where seeds scatter most (benchmarks/suggest.py, docs/benchmarks.md)
     suggest: Literal["floor", "basin", "valley", "steep", "minimum", "slide"] = "floor"
-    freeze: bool = False           # sweep the head alone, body frozen (always so when train.freeze_epochs > 0)
+    freeze: bool = False           # sweep the head alone, body frozen (so when train.epochs 0 with freeze_epochs;
+    #                                a fine_tune is otherwise swept whole, as its unfrozen cycle trains)
 
     @model_validator(mode="after")
     def _range(self) -> "FindConfig":
