@@ -9,6 +9,9 @@ read its curve:
             losses by the code as it is now, so a new rule applies to every recorded curve)
   fastai    valley, slide, minimum, steep   (fastai 2.8's formulas, re-implemented below, on the
             view of the same losses that fastai's `lr_find` would hand them: see `fastai_view`)
+A fine_tune task has two range tests a seed: the head alone, the body frozen (fastai's lr_find after freeze(),
+which fastai's rules read, and what onecycle's `find` swept before issue 26), and the whole network as the
+unfrozen cycle trains it (what `find` sweeps since, which onecycle's rules read: see `our_sweep`).
 Then 1cycle fits, each as `onecycle train --seed S --max-lr X` trains it (every cycle of it: fine_tune's
 frozen one, then the unfrozen):
   - at every point of a log grid of max_lr, 3 a decade, for every seed, extended by two points past an end
@@ -34,7 +37,7 @@ Prints one JSON object (`--markdown`: the tables of docs/benchmarks.md instead).
     python benchmarks/suggest.py --out J --summary --markdown     # the tables; --candidates: the rules tried
     python benchmarks/suggest.py ... --first-seed 5 --tasks T ...  # seeds 5-9: curves no rule or warning was set on
     python benchmarks/suggest.py ... --thread-study 2   # each range test again at 2 threads, the default trained there
-    python benchmarks/suggest.py ... --unfrozen-study   # fine_tune: the whole network swept, the rules trained there
+    python benchmarks/suggest.py ... --head-study   # fine_tune: onecycle's rules read off the head alone, trained
     python benchmarks/suggest.py ... --summary --fastai-python /tmp/fastai/bin/python  # replay through fastai
 """
 
@@ -87,7 +90,8 @@ class Task:
     preset: str
     sets: tuple[str, ...]
     grid: tuple[float, float]  # the first grid's ends: 10 points, 3 a decade; extended past an end that wins
-    half: str                  # "dev": the rules were chosen on it; "held-out": fixed before, only reported
+    half: str                  # "dev": the rules were chosen on it; "held-out": fixed before, only reported;
+    #                            "later": added after the rules were chosen, reported apart from the 12
     data: str = "builtin"      # the built-in set the preset names, or a folder of suggest_data.py
     about: str = ""
 
@@ -116,6 +120,11 @@ TASKS: dict[str, Task] = {
                             "head's range test"),
     "fashion_mnist/sgd-b32": Task("mnist", (*FASHION, *SGD, "train.batch_size=32"), (3e-3, 3.0), "held-out",
                                   about="SGD, batch 32"),
+    # added after every rule and threshold was set, to test the unfrozen sweep found on finetune/frozen
+    "finetune/fashion5": Task("folder", ("train.batch_size=64", "train.freeze_epochs=1", "train.epochs=3",
+                                         "optim.lr_mult=100"), (1e-3, 1.0), "later", "fashion5",
+                              "fastai's fine_tune within the domain (a body trained on clothes 0-4, clothes 5-9): "
+                              "the frozen head's range test"),
 }
 QUICK = ("data.train_size=2000", "data.valid_size=500", "train.epochs=1")  # --quick: a smoke run, not evidence
 SMOKE = ("data.train_size=256", "data.valid_size=64", "train.epochs=1", "train.batch_size=16", "find.num_it=30")
@@ -246,10 +255,29 @@ def data_at_hand(task: str, data: Path) -> bool:
     return dataset not in suggest_data.RAW or (data / suggest_data.RAW[dataset] / "raw").is_dir()
 
 
+def fine_tune(task: str) -> bool:
+    """A fine_tune task: a frozen cycle on the head, then the whole network."""
+    train = resolve(TASKS[task].preset, list(TASKS[task].sets), environ={}).config.train
+    return train.freeze_epochs > 0 and train.epochs > 0
+
+
+def our_sweep(task: str) -> str | None:
+    """The journalled sweep that onecycle's `find` makes of a task: a fine_tune's whole network ("unfrozen")
+    since issue 26, else the task's one sweep."""
+    return "unfrozen" if fine_tune(task) else None
+
+
+def sweeps_of(task: str) -> list[str | None]:
+    return list(dict.fromkeys([None, our_sweep(task)]))
+
+
 def run_range_test(task: str, seed: int, extra: list[str], size: str, unfrozen: bool = False) -> dict:
-    """`onecycle find --seed SEED`: the curve and the suggestions that onecycle made of it then (`unfrozen`: a
-    fine_tune's range test over the whole network, as its second cycle trains it, not over the head alone)."""
-    cfg = task_config(task, seed, [*extra, *(["train.freeze_epochs=0"] if unfrozen else [])], size)
+    """`onecycle find --seed SEED`: the curve and the suggestions that onecycle made of it then. A fine_tune task's
+    first sweep is of the head alone (`find --freeze`, as fastai's lr_find after freeze()); `unfrozen`, its sweep
+    over the whole network, as its second cycle trains it (as `find` sweeps it; train.freeze_epochs 0 gives the
+    same curve, which the journal's first such records were taken with)."""
+    sets = ["train.freeze_epochs=0"] if unfrozen else ["find.freeze=true"] if fine_tune(task) else []
+    cfg = task_config(task, seed, [*extra, *sets], size)
     pipe = build_pipeline(cfg)
     curve = range_test(pipe, cfg, QUIET, StopFlag())
     return {"kind": "curve", "task": task, "seed": seed, "threads": torch.get_num_threads(), "stop": curve.stop,
@@ -344,6 +372,10 @@ class Journal:
         return next((r for r in self.records if r["kind"] == "curve" and r["task"] == task and r["seed"] == seed
                      and r.get("threads", 1) == threads and r.get("sweep") == sweep), None)
 
+    def curves(self, task: str, seed: int, threads: int = 1) -> tuple[dict | None, dict | None]:
+        """(the sweep onecycle's rules read, the head's sweep fastai's read), as `rule_lrs` takes them."""
+        return self.curve(task, seed, threads, our_sweep(task)), self.curve(task, seed, threads)
+
     def fit(self, task: str, seed: int, lr: float) -> dict | None:
         return next((r for r in self.records if r["kind"] == "fit" and r["task"] == task and r["seed"] == seed
                      and same_lr(r["max_lr"], lr)), None)
@@ -370,13 +402,16 @@ def read_again(curve: dict):
     """onecycle's suggestions, lag-free curve and reading of one journalled curve, by the code as it is now
     (a new rule applies to every recorded curve): `suggest` on its raw losses, as `find` would call it."""
     ema = smooth_losses(curve["losses"], curve.get("beta", 0.98))
-    return suggest(curve["lrs"], curve["losses"], ema, curve["stop"], curve.get("frozen", False))
+    return suggest(curve["lrs"], curve["losses"], ema, curve["stop"], curve.get("frozen", False),
+                   curve.get("sweep") == "unfrozen")
 
 
-def rule_lrs(curve: dict) -> dict[str, dict]:
-    """{rule: {lr, note}} for one journalled curve: onecycle's read again, fastai's from fastai's view of it."""
-    found, _, _ = read_again(curve)
+def rule_lrs(ours: dict, head: dict | None = None) -> dict[str, dict]:
+    """{rule: {lr, note}}: onecycle's read again off the sweep `find` makes (`ours`), fastai's from fastai's view
+    of the head's sweep where a fine_tune has one (`head`, as fastai's users run lr_find before fine_tune)."""
+    found, _, _ = read_again(ours)
     out = {f"onecycle:{k}": {"lr": s.lr, "note": s.note} for k, s in found.items()}
+    curve = head or ours
     theirs = fastai_suggestions(curve["lrs"], curve["losses"], curve["num_it"], curve["stop"])
     return {**out, **{f"fastai:{k}": v for k, v in theirs.items()}}
 
@@ -419,7 +454,8 @@ class Work:
     def task(self, task: str, seeds: list[int], extra: list[str], trained: list[str]) -> None:
         j, size = self.journal, self.size
         ks = first_grid(task, size)
-        jobs = [(run_range_test, task, s, extra, size) for s in seeds if j.curve(task, s) is None]
+        jobs = [(run_range_test, task, s, extra, size, sweep == "unfrozen") for sweep in sweeps_of(task)
+                for s in seeds if j.curve(task, s, sweep=sweep) is None]
         jobs += [(run_fit, task, s, grid_lr(task, k), extra, size) for k in ks for s in seeds
                  if j.fit(task, s, grid_lr(task, k)) is None]
         self.run(jobs)
@@ -434,7 +470,7 @@ class Work:
             ks = sorted(ks + new)
             self.run([(run_fit, task, s, grid_lr(task, k), extra, size) for k in new for s in seeds
                       if j.fit(task, s, grid_lr(task, k)) is None])
-        todo = {(s, rule_lrs(j.curve(task, s))[rule]["lr"]) for s in seeds for rule in trained}
+        todo = {(s, rule_lrs(*j.curves(task, s))[rule]["lr"]) for s in seeds for rule in trained}
         self.fits(task, todo, extra)
 
     def threads(self, task: str, seeds: list[int], extra: list[str], trained: list[str], threads: int) -> None:
@@ -443,21 +479,18 @@ class Work:
         j, size = self.journal, self.size
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=torch.set_num_threads, initargs=(threads,))
+        sweep = our_sweep(task)  # the sweep `find` makes
         for s in seeds:
-            if j.curve(task, s, threads) is None:
-                r = j.add(pool.submit(run_range_test, task, s, extra, size).result())
+            if j.curve(task, s, threads, sweep) is None:
+                r = j.add(pool.submit(run_range_test, task, s, extra, size, sweep == "unfrozen").result())
                 log(f"{task} seed {s} at {threads} threads: range test stopped ({r['stop']}) at {r['stop_lr']:.3g}")
         pool.shutdown()
-        todo = {(s, rule_lrs(j.curve(task, s, threads))[rule]["lr"]) for s in seeds for rule in trained}
+        todo = {(s, rule_lrs(j.curve(task, s, threads, sweep))[rule]["lr"]) for s in seeds for rule in trained}
         self.fits(task, todo, extra)
 
-    def unfrozen(self, task: str, seeds: list[int], extra: list[str], trained: list[str]) -> None:
-        """A fine_tune's range test again over the whole network, and fits (the fine_tune itself) at the rules'
-        suggestions on that curve and at its lag-free minimum."""
-        j, size = self.journal, self.size
-        self.run([(run_range_test, task, s, extra, size, True) for s in seeds
-                  if j.curve(task, s, sweep="unfrozen") is None])
-        todo = {(s, lr) for s in seeds for lr in unfrozen_lrs(j.curve(task, s, sweep="unfrozen"), trained).values()}
+    def head(self, task: str, seeds: list[int], extra: list[str], trained: list[str]) -> None:
+        """Fits (the fine_tune itself) at onecycle's rules read off the head's sweep, as `find` read it before."""
+        todo = {(s, lr) for s in seeds for lr in head_lrs(self.journal.curve(task, s), trained).values()}
         self.fits(task, todo, extra)
 
 
@@ -477,9 +510,10 @@ def seed_accuracy(journal: Journal, task: str, seed: int, lr: float, rows: list[
 
 
 def summarize_task(journal: Journal, task: str, seeds: list[int], size: str, threads: int = 1) -> dict | None:
-    curves = [journal.curve(task, s, threads) for s in seeds]
-    if any(c is None for c in curves):
+    pairs = [journal.curves(task, s, threads) for s in seeds]
+    if any(c is None for pair in pairs for c in pair):
         return None
+    curves = [ours for ours, _ in pairs]
     rows = []
     for k in range(min(first_grid(task, size)) - 6, max(first_grid(task, size)) + 7):
         fits = [journal.fit(task, s, grid_lr(task, k)) for s in seeds]
@@ -492,7 +526,7 @@ def summarize_task(journal: Journal, task: str, seeds: list[int], size: str, thr
     chance = 1 / journal.fit(task, seeds[0], rows[0]["max_lr"])["classes"]
     trains = [max(r["accuracies"][i] for r in rows) > chance + 0.05 for i in range(len(seeds))]
     rules = {}
-    per_seed = [rule_lrs(c) for c in curves]
+    per_seed = [rule_lrs(*pair) for pair in pairs]
     for rule in per_seed[0]:
         lrs = [p[rule]["lr"] for p in per_seed]
         if any(lr is None or not lr > 0 for lr in lrs):
@@ -540,7 +574,8 @@ def candidates(curve: dict) -> dict[str, float]:
 
 
 def candidate_regrets(journal: Journal, tasks: dict[str, dict], seeds: list[int]) -> dict:
-    """Each candidate's regret per task (read off each seed's grid), its mean and its worst, sorted by the worst."""
+    """Each candidate's regret per task (read off each seed's grid), its mean and its worst, sorted by the worst: on
+    each task's first sweep, the curves floor and basin were chosen on (a fine_tune's head, as `find` swept it then)."""
     per: dict[str, dict[str, float]] = {}
     for task, t in tasks.items():
         found = [candidates(journal.curve(task, s)) for s in seeds]
@@ -569,6 +604,13 @@ def overall(tasks: dict[str, dict]) -> dict:
     return dict(sorted(out.items(), key=lambda kv: kv[1]["mean_regret"]))
 
 
+HALVES = ("all", "dev", "held-out", "later")  # "all": the 12 tasks of the two halves, not the later ones
+
+
+def in_half(task_half: str, half: str) -> bool:
+    return task_half == half or (half == "all" and task_half != "later")
+
+
 def summarize(journal: Journal, tasks: list[str], seeds: list[int], size: str) -> dict:
     out: dict = {"tasks": {}}
     for task in tasks:
@@ -578,11 +620,11 @@ def summarize(journal: Journal, tasks: list[str], seeds: list[int], size: str) -
     done = out["tasks"]
     out["complete_tasks"] = list(done)
     out["default_rule"] = FindConfig().suggest
-    for half in ("all", "dev", "held-out"):
-        part = {k: v for k, v in done.items() if half == "all" or v["half"] == half}
+    for half in HALVES:
+        part = {k: v for k, v in done.items() if in_half(v["half"], half)}
         if part:
             out[f"rules_{half}"] = overall(part)
-    if done:
+    if "rules_all" in out:
         mean = {r: v["mean_regret"] for r, v in out["rules_all"].items()}
         out["mean_regret"] = mean
         out["worst_regret"] = {r: v["worst_regret"] for r, v in out["rules_all"].items()}
@@ -615,11 +657,11 @@ def markdown(summary: dict) -> str:
                          f"{points(r['worst_seed_regret'])} | {r['collapsed'] or ''} | {', '.join(r['how'])} |")
         grid_row = ", ".join(f"{g['max_lr']:.2g}: {100 * g['accuracy']:.2f}" for g in t["grid"])
         lines += ["", f"grid (max_lr: mean accuracy %): {grid_row}", ""]
-    for half in ("all", "dev", "held-out"):
+    for half in HALVES:
         rules = summary.get(f"rules_{half}")
         if not rules:
             continue
-        tasks = [k for k, v in summary["tasks"].items() if half == "all" or v["half"] == half]
+        tasks = [k for k, v in summary["tasks"].items() if in_half(v["half"], half)]
         lines += [f"**{half}** ({len(tasks)} tasks)", "",
                   "| rule | " + " | ".join(tasks) + " | mean regret | worst | collapsed seeds |",
                   "| --- " * (len(tasks) + 4) + "|"]
@@ -670,7 +712,8 @@ def main() -> None:
                    f"{Path(tempfile.gettempdir()) / 'onecycle-suggest' / 'suggest.jsonl'}; --smoke: a fresh one); "
                    "the folders and the pretrained body are written beside it, in suggest-work/")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: every task whose data is at hand")
-    p.add_argument("--half", choices=["dev", "held-out"], help="only the tasks of one half")
+    p.add_argument("--half", choices=["dev", "held-out", "later"], help="only the tasks of one half (or those added "
+                                                                       "later)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (from --first-seed)")
     p.add_argument("--first-seed", type=int, default=0, help="the first seed: --first-seed 5 measures seeds no rule "
                                                              "was chosen on")
@@ -683,9 +726,9 @@ def main() -> None:
                                                           "shared)")
     p.add_argument("--thread-study", type=int, metavar="N", help="also run each range test at N threads, and "
                                                                   "train the rules' suggestions on those curves")
-    p.add_argument("--unfrozen-study", action="store_true", help="fine_tune tasks: also sweep the whole network "
-                                                                     "(not the head alone) and train at the rules' "
-                                                                     "suggestions there")
+    p.add_argument("--head-study", action="store_true", help="fine_tune tasks: also train at onecycle's rules read "
+                                                                 "off the head's sweep (find --freeze), as find read "
+                                                                 "them before issue 26")
     p.add_argument("--summary", action="store_true", help="only summarise what --out already holds")
     p.add_argument("--candidates", action="store_true", help="also the rules tried while choosing floor, each read "
                                                              "off the grids (not trained), sorted by the worst task")
@@ -723,16 +766,16 @@ def main() -> None:
         for task in tasks if a.thread_study else ():
             extra = suggest_data.prepare(TASKS[task].data, a.data, a.out.parent / "suggest-work", size)
             work.threads(task, seeds, extra, trained, a.thread_study)
-        for task in tasks if a.unfrozen_study else ():
-            if resolve(TASKS[task].preset, list(TASKS[task].sets), environ={}).config.train.freeze_epochs:
+        for task in tasks if a.head_study else ():
+            if fine_tune(task):
                 extra = suggest_data.prepare(TASKS[task].data, a.data, a.out.parent / "suggest-work", size)
-                work.unfrozen(task, seeds, extra, trained)
+                work.head(task, seeds, extra, trained)
         work.pool.shutdown()
     summary = summarize(journal, tasks, seeds, size)
     if a.candidates:
         summary["candidates"] = candidate_regrets(journal, summary["tasks"], seeds)
-    if a.unfrozen_study:
-        summary["unfrozen_study"] = unfrozen_study(journal, tasks, seeds, size, trained)
+    if a.head_study:
+        summary["head_study"] = head_study(journal, tasks, seeds, size, trained)
     if a.thread_study:
         summary["thread_study"] = thread_study(journal, tasks, seeds, size, a.thread_study)
     if a.markdown:
@@ -752,22 +795,21 @@ def rule_names() -> list[str]:
     return [f"onecycle:{r}" for r in RULES] + [f"fastai:{r}" for r in FASTAI]
 
 
-def unfrozen_lrs(curve: dict, trained: list[str]) -> dict[str, float]:
-    """The LRs an unfrozen sweep of a fine_tune is trained at: each trained rule's, and the lag-free minimum."""
-    lrs = {rule: v["lr"] for rule, v in rule_lrs(curve).items() if rule in trained}
-    return lrs | {"lag-free minimum": read_again(curve)[2].floor_lr}
+def head_lrs(curve: dict, trained: list[str]) -> dict[str, float]:
+    """The LRs onecycle's trained rules read off a fine_tune's sweep of the head alone."""
+    return {rule: v["lr"] for rule, v in rule_lrs(curve).items() if rule in trained and rule.startswith("onecycle:")}
 
 
-def unfrozen_study(journal: Journal, tasks: list[str], seeds: list[int], size: str, trained: list[str]) -> dict:
-    """Per fine_tune task: the rules read off the whole network's sweep instead of the head's, each trained, and
-    their regret against the task's best grid point."""
+def head_study(journal: Journal, tasks: list[str], seeds: list[int], size: str, trained: list[str]) -> dict:
+    """Per fine_tune task: onecycle's rules read off the head's sweep (`find --freeze`; what `find` read before
+    issue 26) instead of the whole network's, each trained, and their regret against the task's best grid point."""
     out = {}
     for task in tasks:
-        curves = [journal.curve(task, s, sweep="unfrozen") for s in seeds]
+        curves = [journal.curve(task, s) for s in seeds]
         t = summarize_task(journal, task, seeds, size)
-        if t is None or any(c is None for c in curves):
+        if not fine_tune(task) or t is None or any(c is None for c in curves):
             continue
-        found = [unfrozen_lrs(c, trained) for c in curves]
+        found = [head_lrs(c, trained) for c in curves]
         rules = {}
         for rule in found[0]:
             fits = [journal.fit(task, s, f[rule]) for s, f in zip(seeds, found)]
@@ -775,8 +817,8 @@ def unfrozen_study(journal: Journal, tasks: list[str], seeds: list[int], size: s
                 accuracy = statistics.fmean(f["accuracy"] for f in fits)
                 rules[rule] = {"lrs": [f[rule] for f in found], "accuracy": accuracy,
                                "regret": 100 * (t["best"]["accuracy"] - accuracy)}
-        out[task] = {"best": t["best"], "head_alone_default_regret": t["rules"][f"onecycle:{FindConfig().suggest}"]
-                     ["regret"], "rules": rules}
+        out[task] = {"best": t["best"], "default_regret": t["rules"][f"onecycle:{FindConfig().suggest}"]["regret"],
+                     "rules": rules}
     return out
 
 
@@ -786,7 +828,8 @@ def thread_study(journal: Journal, tasks: list[str], seeds: list[int], size: str
     rule = f"onecycle:{FindConfig().suggest}"
     out = {}
     for task in tasks:
-        pairs = [(journal.curve(task, s), journal.curve(task, s, threads)) for s in seeds]
+        sweep = our_sweep(task)
+        pairs = [(journal.curve(task, s, 1, sweep), journal.curve(task, s, threads, sweep)) for s in seeds]
         if any(a is None or b is None for a, b in pairs):
             continue
         one = [rule_lrs(a)[rule]["lr"] for a, _ in pairs]

@@ -175,6 +175,42 @@ def check_suggest(tmp: Path) -> None:
     t = out["tasks"]["folder/digits"]
     assert t["half"] == "dev" and fraction(t["rules"]["onecycle:floor"]["accuracy"])
     assert len(list((tmp / "f" / "suggest-work" / "digits-smoke" / "train" / "3").glob("*.png"))) > 10
+    if FASHION:  # a fine_tune task: a source body pretrained once, two sweeps a seed, each tool's rules on its own
+        check_suggest_fine_tune(tmp / "ft")
+
+
+def suggest_benchmark():
+    """benchmarks/suggest.py as a module (as test_fastai_rules.py loads it), to read its journal as it does."""
+    if "suggest_benchmark" not in sys.modules:
+        if str(REPO / "benchmarks") not in sys.path:
+            sys.path.insert(0, str(REPO / "benchmarks"))  # its sibling suggest_data.py
+        spec = importlib.util.spec_from_file_location("suggest_benchmark", REPO / "benchmarks" / "suggest.py")
+        sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # its dataclasses look their module up there
+        spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules["suggest_benchmark"]
+
+
+def check_suggest_fine_tune(tmp: Path) -> None:
+    task = "finetune/fashion5"
+    args = ["--smoke", "--tasks", task, "--data", SHARED_DATA, "--out", tmp / "s.jsonl", "--head-study"]
+    out, _ = script("benchmarks/suggest.py", *args, cwd=tmp.parent)
+    bench = suggest_benchmark()
+    journal = [json.loads(line) for line in (tmp / "s.jsonl").read_text().splitlines()]
+    curves = {r.get("sweep"): r for r in journal if r["kind"] == "curve"}
+    # the head alone (fastai's lr_find after freeze()), and the whole network at 1/lr_mult, as `find` sweeps it
+    assert set(curves) == {None, "unfrozen"} and curves[None]["frozen"] and not curves["unfrozen"]["frozen"]
+    ours, theirs = bench.rule_lrs(curves["unfrozen"]), bench.rule_lrs(curves[None])
+    rules = out["tasks"][task]["rules"]
+    assert rules["onecycle:floor"]["lrs"] == [ours["onecycle:floor"]["lr"]] != [theirs["onecycle:floor"]["lr"]]
+    assert rules["fastai:minimum"]["lrs"] == [theirs["fastai:minimum"]["lr"]]
+    # floor trains at the whole network's lowest point, and the head study at what the head's sweep read
+    assert ours["onecycle:floor"]["lr"] == bench.read_again(curves["unfrozen"])[2].floor_lr
+    head = out["head_study"][task]["rules"]["onecycle:floor"]
+    assert head["lrs"] == [theirs["onecycle:floor"]["lr"]] and fraction(head["accuracy"])
+    assert out["tasks"][task]["half"] == "later" and "rules_all" not in out  # reported apart from the 12
+    # the source body is trained once: a second run reuses it, and the folders it wrote
+    again, _ = script("benchmarks/suggest.py", *args, cwd=tmp.parent)
+    assert again["tasks"] == out["tasks"] and len(list((tmp / "suggest-work" / "runs").iterdir())) == 1
 
 
 def check_fastai_replay(tmp: Path) -> None:
