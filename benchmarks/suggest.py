@@ -21,7 +21,9 @@ frozen one, then the unfrozen):
 A rule's regret on a task = the best grid mean - the mean accuracy at the rule's suggestions, in
 percentage points; a negative regret means the rule found a better LR than any grid point. The
 best grid mean is a maximum over noisy means, so it sits a little above the true optimum: every
-rule's regret carries the same small upward bias, which does not change their order.
+rule's regret carries the same small upward bias, which does not change their order. Its standard error
+(`regret_se`, the per-task tables' "± s.e.") is that of the seeds' paired differences from the best grid point:
+the same seed draws the same batches and the same new head at every LR.
 
 Every range test and every fit is appended to --out as one JSON line as soon as it ends, and a
 rerun of the same command skips what the file already holds: an interrupted benchmark loses at most
@@ -534,8 +536,10 @@ def summarize_task(journal: Journal, task: str, seeds: list[int], size: str, thr
             continue
         read = [seed_accuracy(journal, task, s, lr, rows, i) for i, (s, lr) in enumerate(zip(seeds, lrs))]
         accs = [a for a, _ in read]
+        paired = [100 * (b - a) for a, b in zip(accs, best["accuracies"])]  # each seed against the best point
         rules[rule] = {"lrs": lrs, "accuracies": accs, "how": sorted({h for _, h in read}),
                        "accuracy": statistics.fmean(accs), "regret": 100 * (best["accuracy"] - statistics.fmean(accs)),
+                       "regret_se": statistics.stdev(paired) / math.sqrt(len(paired)) if len(paired) > 1 else None,
                        "worst_seed_regret": max(100 * (best["accuracy"] - a) for a in accs),
                        "collapsed": sum(a <= chance + 0.05 and ok for a, ok in zip(accs, trains)),
                        "notes": sorted({p[rule]["note"] for p in per_seed if p[rule].get("note")})}
@@ -646,14 +650,15 @@ def markdown(summary: dict) -> str:
                   f"{100 * t['best']['accuracy']:.2f}% (mean of seeds)"
                   + (" (at the grid's edge)" if t["best_at_grid_edge"] else "")
                   + f"; lag-free minima {', '.join(f'{m:.2g}' for m in t['lag_free_minima'])}", "",
-                  "| rule | suggested max_lr (per seed) | accuracy | regret (points) | worst seed | collapsed | read |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| rule | suggested max_lr (per seed) | accuracy | regret (points) | ± s.e. | worst seed | collapsed "
+                  "| read |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for rule, r in t["rules"].items():
             if r["accuracy"] is None:
-                lines.append(f"| {rule} | {r['note']} | | | | | |")
+                lines.append(f"| {rule} | {r['note']} | | | | | | |")
                 continue
             lrs = ", ".join(f"{v:.2g}" for v in r["lrs"])
-            lines.append(f"| {rule} | {lrs} | {100 * r['accuracy']:.2f}% | {points(r['regret'])} | "
+            se = f"{r['regret_se']:.2f}" if r["regret_se"] is not None else ""
+            lines.append(f"| {rule} | {lrs} | {100 * r['accuracy']:.2f}% | {points(r['regret'])} | {se} | "
                          f"{points(r['worst_seed_regret'])} | {r['collapsed'] or ''} | {', '.join(r['how'])} |")
         grid_row = ", ".join(f"{g['max_lr']:.2g}: {100 * g['accuracy']:.2f}" for g in t["grid"])
         lines += ["", f"grid (max_lr: mean accuracy %): {grid_row}", ""]
