@@ -21,11 +21,12 @@ target for the same number of epochs, over 3 seeds:
                     pct_start 0.25), then the unfrozen network with discriminative LRs (lr_mult 100)
 
 Every arm's max_lr is the default (`floor`) suggestion of a range test on the target, run once per kind of start
-(seed 0) and shared by the arms that start alike: a random network (a); the pretrained network with its
-body frozen, as fastai's users run lr_find before fine_tune (b, c, f); the pretrained network unfrozen
-(d, e; `--unfrozen-lr X` trains those two at X instead). The head is always new: the source's 5 classes
-are not the target's 5 (its checkpoint records their names, and --init keeps a head only for the same
-classes).
+(seed 0) and shared by the arms that start alike, as `train --max-lr find` would sweep each: a random network
+(a); the pretrained network with its body frozen (b, which trains the head alone); the pretrained network
+unfrozen at fine_tune's discriminative LRs (lr_mult 100), as a fine_tune's unfrozen cycle trains it (c, f);
+the pretrained network unfrozen (d, e; `--unfrozen-lr X` trains those two at X instead). The head is always
+new: the source's 5 classes are not the target's 5 (its checkpoint records their names, and --init keeps a
+head only for the same classes).
 
 Everything runs through `onecycle` (`python -m onecycle_cli ... --json`) into `<work>/runs`; the script
 prints one line per step on stderr, a table at the end, and one JSON summary on stdout (also written to
@@ -60,7 +61,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data"
 CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 SOURCE, TARGET = range(0, 5), range(5, 10)
 # which range test gives each arm its max_lr: the one that starts as the arm starts
-LR_FROM = {"a": "random", "b": "frozen", "c": "frozen", "d": "unfrozen", "e": "unfrozen", "f": "frozen"}
+LR_FROM = {"a": "random", "b": "frozen", "c": "fine_tune", "d": "unfrozen", "e": "unfrozen", "f": "fine_tune"}
 
 # full: the experiment; quick: the same steps at sizes that run in seconds (a smoke test, not a result)
 SIZES = {
@@ -227,6 +228,8 @@ def main() -> None:
     say("range tests on the target, one per kind of start the arms make (seed 0)")
     num_it = ["--num-it", size["num_it"]]
     starts = {"random": [], "frozen": ["--freeze", "--set", f"model.init={pretrained}"],
+              "fine_tune": ["--set", "train.freeze_epochs=1", "--set", "optim.lr_mult=100",
+                            "--set", f"model.init={pretrained}"],
               "unfrozen": ["--set", f"model.init={pretrained}"]}
     needed = {LR_FROM[k] for k in chosen} - ({"unfrozen"} if a.unfrozen_lr is not None else set())
     starts = {k: v for k, v in starts.items() if k in needed}

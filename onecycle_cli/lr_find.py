@@ -7,10 +7,11 @@ own, and then puts every weight, buffer, trainable flag and random state back: a
 and anything the caller holds are bit for bit as before.
 
 With parameter groups the sweep keeps their ratios and reads the head's LR, as fastai's recorder
-does: unfrozen, the body's groups at 1/lr_mult of it and between; frozen (`find --freeze`, and a config that trains the head alone:
-train.freeze_epochs with train.epochs 0), the body frozen but for its normalisation layers, which follow at
-1/freeze_body_div of the head's LR as they will in training. A fine_tune (train.freeze_epochs, then unfrozen
-epochs) is swept over the whole network, and floor reads that curve's lowest point itself (suggest.py).
+does: unfrozen, the body's groups at 1/lr_mult of it and between; frozen (`find --freeze`, and a config
+that trains the head alone: train.freeze_epochs with train.epochs 0), the body frozen but for its
+normalisation layers, which follow at 1/freeze_body_div of the head's LR as they will in training. A
+fine_tune (train.freeze_epochs, then unfrozen epochs) is swept over the whole network, and floor reads that
+curve's lowest point itself (suggest.py).
 """
 
 from __future__ import annotations

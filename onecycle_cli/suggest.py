@@ -8,9 +8,10 @@ Two smoothings of the same raw losses are read:
   exponential average run forward and then backward (the two lags cancel).
 
 Six rules, each a small function of (lrs, smoothed losses) that also says, in `reason`, how it read them:
-  floor    (lag-free) a third of the LR at the lowest loss (the lowest LR itself on a sweep of the head
-           alone), never in the flat start before the fall: the default, chosen for its worst case on the
-           development half of `benchmarks/suggest.py`'s tasks and checked on the held-out half (docs/benchmarks.md)
+  floor    (lag-free) a third of the LR at the lowest loss, never in the flat start before the fall (the lowest
+           LR itself on a sweep of the head alone, and on a fine_tune's sweep of the whole network): the default,
+           chosen for its worst case on the development half of `benchmarks/suggest.py`'s tasks and checked on
+           the held-out half (docs/benchmarks.md)
   basin    (lag-free) a third of the middle (in log) of the basin around the lowest loss, the points within 20%
            of the fall above it: where the bottom is flat, batch noise moves the lowest point across it and
            the basin's middle stays. Tried against floor on all 12 tasks: better on the noisiest, worse on three
@@ -30,7 +31,8 @@ longest decreasing run of the EMA) also counts the flat start as part of the val
 climbed back half its fall), the valley the floor rule reads (from the start of the fall to the floor),
 and a warning where no rule can read it well: a loss that never falls, a fall under 40% of its start (no
 clear valley), a fall under 8 times the batch-to-batch noise (a noisy valley), two minima, or a sweep of the
-head alone. On the 12 tasks, every curve of the three where the default misses by over a point warns. A loss
+head alone before a fine_tune (`find --freeze`). On the 12 tasks, every curve of the two where the default
+misses by over a point warns (the fine_tune added after them, finetune/fashion5, misses by 2.8 unwarned). A loss
 that never climbs back before end_lr (no edge) is no warning: most BatchNorm nets scored on held-out batches,
 and heads of frozen bodies, end so, and their floor is read as well as any.
 

@@ -52,7 +52,8 @@ def test_the_range_test_under_torchrun(tmp_path):
 
 def test_fine_tuning_under_torchrun(tmp_path):
     # DDP only reduces the gradients of the parameters that needed them when it was made: the model is wrapped
-    # again when the range test freezes it (find.freeze: a fine_tune is otherwise swept whole), when it is put back, and at each cycle's start
+    # again when the range test freezes it (find.freeze: a fine_tune is otherwise swept whole), when it is put
+    # back, and at each cycle's start
     s = torchrun("train", "--config", "mnist", "--dataset", "mnist_sample", "--set", "model.channels=[1,8,16,32,64,2]",
                  "--set", "data.train_size=1280", "--set", "data.valid_size=256", "--batch-size", "64", "--epochs", "1",
                  "--set", "train.freeze_epochs=1", "--set", "optim.lr_mult=10", "--max-lr", "find",

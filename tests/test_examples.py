@@ -54,7 +54,7 @@ def test_transfer_example_runs_every_arm_through_the_cli(tmp_path, shared_data):
         return json.loads((Path(run_dir) / "summary.json").read_text())
 
     finds = {k: f["suggestion"]["lr"] for k, f in s["range_tests"].items()}
-    lr_from = {"a": "random", "b": "frozen", "c": "frozen", "d": "unfrozen", "e": "unfrozen", "f": "frozen"}
+    lr_from = {"a": "random", "b": "frozen", "c": "fine_tune", "d": "unfrozen", "e": "unfrozen", "f": "fine_tune"}
     assert list(s["arms"]) == list(lr_from)
     for key, arm in s["arms"].items():
         runs = arm["runs"]
@@ -75,6 +75,12 @@ def test_transfer_example_runs_every_arm_through_the_cli(tmp_path, shared_data):
     # two short cycles: the second continues the first, head included (the same classes)
     assert all(r["second_head"] == "taken: the same 5 classes (" + ", ".join(target) + ")"
                for r in s["arms"]["d"]["runs"])
+    # each range test swept as `train --max-lr find` sweeps its arms: (b) the head alone, (c) and (f) the whole
+    # network at fine_tune's lr_mult, the arm trained at that curve's lowest point
+    swept = {k: summary(f["run_dir"]) for k, f in s["range_tests"].items()}
+    assert [(swept[k]["frozen"], swept[k]["fine_tune"]) for k in ("frozen", "fine_tune")] == [(True, False),
+                                                                                             (False, True)]
+    assert swept["fine_tune"]["group_ratios"][0] < 0.02 < swept["frozen"]["group_ratios"][0]
     # head only: one frozen cycle, and the body's convolutions are the pretrained run's to the end
     run = Path(s["arms"]["b"]["runs"][0]["run_dir"])
     assert [(c["name"], c["frozen"]) for c in summary(run)["cycles"]] == [("frozen", True)]
