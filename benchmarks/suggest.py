@@ -118,15 +118,15 @@ TASKS: dict[str, Task] = {
                             "ResNet-20, batch 32"),
     "finetune/frozen": Task("folder", ("train.batch_size=64", "train.freeze_epochs=1", "train.epochs=3",
                                        "optim.lr_mult=100"), (3e-4, 0.3), "held-out", "mnist10",
-                            "fastai's fine_tune onto a new domain (a body trained on clothes, digits): the frozen "
-                            "head's range test"),
+                            "fastai's fine_tune onto a new domain (a body trained on clothes, digits): the whole "
+                            "network's range test (onecycle's rules), the head's (fastai's)"),
     "fashion_mnist/sgd-b32": Task("mnist", (*FASHION, *SGD, "train.batch_size=32"), (3e-3, 3.0), "held-out",
                                   about="SGD, batch 32"),
     # added after every rule and threshold was set, to test the unfrozen sweep found on finetune/frozen
     "finetune/fashion5": Task("folder", ("train.batch_size=64", "train.freeze_epochs=1", "train.epochs=3",
                                          "optim.lr_mult=100"), (1e-3, 1.0), "later", "fashion5",
                               "fastai's fine_tune within the domain (a body trained on clothes 0-4, clothes 5-9): "
-                              "the frozen head's range test"),
+                              "the whole network's range test (onecycle's rules), the head's (fastai's)"),
 }
 QUICK = ("data.train_size=2000", "data.valid_size=500", "train.epochs=1")  # --quick: a smoke run, not evidence
 SMOKE = ("data.train_size=256", "data.valid_size=64", "train.epochs=1", "train.batch_size=16", "find.num_it=30")
@@ -809,10 +809,10 @@ def head_study(journal: Journal, tasks: list[str], seeds: list[int], size: str, 
     """Per fine_tune task: onecycle's rules read off the head's sweep (`find --freeze`; what `find` read before
     issue 26) instead of the whole network's, each trained, and their regret against the task's best grid point."""
     out = {}
-    for task in tasks:
+    for task in filter(fine_tune, tasks):
         curves = [journal.curve(task, s) for s in seeds]
         t = summarize_task(journal, task, seeds, size)
-        if not fine_tune(task) or t is None or any(c is None for c in curves):
+        if t is None or any(c is None for c in curves):
             continue
         found = [head_lrs(c, trained) for c in curves]
         rules = {}
