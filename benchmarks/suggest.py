@@ -70,7 +70,7 @@ from onecycle_cli.config import FindConfig, resolve
 from onecycle_cli.display import Display
 from onecycle_cli.errors import Diverged
 from onecycle_cli.fit import LoopState, evaluate, fit, start_cycle
-from onecycle_cli.lr_find import range_test, smooth_losses, sweeps_frozen
+from onecycle_cli.lr_find import range_test, smooth_losses, sweeps_fine_tune, sweeps_frozen
 from onecycle_cli.optim import build_optimizer
 from onecycle_cli.pipeline import build_pipeline, class_names
 from onecycle_cli.runs.directory import NullRunDir
@@ -258,9 +258,8 @@ def data_at_hand(task: str, data: Path) -> bool:
 
 
 def fine_tune(task: str) -> bool:
-    """A fine_tune task: a frozen cycle on the head, then the whole network."""
-    train = resolve(TASKS[task].preset, list(TASKS[task].sets), environ={}).config.train
-    return train.freeze_epochs > 0 and train.epochs > 0
+    """A fine_tune task (a frozen cycle on the head, then the whole network), which `find` sweeps whole."""
+    return sweeps_fine_tune(resolve(TASKS[task].preset, list(TASKS[task].sets), environ={}).config)
 
 
 def our_sweep(task: str) -> str | None:
